@@ -1,0 +1,52 @@
+# The project's verbs. Each works on a fresh clone with Python 3.11+ and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+LISTEN ?= 127.0.0.1:8080
+OUT ?= out/api_example
+
+.PHONY: run test lint format serve samples clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+## run: the job on both sample data sets, into out/api_example and out/demo
+run: $(STAMP)
+	$(BIN)/convsum run --messages sample_data/api_example/messages.parquet \
+		--statuses sample_data/api_example/statuses.parquet --out out/api_example
+	$(BIN)/convsum run --messages sample_data/demo/messages \
+		--statuses sample_data/demo/statuses --out out/demo
+	@echo
+	@echo "Output: out/api_example/current/api and out/demo/current/api"
+	@echo "Serve one with nginx:  make serve OUT=out/api_example   (or OUT=out/demo)"
+	@echo "Then:  curl 'http://$(LISTEN)/ip1-100/v2/conversations/46734487112/summary'"
+
+## serve: nginx in the foreground on $(LISTEN), serving $(OUT) (needs nginx on PATH)
+serve: $(STAMP)
+	mkdir -p out/nginx
+	$(BIN)/convsum nginx-conf $(OUT) --listen $(LISTEN) $(if $(filter 0,$(shell id -u)),--user root) > out/nginx/nginx.conf
+	nginx -p $(CURDIR)/out/nginx -c $(CURDIR)/out/nginx/nginx.conf
+
+## test: lint, type checks and the whole test suite
+test: lint
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests sample_data
+	$(BIN)/ruff format --check src tests sample_data
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests sample_data
+	$(BIN)/ruff check --fix src tests sample_data
+
+## samples: regenerate sample_data/ deterministically
+samples: $(STAMP)
+	$(BIN)/python sample_data/make_samples.py
+
+clean:
+	rm -rf out .venv .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,7 @@
+"""Allow ``python -m convsum``."""
+
+from __future__ import annotations
+
+from convsum.cli import cli
+
+cli()

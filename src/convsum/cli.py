@@ -1,0 +1,122 @@
+"""The command line: parse, validate, call one core function, map errors to exit codes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from convsum import __version__
+from convsum.config import ENGINES, build_config, check_page_size, load_toml
+from convsum.errors import ConfigError, ConvsumError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _UsageFromConfig(click.UsageError):
+    """A configuration problem is a usage problem: exit code 2."""
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="convsum")
+def cli() -> None:
+    """Turn SMS message and delivery-report logs into a static conversations API."""
+
+
+def _page_size(_ctx: click.Context, _param: click.Parameter, value: int | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return check_page_size(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+@cli.command(context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="convsum")
+@click.option("--messages", metavar="PATH", help="Message log: Parquet file, directory or glob.")
+@click.option("--statuses", metavar="PATH", help="Status log: Parquet file, directory or glob.")
+@click.option("--out", metavar="DIR", help="Output root (the served tree is DIR/current/api).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML file with the same keys as these options; options given here win.",
+)
+@click.option("--engine", type=click.Choice(ENGINES), help="Computation engine [default: duckdb].")
+@click.option(
+    "--page-size",
+    type=int,
+    callback=_page_size,
+    help="Messages per page; must divide 10000 [default: 50].",
+)
+@click.option(
+    "--desc-pages/--no-desc-pages",
+    default=None,
+    help="Also write descending pages, to serve order=DESC [default: off].",
+)
+@click.option("--threads", type=click.IntRange(min=1), help="Engine threads [default: all cores].")
+@click.option(
+    "--memory-limit", metavar="SIZE", help="Engine memory cap, as 4GB [default: engine's]."
+)
+@click.option("--report", is_flag=True, help="Print the run report (JSON) on stdout.")
+def run(config_file: Path | None, report: bool, **options: Any) -> None:
+    """Read the logs, compute every conversation and publish the static API tree.
+
+    Bad input (a missing file or column, a wrong type, a null id, an unknown direction, a corrupt
+    file) exits with code 1 and publishes nothing; misuse of the command line exits with 2.
+    """
+    from convsum.run import run_job
+
+    try:
+        file_values = load_toml(config_file) if config_file else {}
+        config = build_config(file_values, options)
+    except ConfigError as exc:
+        raise _UsageFromConfig(str(exc)) from exc
+    try:
+        result = run_job(config, progress=lambda stage: click.echo(f"convsum: {stage}", err=True))
+    except ConvsumError as exc:
+        raise click.ClickException(str(exc)) from exc
+    out = Path(config.out)
+    click.echo(
+        f"convsum: published {result['files_written']} files for {result['owners']} owners and "
+        f"{result['participants']} participants in {out / 'current' / 'api'} "
+        f"(run {result['run_id']})",
+        err=True,
+    )
+    click.echo(
+        f"convsum: serve it with: convsum nginx-conf {out} --listen 127.0.0.1:8080 > nginx.conf"
+        ' && nginx -p "$PWD" -c "$PWD/nginx.conf"',
+        err=True,
+    )
+    if report:
+        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+@cli.command("nginx-conf", context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="convsum")
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--listen", default="127.0.0.1:8080", show_default=True, help="nginx listen address.")
+@click.option("--user", help="Worker user, for an nginx started as root (emits `user NAME;`).")
+def nginx_conf(out: Path, listen: str, user: str | None) -> None:
+    """Print an nginx configuration that serves the tree published in OUT as the read API.
+
+    The page size and the orders served are read from the published manifest. Start nginx with
+    `nginx -p PREFIX -c FILE`; its pid, logs and temporary files go under PREFIX.
+    """
+    from convsum.publish.manifest import MANIFEST
+    from convsum.publish.nginx import render
+    from convsum.publish.tree import API, CURRENT
+
+    manifest_path = out / CURRENT / MANIFEST
+    try:
+        manifest = orjson.loads(manifest_path.read_bytes())
+        layout = manifest["layout"]
+    except (OSError, orjson.JSONDecodeError, KeyError) as exc:
+        msg = f"{manifest_path}: no published manifest; run `convsum run --out {out}` first"
+        raise click.ClickException(msg) from exc
+    api_root = out.resolve() / CURRENT / API
+    click.echo(render(api_root, listen, layout["page_size"], layout["orders"], user), nl=False)

@@ -1,0 +1,182 @@
+"""The run configuration: command-line flags and a TOML file merged into one frozen object."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from convsum.errors import ConfigError
+
+ENGINES = ("duckdb",)
+LIST_NAMES = ("all", "mt", "mo")
+# A static server can only check that `start` is a multiple of the page size when the page size
+# divides a power of ten: alignment is then a property of the last few digits, which a regular
+# expression (nginx `map`) can test.
+ALIGNMENT_MODULUS = 10_000
+
+DEFAULT_DIRECTION_CODES: Mapping[int, str] = MappingProxyType({0: "mt", 1: "mo"})
+DEFAULT_TYPE_CODES: Mapping[int, str] = MappingProxyType({0: "flash", 1: "SMS"})
+DEFAULT_DATACODING_CODES: Mapping[int, str] = MappingProxyType({0: "gsm", 2: "ucs"})
+
+
+def _frozen(mapping: Mapping[Any, Any]) -> Mapping[Any, Any]:
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs to know; built once, never mutated."""
+
+    messages: str
+    out: str
+    statuses: str | None = None
+    engine: str = "duckdb"
+    page_size: int = 50
+    desc_pages: bool = False
+    threads: int | None = None
+    memory_limit: str | None = None
+    direction_codes: Mapping[int, str] = field(default_factory=lambda: DEFAULT_DIRECTION_CODES)
+    type_codes: Mapping[int, str] = field(default_factory=lambda: DEFAULT_TYPE_CODES)
+    datacoding_codes: Mapping[int, str] = field(default_factory=lambda: DEFAULT_DATACODING_CODES)
+    message_columns: Mapping[str, str] = field(default_factory=lambda: _frozen({}))
+    status_columns: Mapping[str, str] = field(default_factory=lambda: _frozen({}))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready view, as recorded in the manifest."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Mapping):
+                value = {str(k): v for k, v in sorted(value.items())}
+            out[f.name] = value
+        return out
+
+
+def check_page_size(page_size: int) -> int:
+    """Return the page size if a static server can serve it, else raise ConfigError."""
+    if page_size < 1 or ALIGNMENT_MODULUS % page_size:
+        msg = (
+            f"page size {page_size} is not served statically: it must divide "
+            f"{ALIGNMENT_MODULUS} (for example 10, 20, 25, 50, 100, 200, 250, 500, 1000)"
+        )
+        raise ConfigError(msg)
+    return page_size
+
+
+_PATH_KEYS = ("messages", "statuses", "out")
+_SCALAR_KEYS = {
+    "messages": str,
+    "statuses": str,
+    "out": str,
+    "engine": str,
+    "page_size": int,
+    "desc_pages": bool,
+    "threads": int,
+    "memory_limit": str,
+}
+_CODE_TABLES = {
+    "direction": "direction_codes",
+    "type": "type_codes",
+    "datacoding": "datacoding_codes",
+}
+_COLUMN_TABLES = {"messages": "message_columns", "statuses": "status_columns"}
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML configuration into RunConfig keyword arguments.
+
+    Paths in the file are relative to the file's own directory, so a job definition works from
+    any working directory.
+    """
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        msg = f"config {path}: cannot read ({exc.strerror})"
+        raise ConfigError(msg) from exc
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"config {path}: not valid TOML ({exc})"
+        raise ConfigError(msg) from exc
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _SCALAR_KEYS:
+            values[key] = _scalar(path, key, value)
+        elif key == "codes":
+            values.update(_code_tables(path, value))
+        elif key == "columns":
+            values.update(_column_tables(path, value))
+        else:
+            known = ", ".join([*_SCALAR_KEYS, "codes", "columns"])
+            msg = f"config {path}: unknown key {key!r}; expected one of {known}"
+            raise ConfigError(msg)
+    for key in _PATH_KEYS:
+        if key in values:
+            values[key] = str(path.parent / values[key])
+    return values
+
+
+def _scalar(path: Path, key: str, value: Any) -> Any:
+    expected = _SCALAR_KEYS[key]
+    if type(value) is not expected:
+        msg = f"config {path}: {key} must be a {expected.__name__}, found {value!r}"
+        raise ConfigError(msg)
+    return value
+
+
+def _code_tables(path: Path, value: Any) -> dict[str, Mapping[int, str]]:
+    if not isinstance(value, dict):
+        msg = f"config {path}: [codes] must be a table"
+        raise ConfigError(msg)
+    out: dict[str, Mapping[int, str]] = {}
+    for name, table in value.items():
+        if name not in _CODE_TABLES or not isinstance(table, dict):
+            msg = f"config {path}: [codes.{name}] unknown; expected {', '.join(_CODE_TABLES)}"
+            raise ConfigError(msg)
+        try:
+            parsed = {int(k): str(v) for k, v in table.items()}
+        except ValueError as exc:
+            msg = f'config {path}: [codes.{name}] keys must be integers, as in 0 = "mt"'
+            raise ConfigError(msg) from exc
+        if name == "direction" and not set(parsed.values()) <= {"mt", "mo"}:
+            msg = f'config {path}: [codes.direction] values must be "mt" or "mo"'
+            raise ConfigError(msg)
+        out[_CODE_TABLES[name]] = _frozen(parsed)
+    return out
+
+
+def _column_tables(path: Path, value: Any) -> dict[str, Mapping[str, str]]:
+    if not isinstance(value, dict):
+        msg = f"config {path}: [columns] must be a table"
+        raise ConfigError(msg)
+    out: dict[str, Mapping[str, str]] = {}
+    for name, table in value.items():
+        ok = isinstance(table, dict) and all(isinstance(v, str) for v in table.values())
+        if name not in _COLUMN_TABLES or not ok:
+            msg = (
+                f"config {path}: [columns.{name}] must be a table of strings in "
+                f"{', '.join(f'[columns.{t}]' for t in _COLUMN_TABLES)}"
+            )
+            raise ConfigError(msg)
+        out[_COLUMN_TABLES[name]] = _frozen(table)
+    return out
+
+
+def build_config(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]) -> RunConfig:
+    """Merge TOML values with command-line values (the command line wins) and validate."""
+    merged = {**file_values, **{k: v for k, v in cli_values.items() if v is not None}}
+    for key in ("messages", "out"):
+        if not merged.get(key):
+            msg = f"missing {key}: pass --{key} or set {key} in the config file"
+            raise ConfigError(msg)
+    if merged.get("engine", "duckdb") not in ENGINES:
+        msg = f"unknown engine {merged['engine']!r}; expected one of {', '.join(ENGINES)}"
+        raise ConfigError(msg)
+    check_page_size(int(merged.get("page_size", 50)))
+    threads = merged.get("threads")
+    if threads is not None and threads < 1:
+        msg = f"threads must be at least 1, found {threads}"
+        raise ConfigError(msg)
+    return replace(RunConfig(messages=merged["messages"], out=merged["out"]), **merged)

@@ -1,0 +1,74 @@
+"""The engine interface: staged inputs in, derived tables out as sorted Arrow record batches.
+
+An engine does all per-message work (deduplication, latest status, grouping, ordering and the
+JSON text of every message and summary); the publisher only cuts the sorted stream into pages and
+moves bytes to files. Engines never write to the output tree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from convsum.inputs import StagedInputs
+
+# Sorted by (owner, participant); `json` is the summary object's text.
+SUMMARY_SCHEMA = pa.schema(
+    [("owner", pa.string()), ("participant", pa.string()), ("json", pa.string())]
+)
+# One row per (message, participant), sorted by (owner, participant, created, id), ascending or
+# descending. `pos_all` is the row's index in the participant's whole list and `pos_dir` in the
+# list of its direction, both counted in the stream's order. `json` is "," + the message object.
+CONVERSATION_SCHEMA = pa.schema(
+    [
+        ("owner", pa.string()),
+        ("participant", pa.string()),
+        ("direction", pa.string()),
+        ("pos_all", pa.int64()),
+        ("pos_dir", pa.int64()),
+        ("json", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How an engine may use the machine."""
+
+    work_dir: Path
+    threads: int | None = None
+    memory_limit: str | None = None
+    batch_rows: int = 65_536
+
+
+class Derivation(Protocol):
+    """The derived tables of one run, read as streams."""
+
+    def counts(self) -> dict[str, Any]:
+        """Return the run report's data counts (messages, duplicates, orphans, ...)."""
+        ...
+
+    def summaries(self) -> Iterator[pa.RecordBatch]:
+        """Yield SUMMARY_SCHEMA batches in (owner, participant) order."""
+        ...
+
+    def conversation_rows(self, descending: bool) -> Iterator[pa.RecordBatch]:
+        """Yield CONVERSATION_SCHEMA batches in list order (or its exact reverse)."""
+        ...
+
+
+class Engine(Protocol):
+    """A way of computing a Derivation from staged inputs."""
+
+    name: str
+
+    def derive(
+        self, staged: StagedInputs, settings: EngineSettings
+    ) -> AbstractContextManager[Derivation]:
+        """Compute the derived tables; release their resources when the context ends."""
+        ...

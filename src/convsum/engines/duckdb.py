@@ -1,0 +1,220 @@
+"""The DuckDB engine: SPEC section 3 as SQL over the staged Parquet files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from convsum.codes import FINAL_GROUPS, KNOWN_CODES
+from convsum.engines.base import CONVERSATION_SCHEMA, SUMMARY_SCHEMA, EngineSettings
+from convsum.inputs import StagedInputs
+
+# JSON text must be byte-identical across engines. DuckDB's to_json agrees with the canonical
+# form (that of orjson) except for a few control characters (upper-case hex) and for doubles
+# outside [1e-4, 1e15]; those rare values go through a Python function instead.
+_MACROS = """
+CREATE MACRO json_text(s) AS CASE
+    WHEN s IS NULL THEN 'null'
+    WHEN regexp_matches(s, '[\\x00-\\x1f]') THEN json_text_exact(s)
+    ELSE to_json(s)::VARCHAR END;
+CREATE MACRO json_int(i) AS coalesce(CAST(i AS VARCHAR), 'null');
+CREATE MACRO json_double(x) AS CASE
+    WHEN x IS NULL OR isnan(x) OR isinf(x) THEN 'null'
+    WHEN x = 0 OR abs(x) BETWEEN 1e-4 AND 1e15 THEN to_json(x)::VARCHAR
+    ELSE json_double_exact(x) END;
+CREATE MACRO iso_time(t) AS strftime(t, '%Y-%m-%dT%H:%M:%S')
+    || CASE WHEN millisecond(t) % 1000 <> 0 THEN strftime(t, '.%g') ELSE '' END || 'Z';
+CREATE MACRO json_time(t) AS CASE WHEN t IS NULL THEN 'null' ELSE '"' || iso_time(t) || '"' END;
+"""
+
+# Each distinct (owner, id) once: the greatest `modified` wins, then the greater content, so the
+# choice never depends on input order. `head` and `tail` are the message object's text before and
+# after its `statuses` value.
+_MESSAGES = """
+CREATE TEMP TABLE msg AS
+SELECT owner, id, sender, recipient, direction, segments, created, head, tail
+FROM (
+    SELECT *,
+        '{"id":' || json_text(id) || ',"batchId":' || json_text(batch_id)
+        || ',"owner":' || json_text(owner) || ',"sender":' || json_text(sender)
+        || ',"recipient":' || json_text(recipient) || ',"body":' || json_text(body)
+        || ',"direction":' || json_text(direction) || ',"segments":' || json_int(segments)
+        || ',"type":' || json_text(type) || ',"datacoding":' || json_text(datacoding)
+        || ',"priority":' || json_int(priority) || ',"price":' || json_double(price)
+        || ',"currency":' || json_text(currency) || ',"statuses":' AS head,
+        ',"modified":' || json_time(modified) || ',"reference":' || json_text(reference)
+        || ',"mcc":' || json_text(mcc) || ',"mnc":' || json_text(mnc)
+        || ',"created":' || json_time(created) || '}' AS tail
+    FROM read_parquet($messages)
+)
+QUALIFY row_number() OVER (
+    PARTITION BY owner, id ORDER BY modified DESC NULLS LAST, head || tail DESC
+) = 1
+"""
+
+# Latest status per message: greatest `created`, then final groups over the rest, then the higher
+# code, then the longer duration (a row with no duration loses). Identical rows are one.
+_LATEST = """
+CREATE TEMP TABLE latest AS
+SELECT m.owner, m.id,
+    arg_max(
+        {{'code': s.code, 'duration': s.duration, 'created': s.created}},
+        (s.created, s.code // 100 IN {final_groups}, s.code, coalesce(s.duration, -1))
+    ) AS status
+FROM msg AS m
+JOIN read_parquet($statuses) AS s
+    ON s.message_id = m.id AND (s.owner IS NULL OR s.owner = m.owner)
+GROUP BY m.owner, m.id
+"""
+
+_CONVERSATIONS = """
+CREATE TEMP TABLE conv AS
+WITH full_msg AS (
+    SELECT m.*, l.status.code AS code,
+        m.head || CASE WHEN l.status IS NULL THEN '[]' ELSE
+            '[{"code":' || l.status.code || ',"duration":' || json_int(l.status.duration)
+            || ',"created":' || json_time(l.status.created) || '}]' END || m.tail AS json
+    FROM msg AS m LEFT JOIN latest AS l USING (owner, id)
+)
+SELECT owner, sender AS participant, direction, created, id, segments, code, json FROM full_msg
+UNION ALL
+SELECT owner, recipient, direction, created, id, segments, code, json FROM full_msg
+WHERE recipient <> sender
+"""
+
+_SUMMARIES = """
+WITH per_code AS (
+    SELECT owner, participant, direction, code, count(*) AS n, sum(segments) AS sms
+    FROM conv GROUP BY ALL
+), per_conv AS (
+    SELECT owner, participant, sum(n) AS total, sum(sms) AS total_sms,
+        coalesce(string_agg('"' || code || '":{"messages":' || n || ',"sms":' || sms || '}', ','
+            ORDER BY code) FILTER (WHERE direction = 'mt' AND code IS NOT NULL), '') AS mt,
+        coalesce(string_agg('"' || code || '":{"messages":' || n || ',"sms":' || sms || '}', ','
+            ORDER BY code) FILTER (WHERE direction = 'mo' AND code IS NOT NULL), '') AS mo
+    FROM per_code GROUP BY owner, participant
+)
+SELECT owner, participant,
+    '{"participant":' || json_text(participant) || ',"totalMessageCount":' || total
+    || ',"totalSmsCount":' || total_sms || ',"mobileTerminatedMessages":{' || mt
+    || '},"mobileOriginatedMessages":{' || mo || '}}' AS json
+FROM per_conv
+ORDER BY owner, participant
+"""
+
+_ROWS = """
+SELECT owner, participant, direction,
+    row_number() OVER (PARTITION BY owner, participant ORDER BY created {o}, id {o}) - 1,
+    row_number() OVER (PARTITION BY owner, participant, direction
+                       ORDER BY created {o}, id {o}) - 1,
+    ',' || json
+FROM conv
+ORDER BY owner, participant, created {o}, id {o}
+"""
+
+_COUNTS = """
+SELECT
+    (SELECT count(*) FROM read_parquet($messages)) AS message_rows,
+    (SELECT count(*) FROM msg) AS messages,
+    (SELECT count(*) FROM msg AS m ANTI JOIN latest USING (owner, id)) AS messages_without_status,
+    (SELECT count(*) FROM read_parquet($statuses) AS s WHERE NOT EXISTS (
+        SELECT 1 FROM msg AS m
+        WHERE m.id = s.message_id AND (s.owner IS NULL OR s.owner = m.owner))) AS orphan_statuses,
+    (SELECT count(*) FROM (SELECT DISTINCT * FROM read_parquet($statuses))) AS distinct_statuses,
+    (SELECT count(*) FROM read_parquet($statuses)) AS status_rows,
+    (SELECT count(DISTINCT owner) FROM msg) AS owners,
+    (SELECT count(*) FROM (SELECT DISTINCT owner, participant FROM conv)) AS participants
+"""
+
+_UNKNOWN_CODES = """
+SELECT code, count(*) FROM read_parquet($statuses)
+WHERE code NOT IN (SELECT unnest($known)) GROUP BY code ORDER BY code
+"""
+
+
+def _json_text_exact(value: str) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _json_double_exact(value: float) -> str:
+    return orjson.dumps(value).decode()
+
+
+class DuckDBEngine:
+    """Compute the derived tables with DuckDB, spilling to the work directory when needed."""
+
+    name = "duckdb"
+
+    @contextmanager
+    def derive(self, staged: StagedInputs, settings: EngineSettings) -> Iterator[_DuckDBDerivation]:
+        con = duckdb.connect(config=_connection_config(settings))
+        try:
+            con.create_function(
+                "json_text_exact", _json_text_exact, ["VARCHAR"], "VARCHAR", side_effects=False
+            )
+            con.create_function(
+                "json_double_exact", _json_double_exact, ["DOUBLE"], "VARCHAR", side_effects=False
+            )
+            con.execute(_MACROS)
+            params = {"messages": str(staged.messages), "statuses": str(staged.statuses)}
+            con.execute(_MESSAGES, {"messages": params["messages"]})
+            con.execute(
+                _LATEST.format(final_groups=tuple(FINAL_GROUPS)), {"statuses": params["statuses"]}
+            )
+            con.execute(_CONVERSATIONS)
+            yield _DuckDBDerivation(con, params, settings.batch_rows)
+        finally:
+            con.close()
+
+
+def _connection_config(settings: EngineSettings) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "temp_directory": str(settings.work_dir / "duckdb_tmp"),
+        "preserve_insertion_order": False,
+    }
+    if settings.threads:
+        config["threads"] = settings.threads
+    if settings.memory_limit:
+        config["memory_limit"] = settings.memory_limit
+    return config
+
+
+class _DuckDBDerivation:
+    def __init__(self, con: duckdb.DuckDBPyConnection, params: dict[str, str], rows: int) -> None:
+        self.con, self.params, self.rows = con, params, rows
+
+    def counts(self) -> dict[str, Any]:
+        row = self.con.execute(_COUNTS, self.params).fetchone() or ()
+        names = [d[0] for d in self.con.description or ()]
+        values = dict(zip(names, row, strict=True))
+        unknown = self.con.execute(
+            _UNKNOWN_CODES, {"statuses": self.params["statuses"], "known": list(KNOWN_CODES)}
+        ).fetchall()
+        return {
+            "messages": values["messages"],
+            "duplicate_messages": values["message_rows"] - values["messages"],
+            "messages_without_status": values["messages_without_status"],
+            "orphan_statuses": values["orphan_statuses"],
+            "duplicate_statuses": values["status_rows"] - values["distinct_statuses"],
+            "unknown_codes": {str(code): n for code, n in unknown},
+            "owners": values["owners"],
+            "participants": values["participants"],
+        }
+
+    def summaries(self) -> Iterator[pa.RecordBatch]:
+        yield from self._stream(_SUMMARIES, SUMMARY_SCHEMA)
+
+    def conversation_rows(self, descending: bool) -> Iterator[pa.RecordBatch]:
+        yield from self._stream(
+            _ROWS.format(o="DESC" if descending else "ASC"), CONVERSATION_SCHEMA
+        )
+
+    def _stream(self, sql: str, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+        reader = self.con.sql(sql).to_arrow_reader(self.rows)
+        for batch in reader:
+            yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)

@@ -1,0 +1,27 @@
+"""Errors that reach the user as one clear line and exit code 1."""
+
+from __future__ import annotations
+
+
+class ConvsumError(Exception):
+    """Base class: anything the user can fix in their input or configuration."""
+
+
+class ConfigError(ConvsumError):
+    """The configuration file or a setting in it is unusable."""
+
+
+class InputError(ConvsumError):
+    """An input path cannot be found, opened or read."""
+
+
+class InputSchemaError(InputError):
+    """An input lacks a required column or has a column of the wrong type."""
+
+
+class InputValueError(InputError):
+    """An input column holds a value the contract does not allow (null id, unknown direction)."""
+
+
+class PublishError(ConvsumError):
+    """The output root cannot be prepared or published."""

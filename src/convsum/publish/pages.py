@@ -1,0 +1,115 @@
+"""Cut the engine's sorted conversation stream into page files, one page in memory at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from convsum.config import LIST_NAMES
+
+
+@dataclass(frozen=True)
+class Page:
+    """One finished page: which conversation and list it belongs to, and its JSON bytes."""
+
+    owner: str
+    participant: str
+    list_name: str
+    start: int
+    body: bytes
+
+
+@dataclass
+class _Pending:
+    owner: str
+    participant: str
+    page: int
+    chunks: list[bytes]
+
+
+class _ListCutter:
+    """Cut one list (all, mt or mo) of the stream into pages of `page_size` messages.
+
+    Rows arrive in list order with their position in the list; a page is a run of rows with the
+    same (owner, participant, position // page_size). Within a batch every run but the last is
+    complete; the last waits for the next batch, so at most one page is held between batches.
+    """
+
+    def __init__(self, list_name: str, page_size: int) -> None:
+        self.list_name, self.page_size = list_name, page_size
+        self.pending: _Pending | None = None
+
+    def feed(
+        self, owner: pa.Array, participant: pa.Array, pos: pa.Array, json: pa.Array
+    ) -> Iterator[Page]:
+        n = len(json)
+        if n == 0:
+            return
+        page = pc.divide(pos, self.page_size)
+        change = pc.or_(
+            pc.or_(
+                pc.not_equal(owner[1:], owner[:-1]),
+                pc.not_equal(participant[1:], participant[:-1]),
+            ),
+            pc.not_equal(page[1:], page[:-1]),
+        )
+        starts = np.concatenate(([0], np.flatnonzero(change.to_numpy(zero_copy_only=False)) + 1))
+        ends = np.append(starts[1:], n)
+        width = np.int64 if pa.types.is_large_string(json.type) else np.int32
+        offsets = np.frombuffer(json.buffers()[1], dtype=width)[json.offset : json.offset + n + 1]
+        data = memoryview(json.buffers()[2] or b"")
+        pages = page.to_numpy()
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            key_owner, key_participant = owner[start].as_py(), participant[start].as_py()
+            key_page = int(pages[start])
+            chunk = bytes(data[offsets[start] : offsets[end]])
+            pending = self.pending
+            if pending and (pending.owner, pending.participant, pending.page) == (
+                key_owner,
+                key_participant,
+                key_page,
+            ):
+                pending.chunks.append(chunk)
+            else:
+                if pending:
+                    yield self._finish(pending)
+                self.pending = _Pending(key_owner, key_participant, key_page, [chunk])
+
+    def close(self) -> Iterator[Page]:
+        if self.pending:
+            yield self._finish(self.pending)
+            self.pending = None
+
+    def _finish(self, pending: _Pending) -> Page:
+        joined = b"".join(pending.chunks)
+        body = b"[" + joined[1:] + b"]"  # every row's text starts with ","
+        return Page(
+            pending.owner,
+            pending.participant,
+            self.list_name,
+            pending.page * self.page_size,
+            body,
+        )
+
+
+def conversation_pages(batches: Iterable[pa.RecordBatch], page_size: int) -> Iterator[Page]:
+    """Yield the pages of every list of every conversation in a CONVERSATION_SCHEMA stream."""
+    cutters = {name: _ListCutter(name, page_size) for name in LIST_NAMES}
+    for batch in batches:
+        owner, participant = batch.column("owner"), batch.column("participant")
+        direction, json = batch.column("direction"), batch.column("json")
+        yield from cutters["all"].feed(owner, participant, batch.column("pos_all"), json)
+        for name in ("mt", "mo"):
+            mask = pc.equal(direction, name)
+            yield from cutters[name].feed(
+                owner.filter(mask),
+                participant.filter(mask),
+                batch.column("pos_dir").filter(mask),
+                json.filter(mask),
+            )
+    for cutter in cutters.values():
+        yield from cutter.close()

@@ -1,0 +1,64 @@
+"""Map owner and participant names to safe, unique, servable paths inside the output tree.
+
+A name that can stand in a URL path segment (SPEC section 4: at most `MAX_SERVED_BYTES` bytes,
+no `/`, no control character, not `.` or `..`) keeps its own text as its directory name, behind
+two fan-out directories taken from its last four bytes, so that a web server can find it from the
+URL alone (see `publish/nginx.py`). Every other name is written as hexadecimal under the reserved
+fan-out directory `~`, which no servable name's fan-out directory can equal. Neither form can
+leave the output root, and no two names share a path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+
+MAX_SERVED_BYTES = 200
+HEX_CHUNK = 200  # hexadecimal characters per directory level for unservable names
+RESERVED_FANOUT = "~"
+_ALNUM = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def is_servable(name: str) -> bool:
+    """Return whether `name` can be requested as one URL path segment."""
+    raw = name.encode("utf-8", "surrogatepass")
+    return (
+        0 < len(raw) <= MAX_SERVED_BYTES
+        and name not in (".", "..")
+        and "/" not in name
+        and not any(unicodedata.category(ch) in ("Cc", "Cs") for ch in name)
+    )
+
+
+def fanout(name: str) -> tuple[str, str]:
+    """Return the two fan-out directories of a servable name.
+
+    The first is the name's last two bytes, the second the two before them; a byte that is not an
+    ASCII letter or digit (or is missing) becomes `_`. The same rule is written as nginx maps.
+    """
+    raw = name.encode("utf-8")
+
+    def char(position: int) -> str:
+        if position > len(raw) or raw[-position] not in _ALNUM:
+            return "_"
+        return chr(raw[-position])
+
+    return char(2) + char(1), char(4) + char(3)
+
+
+def name_segments(name: str) -> tuple[str, ...]:
+    """Return the path segments under which `name`'s files live."""
+    if is_servable(name):
+        return (*fanout(name), name)
+    hexed = name.encode("utf-8", "surrogatepass").hex()
+    chunks = [hexed[i : i + HEX_CHUNK] for i in range(0, len(hexed), HEX_CHUNK)] or [""]
+    # Intermediate levels end in "+" and the last does not, so a long name's intermediate
+    # directory never equals a shorter name's final one.
+    levels = [f"x{chunk}+" for chunk in chunks[:-1]] + [f"x{chunks[-1]}"]
+    shard = hashlib.sha256(hexed.encode()).hexdigest()[:2]
+    return (RESERVED_FANOUT, shard, *levels)
+
+
+def conversation_dir(owner: str, participant: str) -> str:
+    """Return the relative directory of one conversation, under the served API root."""
+    return "/".join((*name_segments(owner), "v2", "conversations", *name_segments(participant)))

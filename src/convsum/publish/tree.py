@@ -1,0 +1,112 @@
+"""The output root: build a new tree beside the served one, then switch to it atomically.
+
+Layout of an output root:
+
+    current -> trees/<run id>     the published tree (a symbolic link, swapped with rename(2))
+    trees/<run id>/api/...        the served API tree (see publish/paths.py)
+    trees/<run id>/manifest.json  written last, with report.json and files.txt beside it
+    trees/.<run id>.partial/      a tree being built; never served, removed if a run dies
+    .work-<run id>/               staging inputs and engine spill files of a running run
+
+A reader following `current` sees either the old tree or the new one, whole: files are never
+written in place, and the switch is one rename of a symbolic link.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from convsum.errors import PublishError
+
+CURRENT = "current"
+TREES = "trees"
+API = "api"
+FILE_LIST = "files.txt"
+
+
+class TreeWriter:
+    """Write the files of one new tree and record every path written."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.api = root / API
+        self.api.mkdir(parents=True)
+        self.files = 0
+        self.bytes = 0
+        self._list = (root / (FILE_LIST + ".unsorted")).open("w", encoding="utf-8")
+
+    def write(self, relative: str, body: bytes) -> None:
+        """Write `body` at `relative` (a path built by publish.paths) under the API root."""
+        path = self.api / relative
+        try:
+            handle = path.open("wb")
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = path.open("wb")
+        with handle:
+            handle.write(body)
+        self.files += 1
+        self.bytes += len(body)
+        self._list.write(relative + "\n")
+
+    def close(self) -> Path:
+        """Finish writing; return the unsorted list of written paths."""
+        self._list.close()
+        return self.root / (FILE_LIST + ".unsorted")
+
+
+class OutputRoot:
+    """The output directory of a run target."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.trees = path / TREES
+        self.current = path / CURRENT
+        if self.current.exists() and not self.current.is_symlink():
+            msg = f"{self.current} exists and is not a link to a tree; is {path} an output root?"
+            raise PublishError(msg)
+
+    def prepare(self, run_id: str) -> tuple[Path, Path]:
+        """Create and return the partial tree directory and the work directory of a run."""
+        try:
+            self.trees.mkdir(parents=True, exist_ok=True)
+            partial = self.trees / f".{run_id}.partial"
+            work = self.path / f".work-{run_id}"
+            partial.mkdir()
+            work.mkdir()
+        except OSError as exc:
+            msg = f"{self.path}: cannot prepare the output root ({exc.strerror})"
+            raise PublishError(msg) from exc
+        return partial, work
+
+    def published(self) -> Path | None:
+        """Return the tree currently served, if any."""
+        if not self.current.is_symlink():
+            return None
+        return self.path / self.current.readlink()
+
+    def publish(self, partial: Path, run_id: str) -> Path:
+        """Make a finished partial tree the served one; remove the trees it replaces."""
+        final = self.trees / run_id
+        partial.rename(final)
+        link = self.path / f".{CURRENT}.{run_id}"
+        link.symlink_to(Path(TREES) / run_id)
+        link.replace(self.current)
+        self.remove_stale(keep=final)
+        return final
+
+    def remove_stale(self, keep: Path | None) -> None:
+        """Remove every tree, partial tree and work directory other than `keep`."""
+        for child in self.trees.iterdir() if self.trees.exists() else []:
+            if child != keep:
+                shutil.rmtree(child, ignore_errors=True)
+        for child in self.path.glob(".work-*"):
+            shutil.rmtree(child, ignore_errors=True)
+        for child in self.path.glob(f".{CURRENT}.*"):
+            child.unlink(missing_ok=True)
+
+    def discard(self, *paths: Path) -> None:
+        """Remove a failed run's partial tree and work directory."""
+        for path in paths:
+            shutil.rmtree(path, ignore_errors=True)

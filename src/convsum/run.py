@@ -1,0 +1,144 @@
+"""One run of the job: inputs -> engine -> published tree, manifest and run report."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from convsum import __version__
+from convsum.config import RunConfig
+from convsum.engines import EngineSettings, get_engine
+from convsum.inputs import stage_inputs
+from convsum.publish.manifest import (
+    MANIFEST,
+    REPORT,
+    describe_inputs,
+    sort_file_list,
+    write_json,
+)
+from convsum.publish.pages import conversation_pages
+from convsum.publish.paths import conversation_dir
+from convsum.publish.tree import API, FILE_LIST, OutputRoot, TreeWriter
+
+Progress = Callable[[str], None]
+
+
+class _Stages:
+    """Wall time of each stage, in the order they ran."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.seconds: dict[str, float] = {}
+        self.progress = progress
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.progress(name)
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - started, 3)
+
+
+def new_run_id() -> str:
+    """Return a sortable, unique run id: UTC start time and a random suffix."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def run_job(config: RunConfig, progress: Progress = lambda _stage: None) -> dict[str, Any]:
+    """Run the job described by `config`; return the run report.
+
+    Nothing is published unless every stage succeeds: the new tree is built beside the served
+    one and switched in at the end.
+    """
+    run_id, started = new_run_id(), datetime.now(UTC)
+    root = OutputRoot(Path(config.out))
+    partial, work = root.prepare(run_id)
+    stages = _Stages(progress)
+    try:
+        with stages.stage("read"):
+            staged = stage_inputs(config, work)
+        engine = get_engine(config.engine)
+        settings = EngineSettings(work, config.threads, config.memory_limit)
+        writer = TreeWriter(partial)
+        with ExitStack() as engine_scope:
+            with stages.stage("derive"):
+                derived = engine_scope.enter_context(engine.derive(staged, settings))
+                counts = derived.counts()
+            with stages.stage("pages"):
+                for order in ("asc", "desc") if config.desc_pages else ("asc",):
+                    rows = derived.conversation_rows(descending=order == "desc")
+                    _write_pages(writer, rows, config.page_size, order)
+            with stages.stage("summaries"):
+                _write_summaries(writer, derived.summaries())
+        with stages.stage("manifest"):
+            previous = root.published()
+            removed = sort_file_list(writer.close(), partial, previous)
+            report = _report(run_id, staged.rows_read, staged.files_read, counts, writer, removed)
+            report["stages"] = stages.seconds
+            manifest = {
+                "run_id": run_id,
+                "started_at": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "convsum_version": __version__,
+                "engine": config.engine,
+                "inputs": describe_inputs(dict(staged.files_read)),
+                "config": config.to_dict(),
+                "layout": {
+                    "api_root": API,
+                    "page_size": config.page_size,
+                    "orders": ["asc", "desc"] if config.desc_pages else ["asc"],
+                },
+                "counts": {k: v for k, v in report.items() if k not in ("run_id", "stages")},
+                "files": {"list": FILE_LIST, "count": writer.files, "bytes": writer.bytes},
+            }
+            write_json(partial / REPORT, report)
+            write_json(partial / MANIFEST, manifest)
+        root.publish(partial, run_id)
+    except BaseException:
+        root.discard(partial, work)
+        raise
+    root.discard(work)
+    return report
+
+
+def _write_pages(
+    writer: TreeWriter, rows: Iterable[pa.RecordBatch], page_size: int, order: str
+) -> None:
+    last: tuple[str, str] | None = None
+    directory = ""
+    for page in conversation_pages(rows, page_size):
+        if (page.owner, page.participant) != last:
+            last = (page.owner, page.participant)
+            directory = conversation_dir(page.owner, page.participant)
+        writer.write(f"{directory}/{page.list_name}/{order}/{page.start}.json", page.body)
+
+
+def _write_summaries(writer: TreeWriter, batches: Iterable[pa.RecordBatch]) -> None:
+    for batch in batches:
+        owners, participants, bodies = (column.to_pylist() for column in batch.columns)
+        for owner, participant, body in zip(owners, participants, bodies, strict=True):
+            writer.write(f"{conversation_dir(owner, participant)}/summary.json", body.encode())
+
+
+def _report(
+    run_id: str,
+    rows_read: Any,
+    files_read: Any,
+    counts: dict[str, Any],
+    writer: TreeWriter,
+    removed: int,
+) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "rows_read": dict(rows_read),
+        "files_read": {role: len(paths) for role, paths in files_read.items()},
+        **counts,
+        "files_written": writer.files,
+        "files_removed": removed,
+        "bytes_written": writer.bytes,
+    }

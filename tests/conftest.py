@@ -1,0 +1,173 @@
+"""Shared helpers: tiny inputs built inline from dicts, and readers of a published tree."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from convsum.config import RunConfig
+from convsum.publish.paths import conversation_dir
+from convsum.run import run_job
+
+T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    """Return T0 plus `seconds`."""
+    return T0 + timedelta(seconds=seconds)
+
+
+def message(id: str, **fields: Any) -> dict[str, Any]:
+    """Return a message row with sensible defaults for every column."""
+    row: dict[str, Any] = {
+        "id": id,
+        "batchId": None,
+        "owner": "acme",
+        "sender": "Acme",
+        "recipient": "46700000001",
+        "body": f"body of {id}",
+        "direction": "mt",
+        "segments": 1,
+        "type": "SMS",
+        "datacoding": "gsm",
+        "priority": 1,
+        "price": 0.05,
+        "currency": "SEK",
+        "created": T0,
+        "modified": None,
+        "reference": None,
+        "mcc": "240",
+        "mnc": "07",
+    }
+    row.update(fields)
+    return row
+
+
+def status(
+    message_id: str, code: int, created: datetime = T0, duration: int | None = 0
+) -> dict[str, Any]:
+    """Return a status-log row."""
+    return {"messageId": message_id, "code": code, "created": created, "duration": duration}
+
+
+MESSAGE_TYPES = {
+    "id": pa.string(),
+    "batchId": pa.string(),
+    "owner": pa.string(),
+    "sender": pa.string(),
+    "recipient": pa.string(),
+    "body": pa.string(),
+    "direction": pa.string(),
+    "segments": pa.int32(),
+    "type": pa.string(),
+    "datacoding": pa.string(),
+    "priority": pa.int32(),
+    "price": pa.float64(),
+    "currency": pa.string(),
+    "created": pa.timestamp("ms", "UTC"),
+    "modified": pa.timestamp("ms", "UTC"),
+    "reference": pa.string(),
+    "mcc": pa.string(),
+    "mnc": pa.string(),
+}
+STATUS_TYPES = {
+    "messageId": pa.string(),
+    "code": pa.int32(),
+    "created": pa.timestamp("ms", "UTC"),
+    "duration": pa.int32(),
+}
+
+
+def write_parquet(
+    path: Path, rows: list[dict[str, Any]], types: dict[str, pa.DataType] | None = None
+) -> Path:
+    """Write rows to a Parquet file; columns take `types` where given, else are inferred."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if rows:
+        names = list(rows[0])
+        schema = pa.schema(
+            [(n, (types or {}).get(n) or pa.infer_type([r[n] for r in rows])) for n in names]
+        )
+        table = pa.Table.from_pylist(rows, schema=schema)
+    else:
+        table = pa.table({n: pa.array([], t) for n, t in (types or MESSAGE_TYPES).items()})
+    pq.write_table(table, path)
+    return path
+
+
+class Tree:
+    """A published output root, read back as the API would answer."""
+
+    def __init__(self, out: Path, report: dict[str, Any]) -> None:
+        self.out, self.report = out, report
+        self.api = out / "current" / "api"
+        manifest = orjson.loads((out / "current" / "manifest.json").read_bytes())
+        self.page_size = manifest["layout"]["page_size"]
+
+    def summary(self, participant: str, owner: str = "acme") -> dict[str, Any] | None:
+        path = self.api / conversation_dir(owner, participant) / "summary.json"
+        return orjson.loads(path.read_bytes()) if path.exists() else None
+
+    def pages(
+        self, participant: str, list_name: str = "all", owner: str = "acme", order: str = "asc"
+    ) -> list[list[dict[str, Any]]]:
+        base = self.api / conversation_dir(owner, participant) / list_name / order
+        pages = []
+        start = 0
+        while (base / f"{start}.json").exists():
+            pages.append(orjson.loads((base / f"{start}.json").read_bytes()))
+            start += self.page_size
+        return pages
+
+    def messages(
+        self, participant: str, list_name: str = "all", owner: str = "acme"
+    ) -> list[dict[str, Any]]:
+        return [m for page in self.pages(participant, list_name, owner) for m in page]
+
+    def ids(self, participant: str, list_name: str = "all", owner: str = "acme") -> list[str]:
+        return [m["id"] for m in self.messages(participant, list_name, owner)]
+
+    def files(self) -> list[str]:
+        return (self.out / "current" / "files.txt").read_text().splitlines()
+
+
+RunTree = Callable[..., Tree]
+
+
+@pytest.fixture
+def run_tree(tmp_path: Path) -> RunTree:
+    """Return a function that runs the job on inline rows and returns the published tree."""
+    counter = iter(range(1_000_000))
+
+    def run(
+        messages: Iterable[dict[str, Any]],
+        statuses: Iterable[dict[str, Any]] | None = (),
+        **config: Any,
+    ) -> Tree:
+        n = next(counter)
+        msg_path = write_parquet(
+            tmp_path / f"in{n}" / "messages.parquet", list(messages), MESSAGE_TYPES
+        )
+        st_path = None
+        if statuses is not None:
+            st_path = write_parquet(
+                tmp_path / f"in{n}" / "statuses.parquet", list(statuses), STATUS_TYPES
+            )
+        out = config.pop("out", tmp_path / f"out{n}")
+        cfg = RunConfig(
+            messages=str(msg_path),
+            statuses=str(st_path) if st_path else None,
+            out=str(out),
+            **config,
+        )
+        report = run_job(cfg)
+        return Tree(out, report)
+
+    return run
