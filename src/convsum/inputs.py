@@ -122,12 +122,14 @@ def stage_inputs(config: RunConfig, work: Path) -> StagedInputs:
     messages_path, statuses_path = work / "messages.parquet", work / "statuses.parquet"
     rows = {"messages": 0, "statuses": 0, "nested_statuses": 0}
     files: dict[str, list[Path]] = {"messages": [], "statuses": []}
+    message_sources = find_sources(config.messages, "messages")
+    status_sources = find_sources(config.statuses, "statuses") if config.statuses else []
     with (
         pq.ParquetWriter(messages_path, MESSAGES_SCHEMA) as msg_out,
         pq.ParquetWriter(statuses_path, STATUSES_SCHEMA) as st_out,
     ):
         nested_seen = False
-        for source in find_sources(config.messages, "messages"):
+        for source in message_sources:
             files["messages"].append(source.path)
             reader = _FileReader(source, "messages", config, config.message_columns)
             nested_seen |= reader.has(NESTED_STATUSES)
@@ -145,7 +147,7 @@ def stage_inputs(config: RunConfig, work: Path) -> StagedInputs:
                 "given; expected a status log or a nested statuses list"
             )
             raise InputSchemaError(msg)
-        for source in find_sources(config.statuses, "statuses") if config.statuses else []:
+        for source in status_sources:
             files["statuses"].append(source.path)
             reader = _FileReader(source, "statuses", config, config.status_columns)
             for batch in reader.batches():
@@ -249,7 +251,10 @@ class _FileReader:
             return pa.nulls(num_rows, schema.field(target).type)
         name = self.by_key[column_key(target)]
         column = _Column(_plain(array), self.source.path, name, self.rows_done, self.config)
-        result = columns[target](column)
+        if pa.types.is_null(column.array.type):  # an all-null column, as pandas writes one
+            result = pa.nulls(num_rows, schema.field(target).type)
+        else:
+            result = columns[target](column)
         if required and result.null_count:
             index = pc.index(result.is_null(), True).as_py()
             raise column.fail_at(index, "null value; expected a value in every row")

@@ -15,7 +15,7 @@ import pyarrow as pa
 from convsum import __version__
 from convsum.config import RunConfig
 from convsum.engines import EngineSettings, get_engine
-from convsum.inputs import stage_inputs
+from convsum.inputs import StagedInputs, stage_inputs
 from convsum.publish.manifest import (
     MANIFEST,
     REPORT,
@@ -63,47 +63,71 @@ def run_job(config: RunConfig, progress: Progress = lambda _stage: None) -> dict
     try:
         with stages.stage("read"):
             staged = stage_inputs(config, work)
-        engine = get_engine(config.engine)
-        settings = EngineSettings(work, config.threads, config.memory_limit)
         writer = TreeWriter(partial)
-        with ExitStack() as engine_scope:
-            with stages.stage("derive"):
-                derived = engine_scope.enter_context(engine.derive(staged, settings))
-                counts = derived.counts()
-            with stages.stage("pages"):
-                for order in ("asc", "desc") if config.desc_pages else ("asc",):
-                    rows = derived.conversation_rows(descending=order == "desc")
-                    _write_pages(writer, rows, config.page_size, order)
-            with stages.stage("summaries"):
-                _write_summaries(writer, derived.summaries())
-        with stages.stage("manifest"):
-            previous = root.published()
-            removed = sort_file_list(writer.close(), partial, previous)
-            report = _report(run_id, staged.rows_read, staged.files_read, counts, writer, removed)
-            report["stages"] = stages.seconds
-            manifest = {
-                "run_id": run_id,
-                "started_at": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
-                "convsum_version": __version__,
-                "engine": config.engine,
-                "inputs": describe_inputs(dict(staged.files_read)),
-                "config": config.to_dict(),
-                "layout": {
-                    "api_root": API,
-                    "page_size": config.page_size,
-                    "orders": ["asc", "desc"] if config.desc_pages else ["asc"],
-                },
-                "counts": {k: v for k, v in report.items() if k not in ("run_id", "stages")},
-                "files": {"list": FILE_LIST, "count": writer.files, "bytes": writer.bytes},
-            }
-            write_json(partial / REPORT, report)
-            write_json(partial / MANIFEST, manifest)
+        counts = _derive_and_write(config, staged, work, writer, stages)
+        with stages.stage("index"):
+            removed = sort_file_list(writer.close(), partial, root.published())
+        report = {
+            "run_id": run_id,
+            "rows_read": dict(staged.rows_read),
+            "files_read": {role: len(paths) for role, paths in staged.files_read.items()},
+            **counts,
+            "files_written": writer.files,
+            "files_removed": removed,
+            "bytes_written": writer.bytes,
+            "stages": dict(stages.seconds),
+        }
+        write_json(partial / REPORT, report)
+        write_json(partial / MANIFEST, _manifest(config, staged, report, writer, started))
         root.publish(partial, run_id)
     except BaseException:
         root.discard(partial, work)
         raise
     root.discard(work)
     return report
+
+
+def _derive_and_write(
+    config: RunConfig, staged: StagedInputs, work: Path, writer: TreeWriter, stages: _Stages
+) -> dict[str, Any]:
+    """Run the engine and write every page and summary; return the engine's counts."""
+    engine = get_engine(config.engine)
+    settings = EngineSettings(work, config.threads, config.memory_limit)
+    with ExitStack() as engine_scope:
+        with stages.stage("derive"):
+            derived = engine_scope.enter_context(engine.derive(staged, settings))
+            counts = derived.counts()
+        with stages.stage("pages"):
+            for order in ("asc", "desc") if config.desc_pages else ("asc",):
+                rows = derived.conversation_rows(descending=order == "desc")
+                _write_pages(writer, rows, config.page_size, order)
+        with stages.stage("summaries"):
+            _write_summaries(writer, derived.summaries())
+    return counts
+
+
+def _manifest(
+    config: RunConfig,
+    staged: StagedInputs,
+    report: dict[str, Any],
+    writer: TreeWriter,
+    started: datetime,
+) -> dict[str, Any]:
+    return {
+        "run_id": report["run_id"],
+        "started_at": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "convsum_version": __version__,
+        "engine": config.engine,
+        "inputs": describe_inputs(dict(staged.files_read)),
+        "config": config.to_dict(),
+        "layout": {
+            "api_root": API,
+            "page_size": config.page_size,
+            "orders": ["asc", "desc"] if config.desc_pages else ["asc"],
+        },
+        "counts": {k: v for k, v in report.items() if k not in ("run_id", "stages")},
+        "files": {"list": FILE_LIST, "count": writer.files, "bytes": writer.bytes},
+    }
 
 
 def _write_pages(
@@ -123,22 +147,3 @@ def _write_summaries(writer: TreeWriter, batches: Iterable[pa.RecordBatch]) -> N
         owners, participants, bodies = (column.to_pylist() for column in batch.columns)
         for owner, participant, body in zip(owners, participants, bodies, strict=True):
             writer.write(f"{conversation_dir(owner, participant)}/summary.json", body.encode())
-
-
-def _report(
-    run_id: str,
-    rows_read: Any,
-    files_read: Any,
-    counts: dict[str, Any],
-    writer: TreeWriter,
-    removed: int,
-) -> dict[str, Any]:
-    return {
-        "run_id": run_id,
-        "rows_read": dict(rows_read),
-        "files_read": {role: len(paths) for role, paths in files_read.items()},
-        **counts,
-        "files_written": writer.files,
-        "files_removed": removed,
-        "bytes_written": writer.bytes,
-    }

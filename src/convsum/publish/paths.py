@@ -59,6 +59,14 @@ def name_segments(name: str) -> tuple[str, ...]:
     return (RESERVED_FANOUT, shard, *levels)
 
 
+def name_from_segments(segments: tuple[str, ...]) -> str:
+    """Return the name that `name_segments` mapped to `segments` (its inverse)."""
+    if segments[0] != RESERVED_FANOUT:
+        return segments[-1]
+    hexed = "".join(level[1:].removesuffix("+") for level in segments[2:])
+    return bytes.fromhex(hexed).decode("utf-8", "surrogatepass")
+
+
 def conversation_dir(owner: str, participant: str) -> str:
     """Return the relative directory of one conversation, under the served API root."""
     return "/".join((*name_segments(owner), "v2", "conversations", *name_segments(participant)))

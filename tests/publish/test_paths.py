@@ -1,0 +1,139 @@
+"""Names to paths: inside the root, one path per name, reachable when the SPEC says so."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import PurePosixPath
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from convsum.publish.paths import (
+    conversation_dir,
+    fanout,
+    is_servable,
+    name_from_segments,
+    name_segments,
+)
+
+ODD_NAMES = [
+    "../../etc/passwd",
+    "a/b",
+    "/",
+    "..",
+    ".",
+    "...",
+    "a\x00b",
+    "\x00",
+    "tab\there",
+    "new\nline",
+    "del\x7f",
+    "c1\x85",
+    "\\",
+    "a\\..\\b",
+    "x" * 300,
+    "é" * 100,
+    "y" * 200,
+    "日本語の送信者",
+    "emoji😀",
+    "summary",
+    "mt",
+    "mo",
+    "all",
+    "index.json",
+    "summary.json",
+    "v2",
+    "~",
+    "__",
+    "_",
+    "",
+    " ",
+    "%2e%2e",
+    "a?b#c",
+    "$uri",
+    "46734487112",
+    "Shop1",
+]
+
+
+@pytest.mark.parametrize("name", ODD_NAMES)
+def test_paths_odd_name_stays_inside_root(name: str) -> None:
+    segments = name_segments(name)
+    for segment in segments:
+        assert segment not in ("", ".", "..")
+        assert "/" not in segment
+        assert "\x00" not in segment
+        assert len(segment.encode()) <= 255
+        assert not any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in segment)
+    assert not PurePosixPath(*segments).is_absolute()
+
+
+def test_paths_distinct_odd_names_never_share_a_path() -> None:
+    paths = {name: name_segments(name) for name in ODD_NAMES}
+    assert len(set(paths.values())) == len(ODD_NAMES)
+    for a, pa in paths.items():
+        for b, pb in paths.items():
+            if a != b:
+                assert pb[: len(pa)] != pa, (a, b)
+
+
+@pytest.mark.parametrize(
+    ("name", "servable"),
+    [
+        ("46734487112", True),
+        ("Shop1", True),
+        ("y" * 200, True),
+        ("é" * 100, True),
+        ("é" * 101, False),
+        ("a/b", False),
+        ("..", False),
+        (".", False),
+        ("...", True),
+        ("a\x00b", False),
+        ("c1\x85", False),
+        ("\\", True),
+        ("", False),
+        ("summary", True),
+    ],
+)
+def test_paths_servable_names(name: str, servable: bool) -> None:
+    assert is_servable(name) is servable
+
+
+def test_paths_fanout_uses_last_four_bytes() -> None:
+    assert fanout("46734487112") == ("12", "71")
+    assert fanout("ip1-100") == ("00", "_1")
+    assert fanout("a") == ("_a", "__")
+    assert fanout("日本") == ("__", "__")
+
+
+def test_paths_fanout_bounds_directory_sizes() -> None:
+    rng = random.Random(1)
+    names = {f"467{rng.randrange(10**8):08d}" for _ in range(200_000)}
+    leaves = Counter(fanout(n) for n in names)
+    first = Counter(f for f, _ in leaves)
+    # 10,000 leaves of MSISDNs: 10 million participants put about 1,000 in each.
+    assert len(leaves) == 10_000
+    assert max(leaves.values()) < 3 * len(names) / 10_000
+    assert max(first.values()) <= 100
+
+
+@given(st.text(max_size=400))
+def test_paths_encoding_round_trips(name: str) -> None:
+    assert name_from_segments(name_segments(name)) == name
+
+
+@given(st.text(max_size=300), st.text(max_size=300))
+def test_paths_distinct_names_never_nest(a: str, b: str) -> None:
+    if a != b:
+        sa, sb = name_segments(a), name_segments(b)
+        assert sb[: len(sa)] != sa
+        assert sa[: len(sb)] != sb
+
+
+def test_paths_conversation_dir_joins_owner_and_participant() -> None:
+    assert conversation_dir("ip1-100", "46734487112") == (
+        "00/_1/ip1-100/v2/conversations/12/71/46734487112"
+    )

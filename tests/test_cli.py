@@ -1,0 +1,228 @@
+"""The command line: help, version, exit codes, and bad input that publishes nothing (SPEC 6)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import click
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+from convsum import __version__
+from convsum.cli import cli
+from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, message, status, write_parquet
+
+
+def _invoke(*args: str) -> Any:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """Every file and link under `root` with a hash of its content."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            out[str(path.relative_to(root))] = "-> " + str(path.readlink())
+        elif path.is_file():
+            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(cli.commands))
+def test_cli_every_command_has_help(name: str) -> None:
+    command = cli.commands[name]
+    assert command.help and len(command.help.split()) > 5
+    for flag in ("--help", "-h"):
+        result = _invoke(name, flag)
+        assert result.exit_code == 0, result.output
+        assert "Usage:" in result.output
+    params = [p for p in command.params if isinstance(p, click.Option) and not p.hidden]
+    assert all(p.help for p in params if p.name not in ("help", "version")), name
+
+
+@pytest.mark.parametrize("args", [[], ["run"], ["nginx-conf"]])
+def test_cli_version_on_every_command(args: list[str]) -> None:
+    result = _invoke(*args, "--version")
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+@pytest.fixture
+def good_inputs(tmp_path: Path) -> tuple[Path, Path]:
+    m = write_parquet(tmp_path / "in" / "messages.parquet", [message("m1")], MESSAGE_TYPES)
+    s = write_parquet(tmp_path / "in" / "statuses.parquet", [status("m1", 201)], STATUS_TYPES)
+    return m, s
+
+
+@pytest.fixture
+def published(tmp_path: Path, good_inputs: tuple[Path, Path]) -> Path:
+    out = tmp_path / "out"
+    m, s = good_inputs
+    result = _invoke("run", "--messages", str(m), "--statuses", str(s), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _bad_messages(tmp_path: Path, case: str) -> tuple[Path, str]:
+    """Write a bad messages input; return it and the words the error must contain."""
+    path = tmp_path / "bad" / "messages.parquet"
+    if case == "missing file":
+        return tmp_path / "bad" / "nope.parquet", "no such file or directory"
+    if case == "corrupt":
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"PAR1 this is not parquet at all PAR1")
+        return path, "not a readable Parquet file"
+    if case == "truncated":
+        good = write_parquet(tmp_path / "bad" / "full.parquet", [message("m1")], MESSAGE_TYPES)
+        path.write_bytes(good.read_bytes()[:-20])
+        return path, "not a readable Parquet file"
+    if case == "missing column":
+        row = message("m1")
+        del row["owner"]
+        return write_parquet(path, [row], MESSAGE_TYPES), "missing required column 'owner'"
+    if case == "wrong type":
+        rows = [message("m1", segments="two")]
+        return write_parquet(path, rows, {**MESSAGE_TYPES, "segments": pa.string()}), (
+            "column 'segments': type string; expected an integer"
+        )
+    if case == "null id":
+        rows = [message("m1"), message(None)]
+        return write_parquet(path, rows, MESSAGE_TYPES), "column 'id': null value"
+    if case == "unknown direction":
+        rows = [message("m1"), message("m2", direction="sideways")]
+        return write_parquet(
+            path, rows, MESSAGE_TYPES
+        ), "direction 'sideways'; expected 'mt' or 'mo'"
+    if case == "unknown direction code":
+        rows = [message("m1", direction=7)]
+        return write_parquet(
+            path, rows, {**MESSAGE_TYPES, "direction": pa.int32()}
+        ), "direction 7 is not one of"
+    if case == "bad timestamp text":
+        rows = [message("m1", created="yesterday")]
+        return write_parquet(path, rows, {**MESSAGE_TYPES, "created": pa.string()}), (
+            "column 'created': expected an ISO-8601 timestamp, found 'yesterday'"
+        )
+    raise AssertionError(case)
+
+
+BAD_CASES = [
+    "missing file",
+    "corrupt",
+    "truncated",
+    "missing column",
+    "wrong type",
+    "null id",
+    "unknown direction",
+    "unknown direction code",
+    "bad timestamp text",
+]
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_cli_bad_messages_exit_1_and_publish_nothing(
+    tmp_path: Path, published: Path, good_inputs: tuple[Path, Path], case: str
+) -> None:
+    before = _snapshot(published)
+    bad, words = _bad_messages(tmp_path, case)
+    result = CliRunner().invoke(
+        cli,
+        ["run", "--messages", str(bad), "--statuses", str(good_inputs[1]), "--out", str(published)],
+    )
+    assert result.exit_code == 1, result.output
+    error_lines = [line for line in result.stderr.splitlines() if not line.startswith("convsum: ")]
+    assert len(error_lines) == 1, result.stderr
+    assert error_lines[0].startswith("Error: ")
+    assert words in error_lines[0]
+    if case != "missing file":
+        assert str(bad) in error_lines[0]
+    assert "Traceback" not in result.output
+    assert _snapshot(published) == before
+
+
+def test_cli_bad_status_column_names_file_and_column(
+    tmp_path: Path, published: Path, good_inputs: tuple[Path, Path]
+) -> None:
+    before = _snapshot(published)
+    bad = write_parquet(
+        tmp_path / "bad" / "st.parquet",
+        [{"messageId": "m1", "code": None, "created": None}],
+        STATUS_TYPES,
+    )
+    result = CliRunner().invoke(
+        cli,
+        ["run", "--messages", str(good_inputs[0]), "--statuses", str(bad), "--out", str(published)],
+    )
+    assert result.exit_code == 1, result.output
+    assert f"{bad}: column 'code': null value" in result.stderr
+    assert _snapshot(published) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["run", "--bogus"], "No such option"),
+        (["run", "--out", "x"], "missing messages"),
+        (["run", "--messages", "m", "--out", "o", "--page-size", "7"], "must divide 10000"),
+        (
+            ["run", "--messages", "m", "--out", "o", "--engine", "spark"],
+            "Invalid value for '--engine'",
+        ),
+        (
+            ["run", "--messages", "m", "--out", "o", "--threads", "0"],
+            "Invalid value for '--threads'",
+        ),
+        (["nginx-conf"], "Missing argument"),
+    ],
+)
+def test_cli_misuse_exits_2(args: list[str], words: str) -> None:
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert words in result.stderr
+
+
+def test_cli_bad_config_file_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "job.toml"
+    config.write_text('messages = "m"\nout = "o"\npage_sise = 50\n')
+    result = CliRunner().invoke(cli, ["run", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "unknown key 'page_sise'" in result.stderr
+
+
+def test_cli_config_file_supplies_options_and_flags_win(
+    tmp_path: Path, good_inputs: tuple[Path, Path]
+) -> None:
+    m, s = good_inputs
+    config = tmp_path / "in" / "job.toml"
+    config.write_text(
+        f'messages = "{m.name}"\nstatuses = "{s.name}"\nout = "../out"\npage_size = 20\n'
+    )
+    result = _invoke("run", "--config", str(config), "--page-size", "10", "--report")
+    assert result.exit_code == 0, result.output
+    manifest = (tmp_path / "out" / "current" / "manifest.json").read_text()
+    assert '"page_size": 10' in manifest
+    assert '"files_written": 6' in result.stdout
+
+
+def test_cli_nginx_conf_without_a_published_tree_exits_1(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["nginx-conf", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "no published manifest" in result.stderr
+
+
+def test_cli_run_report_on_stdout(published: Path, good_inputs: tuple[Path, Path]) -> None:
+    m, s = good_inputs
+    result = _invoke(
+        "run", "--messages", str(m), "--statuses", str(s), "--out", str(published), "--report"
+    )
+    assert result.exit_code == 0, result.output
+    import orjson
+
+    report = orjson.loads(result.stdout)
+    assert report["messages"] == 1
+    assert report["files_written"] == 6
+    assert report["files_removed"] == 0
+    assert set(report["stages"]) == {"read", "derive", "pages", "summaries", "index"}

@@ -1,0 +1,72 @@
+"""The same input gives byte-identical trees, whatever the thread count, file or row order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from convsum.config import RunConfig
+from convsum.run import run_job
+
+DEMO = Path(__file__).resolve().parent.parent / "sample_data" / "demo"
+VOLATILE = {"run_id", "started_at", "stages"}
+
+
+def _tree(out: Path, ignore: tuple[str, ...] = ()) -> dict[str, bytes]:
+    tree = out / "current"
+    files = {}
+    for path in sorted(tree.rglob("*")):
+        if path.is_file():
+            files[str(path.relative_to(tree))] = path.read_bytes()
+    for name in ("manifest.json", "report.json"):
+        doc = orjson.loads(files.pop(name))
+        for key in (*VOLATILE, *ignore):
+            doc.pop(key, None)
+            doc.get("counts", {}).pop(key, None)
+        files[name] = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    return files
+
+
+def _run(messages: Path, statuses: Path, out: Path, threads: int) -> None:
+    config = RunConfig(
+        messages=str(messages),
+        statuses=str(statuses),
+        out=str(out),
+        threads=threads,
+        desc_pages=True,
+    )
+    run_job(config)
+
+
+def test_determinism_thread_count_does_not_change_output(tmp_path: Path) -> None:
+    _run(DEMO / "messages", DEMO / "statuses", tmp_path / "one", threads=1)
+    _run(DEMO / "messages", DEMO / "statuses", tmp_path / "two", threads=2)
+    one, two = _tree(tmp_path / "one", ("config",)), _tree(tmp_path / "two", ("config",))
+    assert one.keys() == two.keys()
+    assert one == two
+
+
+def test_determinism_rerun_is_byte_identical(tmp_path: Path) -> None:
+    _run(DEMO / "messages", DEMO / "statuses", tmp_path / "out", threads=2)
+    first = _tree(tmp_path / "out")
+    _run(DEMO / "messages", DEMO / "statuses", tmp_path / "out", threads=2)
+    assert _tree(tmp_path / "out") == first
+
+
+def test_determinism_row_and_file_order_do_not_change_output(tmp_path: Path) -> None:
+    for name in ("messages", "statuses"):
+        table = ds.dataset(DEMO / name, partitioning="hive").to_table()
+        reversed_rows = table.take(list(reversed(range(table.num_rows))))
+        half = table.num_rows // 2
+        (tmp_path / "shuffled" / name).mkdir(parents=True)
+        pq.write_table(reversed_rows.slice(0, half), tmp_path / "shuffled" / name / "b.parquet")
+        pq.write_table(reversed_rows.slice(half), tmp_path / "shuffled" / name / "a.parquet")
+    _run(DEMO / "messages", DEMO / "statuses", tmp_path / "demo", threads=2)
+    shuffled = tmp_path / "shuffled"
+    _run(shuffled / "messages", shuffled / "statuses", tmp_path / "reordered", threads=2)
+    ignore = ("config", "inputs", "rows_read", "files_read")
+    demo, reordered = _tree(tmp_path / "demo", ignore), _tree(tmp_path / "reordered", ignore)
+    assert demo == reordered

@@ -1,0 +1,39 @@
+"""The SPEC section 1 example, byte for byte after parsing, from sample_data/api_example."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from convsum.config import RunConfig
+from convsum.publish.paths import conversation_dir
+from convsum.run import run_job
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
+SPEC_EXAMPLE = {
+    "participant": "46734487112",
+    "totalMessageCount": 387,
+    "totalSmsCount": 774,
+    "mobileTerminatedMessages": {
+        "101": {"messages": 43, "sms": 86},
+        "102": {"messages": 3, "sms": 6},
+        "201": {"messages": 142, "sms": 284},
+    },
+    "mobileOriginatedMessages": {"201": {"messages": 199, "sms": 398}},
+}
+
+
+def test_golden_api_example_summary(tmp_path: Path) -> None:
+    example = SAMPLES / "api_example"
+    config = RunConfig(
+        messages=str(example / "messages.parquet"),
+        statuses=str(example / "statuses.parquet"),
+        out=str(tmp_path / "out"),
+    )
+    run_job(config)
+    path = tmp_path / "out" / "current" / "api" / conversation_dir("ip1-100", "46734487112")
+    body = (path / "summary.json").read_bytes()
+    assert orjson.loads(body) == SPEC_EXAMPLE
+    assert list(orjson.loads(body)) == list(SPEC_EXAMPLE)  # key order too
+    assert body == orjson.dumps(SPEC_EXAMPLE)  # and the compact canonical bytes

@@ -1,0 +1,265 @@
+"""End to end: the installed `convsum`, a real nginx with the generated configuration, real HTTP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from convsum.publish.paths import is_servable
+from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, message, status, write_parquet
+from tests.publish.test_paths import ODD_NAMES
+from tests.test_golden import SAMPLES, SPEC_EXAMPLE
+
+pytestmark = pytest.mark.http
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Response:
+    status: int
+    content_type: str
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+@dataclass
+class Server:
+    base: str
+    root: Path
+    messages: pa.Table
+
+    def get(self, owner: str, participant: str, suffix: str = "", query: str = "") -> Response:
+        url = f"{self.base}/{quote(owner, safe='')}/v2/conversations/{quote(participant, safe='')}"
+        url += suffix + (f"?{query}" if query else "")
+        try:
+            with urllib.request.urlopen(url, timeout=10) as reply:
+                return Response(reply.status, reply.headers["Content-Type"], reply.read())
+        except urllib.error.HTTPError as error:
+            return Response(error.code, error.headers["Content-Type"], error.read())
+
+    def expected_ids(self, owner: str, participant: str, direction: str | None = None) -> list[str]:
+        t = self.messages
+        mask = pc.and_(
+            pc.equal(t["owner"], owner),
+            pc.or_(pc.equal(t["sender"], participant), pc.equal(t["recipient"], participant)),
+        )
+        if direction:
+            mask = pc.and_(mask, pc.equal(t["direction"], direction))
+        rows = t.filter(mask).sort_by([("created", "ascending"), ("id", "ascending")])
+        return rows["id"].to_pylist()
+
+    def all_pages(
+        self, owner: str, participant: str, suffix: str = "", order: str = "ASC"
+    ) -> list[list[dict[str, Any]]]:
+        pages, start = [], 0
+        while True:
+            reply = self.get(owner, participant, suffix, f"start={start}&order={order}")
+            assert reply.status == 200, reply
+            assert reply.content_type == "application/json"
+            page = reply.json()
+            if not page:
+                return pages
+            pages.append(page)
+            start += 50
+
+
+def _nginx() -> str:
+    found = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None
+    )
+    if found is None:
+        pytest.fail("nginx is not installed: .ci/run installs it (apt-get install nginx)")
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+SPEC_CREATED = datetime(2018, 10, 2, tzinfo=UTC)
+
+
+def _odd_inputs(directory: Path) -> None:
+    """Messages whose owners and participants have every kind of awkward name."""
+    rows, statuses = [], []
+    for i, name in enumerate(ODD_NAMES):
+        if name == "":
+            continue
+        rows.append(message(f"odd-p{i}", owner="acme", sender="Acme", recipient=name, created=None))
+        rows.append(message(f"odd-o{i}", owner=name, sender="Shop1", recipient="46734487112"))
+        statuses.append(status(f"odd-p{i}", 201))
+    for row in rows:
+        row["created"] = SPEC_CREATED
+        row["modified"] = None
+    write_parquet(directory / "messages" / "odd.parquet", rows, MESSAGE_TYPES)
+    write_parquet(directory / "statuses" / "odd.parquet", statuses, STATUS_TYPES)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    nginx = _nginx()
+    tmp = tmp_path_factory.mktemp("http")
+    inputs = tmp / "in"
+    for name in ("messages", "statuses"):
+        (inputs / name).mkdir(parents=True)
+        shutil.copy(SAMPLES / "api_example" / f"{name}.parquet", inputs / name / "api.parquet")
+    _odd_inputs(inputs)
+    out = tmp / "out"
+    subprocess.run(
+        [
+            BIN / "convsum",
+            "run",
+            "--messages",
+            inputs / "messages",
+            "--statuses",
+            inputs / "statuses",
+            "--out",
+            out,
+            "--desc-pages",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    port = _free_port()
+    user = ["--user", "root"] if os.geteuid() == 0 else []
+    conf = subprocess.run(
+        [BIN / "convsum", "nginx-conf", out, "--listen", f"127.0.0.1:{port}", *user],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    prefix = tmp / "nginx"
+    prefix.mkdir()
+    (prefix / "nginx.conf").write_text(conf)
+    process = subprocess.Popen(
+        [nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    err = process.stderr.read().decode() if process.stderr else ""
+                    pytest.fail(f"nginx did not start: {err}")
+                time.sleep(0.05)
+        messages = pq.read_table(inputs / "messages")
+        yield Server(f"http://127.0.0.1:{port}", tmp, messages)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stderr:
+            process.stderr.close()
+
+
+def test_http_summary_is_the_spec_example(server: Server) -> None:
+    reply = server.get("ip1-100", "46734487112", "/summary")
+    assert (reply.status, reply.content_type) == (200, "application/json")
+    assert reply.json() == SPEC_EXAMPLE
+
+
+@pytest.mark.parametrize("suffix", ["", "/mt", "/mo"])
+def test_http_pages_list_the_whole_conversation_in_order(server: Server, suffix: str) -> None:
+    pages = server.all_pages("ip1-100", "46734487112", suffix)
+    assert all(len(page) == 50 for page in pages[:-1]) and 0 < len(pages[-1]) <= 50
+    ids = [m["id"] for page in pages for m in page]
+    assert ids == server.expected_ids("ip1-100", "46734487112", suffix[1:] or None)
+
+
+def test_http_descending_pages_are_the_exact_reverse(server: Server) -> None:
+    asc = [m for page in server.all_pages("ip1-100", "46734487112") for m in page]
+    desc = [m for page in server.all_pages("ip1-100", "46734487112", order="DESC") for m in page]
+    assert desc == list(reversed(asc))
+    assert server.get("ip1-100", "46734487112", "", "order=desc").json() == desc[:50]
+
+
+def test_http_default_and_explicit_limit_agree(server: Server) -> None:
+    default = server.get("ip1-100", "46734487112")
+    explicit = server.get("ip1-100", "46734487112", "", "start=0&limit=50&order=ASC")
+    assert default.status == explicit.status == 200
+    assert default.body == explicit.body
+    assert len(default.json()) == 50
+
+
+def test_http_start_past_the_end_is_an_empty_page(server: Server) -> None:
+    reply = server.get("ip1-100", "46734487112", "", "start=5000")
+    assert (reply.status, reply.content_type, reply.json()) == (200, "application/json", [])
+
+
+@pytest.mark.parametrize(
+    "query", ["start=25", "start=-50", "start=abc", "limit=10", "limit=51", "order=sideways"]
+)
+def test_http_unservable_pagination_is_a_json_400(server: Server, query: str) -> None:
+    reply = server.get("ip1-100", "46734487112", "", query)
+    assert (reply.status, reply.content_type) == (400, "application/json")
+    assert reply.json()["status"] == 400
+
+
+@pytest.mark.parametrize("suffix", ["", "/mt", "/mo", "/summary"])
+def test_http_unknown_participant_is_a_json_404(server: Server, suffix: str) -> None:
+    reply = server.get("ip1-100", "46000000000", suffix)
+    assert (reply.status, reply.content_type) == (404, "application/json")
+    assert reply.json()["status"] == 404
+
+
+def test_http_participant_of_another_owner_is_not_found(server: Server) -> None:
+    assert server.get("ip1-100", "46700000100", "/summary").status == 200
+    for suffix in ("", "/mo", "/summary"):
+        assert server.get("acme", "46700000100", suffix).status == 404
+        assert server.get("nobody", "46700000100", suffix).status == 404
+
+
+def test_http_list_of_a_direction_the_participant_lacks_is_empty(server: Server) -> None:
+    t = server.messages
+    mo_only = sorted(
+        set(t.filter(pc.equal(t["direction"], "mo"))["sender"].to_pylist())
+        - set(t.filter(pc.equal(t["direction"], "mt"))["recipient"].to_pylist())
+    )[0]
+    assert server.get("ip1-100", mo_only, "/mo").json()
+    reply = server.get("ip1-100", mo_only, "/mt")
+    assert (reply.status, reply.json()) == (200, [])
+
+
+@pytest.mark.parametrize("name", [n for n in ODD_NAMES if is_servable(n)])
+def test_http_every_servable_name_is_reachable(server: Server, name: str) -> None:
+    as_participant = server.get("acme", name, "/summary")
+    assert as_participant.status == 200, name
+    assert as_participant.json()["participant"] == name
+    assert [m["id"] for m in server.get("acme", name).json()] == server.expected_ids("acme", name)
+    as_owner = server.get(name, "46734487112")
+    assert as_owner.status == 200, name
+    assert [m["owner"] for m in as_owner.json()] == [name]
+
+
+def test_http_no_file_is_written_outside_the_output_root(server: Server) -> None:
+    assert sorted(p.name for p in server.root.iterdir()) == ["in", "nginx", "out"]
+    out = server.root / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["current", "trees"]
+    for path in out.rglob("*"):
+        assert path.resolve().is_relative_to(out.resolve()), path

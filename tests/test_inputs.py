@@ -1,0 +1,304 @@
+"""Input normalisation (SPEC section 2): every accepted spelling gives the same staged rows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from convsum.config import RunConfig
+from convsum.inputs import stage_inputs
+from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, T0, message, status, write_parquet
+
+NAIVE_T0 = T0.replace(tzinfo=None)
+
+
+def _stage(
+    tmp_path: Path, messages: str, statuses: str | None, **config: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    work = tmp_path / "work"
+    work.mkdir()
+    cfg = RunConfig(messages=messages, statuses=statuses, out=str(tmp_path / "out"), **config)
+    staged = stage_inputs(cfg, work)
+    return pq.read_table(staged.messages).to_pylist(), pq.read_table(staged.statuses).to_pylist()
+
+
+def _canonical_message(id: str = "m1", **fields: Any) -> dict[str, Any]:
+    row = {
+        "id": id,
+        "batch_id": None,
+        "owner": "acme",
+        "sender": "Acme",
+        "recipient": "46700000001",
+        "body": f"body of {id}",
+        "direction": "mt",
+        "segments": 1,
+        "type": "SMS",
+        "datacoding": "gsm",
+        "priority": 1,
+        "price": 0.05,
+        "currency": "SEK",
+        "created": NAIVE_T0,
+        "modified": None,
+        "reference": None,
+        "mcc": "240",
+        "mnc": "07",
+    }
+    row.update(fields)
+    return row
+
+
+def _canonical_status(message_id: str = "m1", code: int = 201, **fields: Any) -> dict[str, Any]:
+    row = {
+        "message_id": message_id,
+        "owner": None,
+        "code": code,
+        "created": NAIVE_T0,
+        "duration": 0,
+    }
+    row.update(fields)
+    return row
+
+
+def test_inputs_camel_case_api_names(tmp_path: Path) -> None:
+    m = write_parquet(tmp_path / "m.parquet", [message("m1", batchId="b1")], MESSAGE_TYPES)
+    s = write_parquet(tmp_path / "s.parquet", [status("m1", 201)], STATUS_TYPES)
+    assert _stage(tmp_path, str(m), str(s)) == (
+        [_canonical_message(batch_id="b1")],
+        [_canonical_status()],
+    )
+
+
+def test_inputs_snake_case_names(tmp_path: Path) -> None:
+    row = message("m1")
+    row["batch_id"] = "b1"
+    del row["batchId"]
+    m = write_parquet(tmp_path / "m.parquet", [row])
+    s = write_parquet(
+        tmp_path / "s.parquet", [{"message_id": "m1", "code": 201, "created": T0, "duration": 0}]
+    )
+    assert _stage(tmp_path, str(m), str(s)) == (
+        [_canonical_message(batch_id="b1")],
+        [_canonical_status()],
+    )
+
+
+def test_inputs_explicit_column_mapping(tmp_path: Path) -> None:
+    row = message("m1")
+    row["msisdn_to"] = row.pop("recipient")
+    m = write_parquet(tmp_path / "m.parquet", [row])
+    s = write_parquet(
+        tmp_path / "s.parquet", [{"msg": "m1", "code": 201, "created": T0, "duration": 0}]
+    )
+    staged = _stage(
+        tmp_path,
+        str(m),
+        str(s),
+        message_columns={"recipient": "msisdn_to"},
+        status_columns={"messageId": "msg"},
+    )
+    assert staged == ([_canonical_message()], [_canonical_status()])
+
+
+def test_inputs_integer_enums(tmp_path: Path) -> None:
+    rows = [
+        message("m1", direction=0, type=1, datacoding=0),
+        message("m2", direction=1, type=0, datacoding=2),
+    ]
+    m = write_parquet(
+        tmp_path / "m.parquet",
+        rows,
+        {**MESSAGE_TYPES, "direction": pa.int8(), "type": pa.int16(), "datacoding": pa.uint8()},
+    )
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    got, _ = _stage(tmp_path, str(m), str(s))
+    assert got == [
+        _canonical_message("m1", direction="mt", type="SMS", datacoding="gsm"),
+        _canonical_message("m2", direction="mo", type="flash", datacoding="ucs"),
+    ]
+
+
+def test_inputs_direction_codes_are_configurable(tmp_path: Path) -> None:
+    m = write_parquet(
+        tmp_path / "m.parquet",
+        [message("m1", direction=1)],
+        {**MESSAGE_TYPES, "direction": pa.int32()},
+    )
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    got, _ = _stage(tmp_path, str(m), str(s), direction_codes={1: "mt", 2: "mo"})
+    assert [r["direction"] for r in got] == ["mt"]
+
+
+def test_inputs_string_directions_in_any_case(tmp_path: Path) -> None:
+    rows = [
+        message("m1", direction="MT"),
+        message("m2", direction="Mo"),
+        message("m3", direction="mo"),
+    ]
+    m = write_parquet(tmp_path / "m.parquet", rows, MESSAGE_TYPES)
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    got, _ = _stage(tmp_path, str(m), str(s))
+    assert [r["direction"] for r in got] == ["mt", "mo", "mo"]
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+@pytest.mark.parametrize("tz", [None, "UTC", "Europe/Stockholm"])
+def test_inputs_timestamps_of_every_unit_and_zone(
+    tmp_path: Path, unit: str, tz: str | None
+) -> None:
+    created = T0 + timedelta(seconds=3, milliseconds=250 if unit != "s" else 0)
+    value = created if tz else created.replace(tzinfo=None)
+    m = write_parquet(
+        tmp_path / "m.parquet",
+        [message("m1", created=value)],
+        {**MESSAGE_TYPES, "created": pa.timestamp(unit, tz)},
+    )
+    s = write_parquet(
+        tmp_path / "s.parquet",
+        [status("m1", 201, value)],
+        {**STATUS_TYPES, "created": pa.timestamp(unit, tz)},
+    )
+    got_m, got_s = _stage(tmp_path, str(m), str(s))
+    assert got_m[0]["created"] == created.replace(tzinfo=None)
+    assert got_s[0]["created"] == created.replace(tzinfo=None)
+
+
+def test_inputs_iso_strings(tmp_path: Path) -> None:
+    texts = [
+        "2024-01-01T12:00:00Z",
+        "2024-01-01T14:00:00.250+02:00",
+        "2024-01-01 12:00:01",
+        "2024-01-01T12:00:02.123456789Z",
+    ]
+    rows = [message(f"m{i}", created=t) for i, t in enumerate(texts)]
+    m = write_parquet(tmp_path / "m.parquet", rows, {**MESSAGE_TYPES, "created": pa.string()})
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    got, _ = _stage(tmp_path, str(m), str(s))
+    base = NAIVE_T0
+    assert [r["created"] for r in got] == [
+        base,
+        base + timedelta(milliseconds=250),
+        base + timedelta(seconds=1),
+        base + timedelta(seconds=2, microseconds=123456),
+    ]
+
+
+def test_inputs_integer_widths_and_integer_ids(tmp_path: Path) -> None:
+    rows = [message(1234, sender=46700000001, recipient=46734487112, segments=3, priority=2)]
+    types = {
+        **MESSAGE_TYPES,
+        "id": pa.int64(),
+        "sender": pa.int64(),
+        "recipient": pa.uint64(),
+        "segments": pa.int8(),
+        "priority": pa.uint16(),
+    }
+    m = write_parquet(tmp_path / "m.parquet", rows, types)
+    s = write_parquet(
+        tmp_path / "s.parquet",
+        [status(1234, 201)],
+        {**STATUS_TYPES, "messageId": pa.int32(), "code": pa.int16()},
+    )
+    got_m, got_s = _stage(tmp_path, str(m), str(s))
+    assert got_m == [
+        _canonical_message(
+            "1234",
+            sender="46700000001",
+            recipient="46734487112",
+            segments=3,
+            priority=2,
+            body="body of 1234",
+        )
+    ]
+    assert got_s == [_canonical_status("1234")]
+
+
+def test_inputs_nested_statuses_layout(tmp_path: Path) -> None:
+    nested = pa.list_(
+        pa.struct(
+            [("code", pa.int32()), ("duration", pa.int32()), ("created", pa.timestamp("ms", "UTC"))]
+        )
+    )
+    rows = [
+        message(
+            "m1",
+            statuses=[
+                {"code": 101, "duration": 0, "created": T0},
+                {"code": 201, "duration": 3, "created": T0 + timedelta(seconds=5)},
+            ],
+        ),
+        message("m2", statuses=[]),
+    ]
+    m = write_parquet(tmp_path / "m.parquet", rows, {**MESSAGE_TYPES, "statuses": nested})
+    got_m, got_s = _stage(tmp_path, str(m), None)
+    assert [r["id"] for r in got_m] == ["m1", "m2"]
+    assert got_s == [
+        _canonical_status("m1", 101, owner="acme"),
+        _canonical_status(
+            "m1", 201, owner="acme", duration=3, created=NAIVE_T0 + timedelta(seconds=5)
+        ),
+    ]
+
+
+def test_inputs_directory_of_several_files(tmp_path: Path) -> None:
+    write_parquet(tmp_path / "m" / "part-1.parquet", [message("m2")], MESSAGE_TYPES)
+    write_parquet(tmp_path / "m" / "part-0.parquet", [message("m1")], MESSAGE_TYPES)
+    write_parquet(tmp_path / "m" / "_SUCCESS.parquet", [message("ignored")], MESSAGE_TYPES)
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    got, _ = _stage(tmp_path, str(tmp_path / "m"), str(s))
+    assert [r["id"] for r in got] == ["m1", "m2"]
+
+
+def test_inputs_hive_partitions_supply_columns(tmp_path: Path) -> None:
+    for owner in ("acme", "bank"):
+        row = message(f"{owner}-1")
+        del row["owner"]
+        write_parquet(
+            tmp_path / "m" / f"owner={owner}" / "date=2024-01-01" / "part-0.parquet", [row]
+        )
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    got, _ = _stage(tmp_path, str(tmp_path / "m"), str(s))
+    assert [(r["id"], r["owner"]) for r in got] == [("acme-1", "acme"), ("bank-1", "bank")]
+
+
+def test_inputs_glob(tmp_path: Path) -> None:
+    write_parquet(tmp_path / "in" / "a" / "x.parquet", [message("m1")], MESSAGE_TYPES)
+    write_parquet(tmp_path / "in" / "b" / "x.parquet", [message("m2")], MESSAGE_TYPES)
+    write_parquet(tmp_path / "in" / "b" / "y.other", [message("m3")], MESSAGE_TYPES)
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    got, _ = _stage(tmp_path, str(tmp_path / "in" / "*" / "*.parquet"), str(s))
+    assert [r["id"] for r in got] == ["m1", "m2"]
+
+
+def test_inputs_dictionary_and_large_strings(tmp_path: Path) -> None:
+    table = pa.Table.from_pylist(
+        [message("m1")], schema=pa.schema([(k, v) for k, v in MESSAGE_TYPES.items()])
+    )
+    table = table.set_column(
+        table.schema.get_field_index("owner"), "owner", table.column("owner").dictionary_encode()
+    )
+    table = table.set_column(
+        table.schema.get_field_index("body"), "body", table.column("body").cast(pa.large_string())
+    )
+    pq.write_table(table, tmp_path / "m.parquet")
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    got, _ = _stage(tmp_path, str(tmp_path / "m.parquet"), str(s))
+    assert got == [_canonical_message()]
+
+
+def test_inputs_zoned_created_equals_utc(tmp_path: Path) -> None:
+    stockholm = timezone(timedelta(hours=1))
+    local = datetime(2024, 1, 1, 13, 0, tzinfo=stockholm)
+    assert local == T0
+    m = write_parquet(
+        tmp_path / "m.parquet",
+        [message("m1", created=local)],
+        {**MESSAGE_TYPES, "created": pa.timestamp("us", "Europe/Stockholm")},
+    )
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    got, _ = _stage(tmp_path, str(m), str(s))
+    assert got[0]["created"] == datetime(2024, 1, 1, 12, 0, tzinfo=UTC).replace(tzinfo=None)
