@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from convsum.config import RunConfig
-from convsum.publish.paths import conversation_dir
+from convsum.publish.paths import conversation_dir, page_file
 from convsum.run import run_job
 
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
@@ -118,11 +118,11 @@ class Tree:
     def pages(
         self, participant: str, list_name: str = "all", owner: str = "acme", order: str = "asc"
     ) -> list[list[dict[str, Any]]]:
-        base = self.api / conversation_dir(owner, participant) / list_name / order
+        base = self.api / conversation_dir(owner, participant)
         pages = []
         start = 0
-        while (base / f"{start}.json").exists():
-            pages.append(orjson.loads((base / f"{start}.json").read_bytes()))
+        while (path := base / page_file(self.page_size, list_name, order, start)).exists():
+            pages.append(orjson.loads(path.read_bytes()))
             start += self.page_size
         return pages
 

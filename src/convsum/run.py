@@ -24,7 +24,7 @@ from convsum.publish.manifest import (
     write_json,
 )
 from convsum.publish.pages import conversation_pages
-from convsum.publish.paths import conversation_dir
+from convsum.publish.paths import SUMMARY_FILE, conversation_dir, page_file
 from convsum.publish.tree import API, FILE_LIST, OutputRoot, TreeWriter
 
 Progress = Callable[[str], None]
@@ -139,11 +139,13 @@ def _write_pages(
         if (page.owner, page.participant) != last:
             last = (page.owner, page.participant)
             directory = conversation_dir(page.owner, page.participant)
-        writer.write(f"{directory}/{page.list_name}/{order}/{page.start}.json", page.body)
+        writer.write(
+            f"{directory}/{page_file(page_size, page.list_name, order, page.start)}", page.body
+        )
 
 
 def _write_summaries(writer: TreeWriter, batches: Iterable[pa.RecordBatch]) -> None:
     for batch in batches:
         owners, participants, bodies = (column.to_pylist() for column in batch.columns)
         for owner, participant, body in zip(owners, participants, bodies, strict=True):
-            writer.write(f"{conversation_dir(owner, participant)}/summary.json", body.encode())
+            writer.write(f"{conversation_dir(owner, participant)}/{SUMMARY_FILE}", body.encode())

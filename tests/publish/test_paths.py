@@ -16,6 +16,8 @@ from convsum.publish.paths import (
     is_servable,
     name_from_segments,
     name_segments,
+    page_file,
+    page_group_digits,
 )
 
 ODD_NAMES = [
@@ -137,3 +139,24 @@ def test_paths_conversation_dir_joins_owner_and_participant() -> None:
     assert conversation_dir("ip1-100", "46734487112") == (
         "00/_1/ip1-100/v2/conversations/12/71/46734487112"
     )
+
+
+@pytest.mark.parametrize(
+    ("page_size", "start", "path"),
+    [
+        (50, 0, "p/mt.asc.0.json"),
+        (50, 9950, "p/mt.asc.9950.json"),
+        (50, 10000, "p1/mt.asc.10000.json"),
+        (50, 1234550, "p123/mt.asc.1234550.json"),
+        (1, 99, "p/mt.asc.99.json"),
+        (1, 100, "p1/mt.asc.100.json"),
+    ],
+)
+def test_paths_page_file_groups_by_leading_digits(page_size: int, start: int, path: str) -> None:
+    assert page_file(page_size, "mt", "asc", start) == path
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 10, 50, 100, 625, 1000, 10000])
+def test_paths_page_groups_hold_100_to_1000_starts(page_size: int) -> None:
+    per_group = 10 ** page_group_digits(page_size) // page_size
+    assert 100 <= per_group <= 1000

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from convsum.config import ALIGNMENT_MODULUS
+from convsum.publish.paths import SUMMARY_FILE, page_group_digits
 
 _ALNUM = "[0-9A-Za-z]"
 _NOT_FOUND = '{"status":404,"error":"Not Found","message":"unknown participant"}'
@@ -28,6 +29,11 @@ def start_pattern(page_size: int) -> str:
     small = [str(r) for r in range(0, modulus, page_size)]
     long_form = "[1-9][0-9]*" + (f"(?:{'|'.join(residues)})" if width else "")
     return f"^(?:{long_form}|{'|'.join(small)})$"
+
+
+def page_group_pattern(page_size: int) -> str:
+    """Return a regular expression whose first group is a start's page group."""
+    return f"^([0-9]*)[0-9]{{{page_group_digits(page_size)}}}$"
 
 
 def _fanout_maps(variable: str, prefix: str) -> str:
@@ -81,11 +87,13 @@ http {{
 {_fanout_maps("cs_owner", "cs_o")}
 {_fanout_maps("cs_participant", "cs_p")}
 
-    map $cs_list $cs_list_dir {{ "" all; default $cs_list; }}
+    map $cs_list_suffix $cs_list {{ "" all; default $cs_list_suffix; }}
     # Pagination the tree can answer: page-aligned `start`, `limit` equal to the page size.
     map $arg_start $cs_start {{ "" 0; "~{start_pattern(page_size)}" $arg_start; default ""; }}
     map $arg_limit $cs_limit_ok {{ "" 1; "{page_size}" 1; default 0; }}
     map $arg_order $cs_order {{ "" asc; "~*^asc$" asc; "~*^desc$" {desc}; default ""; }}
+    # A page's group directory: its start without the last digits (publish.paths.page_file).
+    map $cs_start $cs_page_group {{ "~{page_group_pattern(page_size)}" $1; default ""; }}
     map "$cs_start:$cs_limit_ok:$cs_order" $cs_bad_request {{
         "~^[0-9]+:1:(asc|desc)$" 0;
         default 1;
@@ -96,19 +104,19 @@ http {{
         root {api_root};
 
         location ~ "^/{name}/summary$" {{
-            try_files {conversation}/summary.json @unknown;
+            try_files {conversation}/{SUMMARY_FILE} @unknown;
         }}
 
-        location ~ "^/{name}(?:/(?<cs_list>mt|mo))?$" {{
+        location ~ "^/{name}(?:/(?<cs_list_suffix>mt|mo))?$" {{
             if ($cs_bad_request) {{
                 return 400 '{bad_request}';
             }}
-            try_files {conversation}/$cs_list_dir/$cs_order/$cs_start.json @past_end;
+            try_files {conversation}/p$cs_page_group/$cs_list.$cs_order.$cs_start.json @past_end;
         }}
 
         # A known participant with no page there (past the end, or none of that direction).
         location @past_end {{
-            if (-f $document_root{conversation}/summary.json) {{
+            if (-f $document_root{conversation}/{SUMMARY_FILE}) {{
                 return 200 '[]';
             }}
             return 404 '{_NOT_FOUND}';

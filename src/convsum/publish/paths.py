@@ -14,6 +14,8 @@ import hashlib
 import unicodedata
 
 MAX_SERVED_BYTES = 200
+SUMMARY_FILE = "summary.json"
+MIN_PAGES_PER_GROUP = 100
 HEX_CHUNK = 200  # hexadecimal characters per directory level for unservable names
 RESERVED_FANOUT = "~"
 _ALNUM = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -70,3 +72,27 @@ def name_from_segments(segments: tuple[str, ...]) -> str:
 def conversation_dir(owner: str, participant: str) -> str:
     """Return the relative directory of one conversation, under the served API root."""
     return "/".join((*name_segments(owner), "v2", "conversations", *name_segments(participant)))
+
+
+def page_group_digits(page_size: int) -> int:
+    """Return k: pages are grouped in directories by their start without its last k digits.
+
+    k is the smallest with 10**k a multiple of the page size and at least MIN_PAGES_PER_GROUP
+    pages per group, so a directory holds 100 to 1,000 starts of each list and order, however
+    long the conversation (page size 50: k = 4, 200 starts a directory).
+    """
+    k = 0
+    while 10**k % page_size or 10**k // page_size < MIN_PAGES_PER_GROUP:
+        k += 1
+    return k
+
+
+def page_file(page_size: int, list_name: str, order: str, start: int) -> str:
+    """Return the path of a page below its conversation's directory.
+
+    `start` 1234550 at page size 50 gives `p123/all.asc.1234550.json`; starts below 10**k share
+    the group `p`. The web server derives the same group from the `start` digits.
+    """
+    digits = str(start)
+    group = digits[: -page_group_digits(page_size)]  # k >= 2, so the slice is well defined
+    return f"p{group}/{list_name}.{order}.{digits}.json"

@@ -23,6 +23,7 @@ CURRENT = "current"
 TREES = "trees"
 API = "api"
 FILE_LIST = "files.txt"
+_MADE_CACHE = 4096
 
 
 class TreeWriter:
@@ -35,16 +36,21 @@ class TreeWriter:
         self.files = 0
         self.bytes = 0
         self._list = (root / (FILE_LIST + ".unsorted")).open("w", encoding="utf-8")
+        self._made: set[str] = set()
 
     def write(self, relative: str, body: bytes) -> None:
-        """Write `body` at `relative` (a path built by publish.paths) under the API root."""
-        path = self.api / relative
-        try:
-            handle = path.open("wb")
-        except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle = path.open("wb")
-        with handle:
+        """Write `body` at `relative` (a path built by publish.paths) under the API root.
+
+        Creating directories costs more than creating files on most file systems, so each
+        directory is made once; the cache is bounded, and a forgotten one costs one mkdir.
+        """
+        directory = relative.rpartition("/")[0]
+        if directory not in self._made:
+            if len(self._made) > _MADE_CACHE:
+                self._made.clear()
+            (self.api / directory).mkdir(parents=True, exist_ok=True)
+            self._made.add(directory)
+        with (self.api / relative).open("wb") as handle:
             handle.write(body)
         self.files += 1
         self.bytes += len(body)
