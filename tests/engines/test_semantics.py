@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import orjson
+
+from convsum.publish.paths import conversation_dir, page_file
 from tests.conftest import RunTree, at, message, status
 
 
@@ -180,3 +183,45 @@ def test_semantics_pages_split_at_page_size(run_tree: RunTree) -> None:
     desc = [m["id"] for page in tree.pages("Acme", order="desc") for m in page]
     assert desc == [f"m{i:03d}" for i in reversed(range(23))]
     assert [len(p) for p in tree.pages("Acme", order="desc")] == [10, 10, 3]
+
+
+def test_semantics_message_object_shape_and_bytes(run_tree: RunTree) -> None:
+    row = message(
+        "m1",
+        batchId="b7",
+        sender="Shop1",
+        recipient="46734487112",
+        body='Hej "där" \\ ☃\n\x1f',
+        segments=2,
+        priority=None,
+        price=0.0725,
+        created=at(1.5),
+        modified=at(2),
+        reference="ref-1",
+    )
+    tree = run_tree(
+        [row], [status("m1", 111, at(3), duration=None), status("m1", 201, at(4), duration=12)]
+    )
+    expected = {
+        "id": "m1",
+        "batchId": "b7",
+        "owner": "acme",
+        "sender": "Shop1",
+        "recipient": "46734487112",
+        "body": 'Hej "där" \\ ☃\n\x1f',
+        "direction": "mt",
+        "segments": 2,
+        "type": "SMS",
+        "datacoding": "gsm",
+        "priority": None,
+        "price": 0.0725,
+        "currency": "SEK",
+        "statuses": [{"code": 201, "duration": 12, "created": "2024-01-01T12:00:04Z"}],
+        "modified": "2024-01-01T12:00:02Z",
+        "reference": "ref-1",
+        "mcc": "240",
+        "mnc": "07",
+        "created": "2024-01-01T12:00:01.500Z",
+    }
+    page = tree.api / conversation_dir("acme", "Shop1") / page_file(50, "all", "asc", 0)
+    assert page.read_bytes() == orjson.dumps([expected])

@@ -152,15 +152,8 @@ class DuckDBEngine:
 
     @contextmanager
     def derive(self, staged: StagedInputs, settings: EngineSettings) -> Iterator[_DuckDBDerivation]:
-        con = duckdb.connect(config=_connection_config(settings))
+        con = connect(settings)
         try:
-            con.create_function(
-                "json_text_exact", _json_text_exact, ["VARCHAR"], "VARCHAR", side_effects=False
-            )
-            con.create_function(
-                "json_double_exact", _json_double_exact, ["DOUBLE"], "VARCHAR", side_effects=False
-            )
-            con.execute(_MACROS)
             params = {"messages": str(staged.messages), "statuses": str(staged.statuses)}
             con.execute(_MESSAGES, {"messages": params["messages"]})
             con.execute(
@@ -170,6 +163,19 @@ class DuckDBEngine:
             yield _DuckDBDerivation(con, params, settings.batch_rows)
         finally:
             con.close()
+
+
+def connect(settings: EngineSettings) -> duckdb.DuckDBPyConnection:
+    """Open a connection configured for `settings`, with the JSON rendering macros."""
+    con = duckdb.connect(config=_connection_config(settings))
+    con.create_function(
+        "json_text_exact", _json_text_exact, ["VARCHAR"], "VARCHAR", side_effects=False
+    )
+    con.create_function(
+        "json_double_exact", _json_double_exact, ["DOUBLE"], "VARCHAR", side_effects=False
+    )
+    con.execute(_MACROS)
+    return con
 
 
 def _connection_config(settings: EngineSettings) -> dict[str, Any]:
