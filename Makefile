@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 LISTEN ?= 127.0.0.1:8080
 OUT ?= out/api_example
 
-.PHONY: run test lint format serve samples clean
+.PHONY: run test test-slow lint format serve samples clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ serve: $(STAMP)
 ## test: lint, type checks and the whole test suite
 test: lint
 	$(BIN)/python -m pytest
+
+## test-slow: the property-based suites with twenty times more examples
+test-slow: lint
+	$(BIN)/python -m pytest --hypothesis-profile=slow
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests sample_data

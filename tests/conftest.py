@@ -11,12 +11,16 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import settings
 
-from convsum.config import RunConfig
+from convsum.config import ENGINES, RunConfig
 from convsum.publish.paths import conversation_dir, page_file
 from convsum.run import run_job
 
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
+
+# `pytest --hypothesis-profile=slow` (make test-slow) runs twenty times more examples.
+settings.register_profile("slow", max_examples=2000, deadline=None)
 
 
 def at(seconds: float) -> datetime:
@@ -141,9 +145,15 @@ class Tree:
 RunTree = Callable[..., Tree]
 
 
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Each engine in turn."""
+    return str(request.param)
+
+
 @pytest.fixture
-def run_tree(tmp_path: Path) -> RunTree:
-    """Return a function that runs the job on inline rows and returns the published tree."""
+def run_tree(tmp_path: Path, engine: str) -> RunTree:
+    """Return a function that runs the job on inline rows, with each engine, and reads the tree."""
     counter = iter(range(1_000_000))
 
     def run(
@@ -161,6 +171,7 @@ def run_tree(tmp_path: Path) -> RunTree:
                 tmp_path / f"in{n}" / "statuses.parquet", list(statuses), STATUS_TYPES
             )
         out = config.pop("out", tmp_path / f"out{n}")
+        config.setdefault("engine", engine)
         cfg = RunConfig(
             messages=str(msg_path),
             statuses=str(st_path) if st_path else None,

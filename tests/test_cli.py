@@ -124,13 +124,16 @@ BAD_CASES = [
 
 @pytest.mark.parametrize("case", BAD_CASES)
 def test_cli_bad_messages_exit_1_and_publish_nothing(
-    tmp_path: Path, published: Path, good_inputs: tuple[Path, Path], case: str
+    tmp_path: Path, published: Path, good_inputs: tuple[Path, Path], case: str, engine: str
 ) -> None:
     before = _snapshot(published)
     bad, words = _bad_messages(tmp_path, case)
     result = CliRunner().invoke(
         cli,
-        ["run", "--messages", str(bad), "--statuses", str(good_inputs[1]), "--out", str(published)],
+        [
+            *("run", "--messages", str(bad), "--statuses", str(good_inputs[1])),
+            *("--out", str(published), "--engine", engine),
+        ],
     )
     assert result.exit_code == 1, result.output
     error_lines = [line for line in result.stderr.splitlines() if not line.startswith("convsum: ")]

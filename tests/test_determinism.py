@@ -1,14 +1,16 @@
-"""The same input gives byte-identical trees, whatever the thread count, file or row order."""
+"""Same input, byte-identical trees: whatever the engine, threads, file or row order."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from convsum.config import RunConfig
+from convsum.config import ENGINES, RunConfig
 from convsum.run import run_job
 
 DEMO = Path(__file__).resolve().parent.parent / "sample_data" / "demo"
@@ -30,33 +32,47 @@ def _tree(out: Path, ignore: tuple[str, ...] = ()) -> dict[str, bytes]:
     return files
 
 
-def _run(messages: Path, statuses: Path, out: Path, threads: int) -> None:
+def _run(messages: Path, statuses: Path, out: Path, engine: str) -> None:
     config = RunConfig(
-        messages=str(messages),
-        statuses=str(statuses),
-        out=str(out),
-        threads=threads,
-        desc_pages=True,
+        messages=str(messages), statuses=str(statuses), out=str(out), engine=engine, desc_pages=True
     )
     run_job(config)
 
 
-def test_determinism_thread_count_does_not_change_output(tmp_path: Path) -> None:
-    _run(DEMO / "messages", DEMO / "statuses", tmp_path / "one", threads=1)
-    _run(DEMO / "messages", DEMO / "statuses", tmp_path / "two", threads=2)
+def _run_process(out: Path, engine: str, threads: int) -> None:
+    """Run the installed command: Polars fixes its thread pool when a process imports it."""
+    command = [
+        Path(sys.executable).parent / "convsum", "run", "--messages", DEMO / "messages",
+        "--statuses", DEMO / "statuses", "--out", out, "--engine", engine,
+        "--threads", str(threads), "--desc-pages",
+    ]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True)
+
+
+def test_determinism_thread_count_does_not_change_output(tmp_path: Path, engine: str) -> None:
+    _run_process(tmp_path / "one", engine, threads=1)
+    _run_process(tmp_path / "two", engine, threads=2)
     one, two = _tree(tmp_path / "one", ("config",)), _tree(tmp_path / "two", ("config",))
     assert one.keys() == two.keys()
     assert one == two
 
 
-def test_determinism_rerun_is_byte_identical(tmp_path: Path) -> None:
-    _run(DEMO / "messages", DEMO / "statuses", tmp_path / "out", threads=2)
+def test_determinism_engines_write_identical_trees(tmp_path: Path) -> None:
+    for engine in ENGINES:
+        _run(DEMO / "messages", DEMO / "statuses", tmp_path / engine, engine)
+    trees = [_tree(tmp_path / engine, ("config", "engine")) for engine in ENGINES]
+    assert len(trees[0]) > 1000
+    assert all(tree == trees[0] for tree in trees[1:])
+
+
+def test_determinism_rerun_is_byte_identical(tmp_path: Path, engine: str) -> None:
+    _run(DEMO / "messages", DEMO / "statuses", tmp_path / "out", engine)
     first = _tree(tmp_path / "out")
-    _run(DEMO / "messages", DEMO / "statuses", tmp_path / "out", threads=2)
+    _run(DEMO / "messages", DEMO / "statuses", tmp_path / "out", engine)
     assert _tree(tmp_path / "out") == first
 
 
-def test_determinism_row_and_file_order_do_not_change_output(tmp_path: Path) -> None:
+def test_determinism_row_and_file_order_do_not_change_output(tmp_path: Path, engine: str) -> None:
     for name in ("messages", "statuses"):
         table = ds.dataset(DEMO / name, partitioning="hive").to_table()
         reversed_rows = table.take(list(reversed(range(table.num_rows))))
@@ -64,9 +80,9 @@ def test_determinism_row_and_file_order_do_not_change_output(tmp_path: Path) -> 
         (tmp_path / "shuffled" / name).mkdir(parents=True)
         pq.write_table(reversed_rows.slice(0, half), tmp_path / "shuffled" / name / "b.parquet")
         pq.write_table(reversed_rows.slice(half), tmp_path / "shuffled" / name / "a.parquet")
-    _run(DEMO / "messages", DEMO / "statuses", tmp_path / "demo", threads=2)
+    _run(DEMO / "messages", DEMO / "statuses", tmp_path / "demo", engine)
     shuffled = tmp_path / "shuffled"
-    _run(shuffled / "messages", shuffled / "statuses", tmp_path / "reordered", threads=2)
+    _run(shuffled / "messages", shuffled / "statuses", tmp_path / "reordered", engine)
     ignore = ("config", "inputs", "rows_read", "files_read")
     demo, reordered = _tree(tmp_path / "demo", ignore), _tree(tmp_path / "reordered", ignore)
     assert demo == reordered

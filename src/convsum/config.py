@@ -11,7 +11,7 @@ from typing import Any
 
 from convsum.errors import ConfigError
 
-ENGINES = ("duckdb",)
+ENGINES = ("duckdb", "polars")
 LIST_NAMES = ("all", "mt", "mo")
 # A static server can only check that `start` is a multiple of the page size when the page size
 # divides a power of ten: alignment is then a property of the last few digits, which a regular

@@ -91,7 +91,7 @@ def _derive_and_write(
     config: RunConfig, staged: StagedInputs, work: Path, writer: TreeWriter, stages: _Stages
 ) -> dict[str, Any]:
     """Run the engine and write every page and summary; return the engine's counts."""
-    engine = get_engine(config.engine)
+    engine = get_engine(config.engine, config.threads)
     settings = EngineSettings(work, config.threads, config.memory_limit)
     with ExitStack() as engine_scope:
         with stages.stage("derive"):

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from convsum.engines.base import Derivation, Engine, EngineSettings
 from convsum.errors import ConfigError
 
 
-def get_engine(name: str) -> Engine:
-    """Return the engine called `name`."""
+def get_engine(name: str, threads: int | None = None) -> Engine:
+    """Return the engine called `name`.
+
+    Polars sizes its thread pool once, when a process first imports it, so `threads` is applied
+    here, before that import; a process that already imported Polars keeps its pool.
+    """
     if name == "duckdb":
         from convsum.engines.duckdb import DuckDBEngine
 
         return DuckDBEngine()
+    if name == "polars":
+        if threads and "polars" not in sys.modules:
+            os.environ["POLARS_MAX_THREADS"] = str(threads)
+        from convsum.engines.polars import PolarsEngine
+
+        return PolarsEngine()
     msg = f"unknown engine {name!r}"
     raise ConfigError(msg)
 

@@ -1,0 +1,283 @@
+"""The Polars engine: SPEC section 3 as lazy Polars queries over the staged Parquet files.
+
+Every query runs on Polars' streaming engine and ends in a Parquet file in the work directory,
+read back batch by batch, so no derived table is held whole in memory. What Polars may still
+materialise: the per-list window positions (`over`) and the final sorts, which its streaming
+engine runs in memory for the partitions it holds; the DuckDB engine spills those to disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from convsum.codes import FINAL_GROUPS, KNOWN_CODES
+from convsum.engines.base import CONVERSATION_SCHEMA, SUMMARY_SCHEMA, EngineSettings
+from convsum.inputs import StagedInputs
+
+
+class PolarsEngine:
+    """Compute the derived tables with Polars."""
+
+    name = "polars"
+
+    @contextmanager
+    def derive(self, staged: StagedInputs, settings: EngineSettings) -> Iterator[_PolarsDerivation]:
+        work = settings.work_dir / "polars"
+        work.mkdir(exist_ok=True)
+        yield _PolarsDerivation(staged, work, settings.batch_rows)
+
+
+class _PolarsDerivation:
+    def __init__(self, staged: StagedInputs, work: Path, batch_rows: int) -> None:
+        self.staged, self.work, self.batch_rows = staged, work, batch_rows
+        self.statuses = pl.scan_parquet(staged.statuses)
+        self.raw_messages = pl.scan_parquet(staged.messages)
+        messages = _deduplicated(self.raw_messages)
+        self._sink(messages, "msg")
+        self.msg = pl.scan_parquet(work / "msg.parquet")
+        self._sink(_latest(self.msg, self.statuses), "latest")
+        self.latest = pl.scan_parquet(work / "latest.parquet")
+        self._sink(_conversation_rows(self.msg, self.latest), "conv")
+        self.conv = pl.scan_parquet(work / "conv.parquet")
+
+    def _sink(self, frame: pl.LazyFrame, name: str) -> Path:
+        path = self.work / f"{name}.parquet"
+        frame.sink_parquet(path, engine="streaming")
+        return path
+
+    def counts(self) -> dict[str, Any]:
+        keys = self.msg.select("owner", "id")
+        matched = _matched_statuses(keys, self.statuses.with_row_index("row"))
+        values = pl.collect_all(
+            [
+                self.raw_messages.select(pl.len()),
+                self.msg.select(pl.len()),
+                keys.join(self.latest.select("owner", "id"), on=["owner", "id"], how="anti").select(
+                    pl.len()
+                ),
+                self.statuses.select(pl.len()),
+                matched.select(pl.col("row").n_unique()),
+                self.statuses.unique().select(pl.len()),
+                self.msg.select(pl.col("owner").n_unique()),
+                self.conv.select("owner", "participant").unique().select(pl.len()),
+            ],
+            engine="streaming",
+        )
+        (raw, messages, no_status, status_rows, matched_rows, distinct_statuses, owners, parts) = (
+            int(frame.item()) for frame in values
+        )
+        unknown = (
+            self.statuses.filter(~pl.col("code").is_in(list(KNOWN_CODES)))
+            .group_by("code")
+            .len()
+            .sort("code")
+            .collect(engine="streaming")
+        )
+        return {
+            "messages": messages,
+            "duplicate_messages": raw - messages,
+            "messages_without_status": no_status,
+            "orphan_statuses": status_rows - matched_rows,
+            "duplicate_statuses": status_rows - distinct_statuses,
+            "unknown_codes": {str(c): n for c, n in unknown.iter_rows()},
+            "owners": owners,
+            "participants": parts,
+        }
+
+    def summaries(self) -> Iterator[pa.RecordBatch]:
+        path = self._sink(_summaries(self.conv), "summaries")
+        yield from _read(path, SUMMARY_SCHEMA, self.batch_rows)
+
+    def conversation_rows(self, descending: bool) -> Iterator[pa.RecordBatch]:
+        frame = _ordered_rows(self.conv, descending)
+        path = self._sink(frame, "rows_desc" if descending else "rows_asc")
+        yield from _read(path, CONVERSATION_SCHEMA, self.batch_rows)
+
+
+def _read(path: Path, schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+        yield pa.RecordBatch.from_arrays(
+            [column.cast(field.type) for column, field in zip(batch.columns, schema, strict=True)],
+            schema=schema,
+        )
+
+
+def _json_text(column: str) -> pl.Expr:
+    """The column's JSON text, `null` for null: what orjson writes for the value."""
+    encoded = pl.struct(pl.col(column)).struct.json_encode()
+    return encoded.str.strip_prefix(f'{{"{column}":').str.strip_suffix("}")
+
+
+def _json_int(column: str) -> pl.Expr:
+    return pl.col(column).cast(pl.String).fill_null("null")
+
+
+def _json_time(column: str) -> pl.Expr:
+    iso = _iso_time(pl.col(column))
+    return pl.when(pl.col(column).is_null()).then(pl.lit("null")).otherwise('"' + iso + '"')
+
+
+def _iso_time(value: pl.Expr) -> pl.Expr:
+    millis = value.dt.millisecond()
+    fraction = pl.when(millis != 0).then(value.dt.strftime(".%3f")).otherwise(pl.lit(""))
+    return value.dt.strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"
+
+
+def _json_double(column: str) -> pl.Expr:
+    value = pl.col(column)
+    finite = value.is_finite().fill_null(False)
+    return pl.when(finite).then(_json_text(column)).otherwise(pl.lit("null"))
+
+
+def _deduplicated(messages: pl.LazyFrame) -> pl.LazyFrame:
+    """Each (owner, id) once: greatest `modified`, then the greater content (as DuckDB)."""
+    head = pl.concat_str(
+        [
+            pl.lit('{"id":'), _json_text("id"),
+            pl.lit(',"batchId":'), _json_text("batch_id"),
+            pl.lit(',"owner":'), _json_text("owner"),
+            pl.lit(',"sender":'), _json_text("sender"),
+            pl.lit(',"recipient":'), _json_text("recipient"),
+            pl.lit(',"body":'), _json_text("body"),
+            pl.lit(',"direction":'), _json_text("direction"),
+            pl.lit(',"segments":'), _json_int("segments"),
+            pl.lit(',"type":'), _json_text("type"),
+            pl.lit(',"datacoding":'), _json_text("datacoding"),
+            pl.lit(',"priority":'), _json_int("priority"),
+            pl.lit(',"price":'), _json_double("price"),
+            pl.lit(',"currency":'), _json_text("currency"),
+            pl.lit(',"statuses":'),
+        ]
+    )  # fmt: skip
+    tail = pl.concat_str(
+        [
+            pl.lit(',"modified":'), _json_time("modified"),
+            pl.lit(',"reference":'), _json_text("reference"),
+            pl.lit(',"mcc":'), _json_text("mcc"),
+            pl.lit(',"mnc":'), _json_text("mnc"),
+            pl.lit(',"created":'), _json_time("created"),
+            pl.lit("}"),
+        ]
+    )  # fmt: skip
+    return (
+        messages.with_columns(head=head, tail=tail)
+        .with_columns(content=pl.col("head") + pl.col("tail"))
+        .sort(
+            ["owner", "id", "modified", "content"],
+            descending=[False, False, True, True],
+            nulls_last=True,
+        )
+        .unique(subset=["owner", "id"], keep="first", maintain_order=True)
+        .select(
+            "owner", "id", "sender", "recipient", "direction", "segments", "created", "head", "tail"
+        )
+    )
+
+
+def _matched_statuses(keys: pl.LazyFrame, statuses: pl.LazyFrame) -> pl.LazyFrame:
+    """Status rows joined to their messages: by id alone, or by id and owner when known."""
+    any_owner = statuses.filter(pl.col("owner").is_null()).drop("owner")
+    own = statuses.filter(pl.col("owner").is_not_null())
+    return pl.concat(
+        [
+            keys.join(any_owner, left_on="id", right_on="message_id"),
+            keys.join(own, left_on=["owner", "id"], right_on=["owner", "message_id"]),
+        ]
+    )
+
+
+def _latest(messages: pl.LazyFrame, statuses: pl.LazyFrame) -> pl.LazyFrame:
+    """Latest status per message, with the same tie-breaks as the DuckDB engine."""
+    final = (pl.col("code") // 100).is_in(list(FINAL_GROUPS))
+    return (
+        _matched_statuses(messages.select("owner", "id"), statuses)
+        .with_columns(final=final, rank_duration=pl.col("duration").fill_null(-1))
+        .sort(
+            ["owner", "id", "created", "final", "code", "rank_duration"],
+            descending=[False, False, True, True, True, True],
+        )
+        .unique(subset=["owner", "id"], keep="first", maintain_order=True)
+        .select(
+            "owner",
+            "id",
+            "code",
+            statuses_json=pl.concat_str(
+                [
+                    pl.lit('[{"code":'), pl.col("code").cast(pl.String),
+                    pl.lit(',"duration":'), _json_int("duration"),
+                    pl.lit(',"created":'), _json_time("created"),
+                    pl.lit("}]"),
+                ]
+            ),
+        )
+    )  # fmt: skip
+
+
+def _conversation_rows(messages: pl.LazyFrame, latest: pl.LazyFrame) -> pl.LazyFrame:
+    full = messages.join(latest, on=["owner", "id"], how="left").with_columns(
+        json=pl.col("head") + pl.col("statuses_json").fill_null("[]") + pl.col("tail")
+    )
+    columns = ["owner", "participant", "direction", "created", "id", "segments", "code", "json"]
+    by_sender = full.rename({"sender": "participant"}).select(columns)
+    by_recipient = (
+        full.filter(pl.col("recipient") != pl.col("sender"))
+        .rename({"recipient": "participant"})
+        .select(columns)
+    )
+    return pl.concat([by_sender, by_recipient])
+
+
+def _summaries(conv: pl.LazyFrame) -> pl.LazyFrame:
+    entry = pl.concat_str(
+        [
+            pl.lit('"'), pl.col("code").cast(pl.String),
+            pl.lit('":{"messages":'), pl.col("n").cast(pl.String),
+            pl.lit(',"sms":'), pl.col("sms").cast(pl.String), pl.lit("}"),
+        ]
+    )  # fmt: skip
+
+    def code_map(direction: str) -> pl.Expr:
+        keep = (pl.col("direction") == direction) & pl.col("code").is_not_null()
+        return pl.col("entry").filter(keep).sort_by(pl.col("code").filter(keep)).str.join(",")
+
+    per_code = (
+        conv.group_by("owner", "participant", "direction", "code")
+        .agg(n=pl.len(), sms=pl.col("segments").sum())
+        .with_columns(entry=entry)
+    )
+    per_conv = per_code.group_by("owner", "participant").agg(
+        total=pl.col("n").sum(), total_sms=pl.col("sms").sum(), mt=code_map("mt"), mo=code_map("mo")
+    )
+    json = pl.concat_str(
+        [
+            pl.lit('{"participant":'), _json_text("participant"),
+            pl.lit(',"totalMessageCount":'), pl.col("total").cast(pl.String),
+            pl.lit(',"totalSmsCount":'), pl.col("total_sms").cast(pl.String),
+            pl.lit(',"mobileTerminatedMessages":{'), pl.col("mt"),
+            pl.lit('},"mobileOriginatedMessages":{'), pl.col("mo"), pl.lit("}}"),
+        ]
+    )  # fmt: skip
+    return per_conv.select("owner", "participant", json=json).sort("owner", "participant")
+
+
+def _ordered_rows(conv: pl.LazyFrame, descending: bool) -> pl.LazyFrame:
+    order = [False, False, descending, descending]
+    return (
+        conv.sort(["owner", "participant", "created", "id"], descending=order)
+        .with_columns(
+            pos_all=pl.int_range(pl.len(), dtype=pl.Int64).over("owner", "participant"),
+            pos_dir=pl.int_range(pl.len(), dtype=pl.Int64).over(
+                "owner", "participant", "direction"
+            ),
+        )
+        .select(
+            "owner", "participant", "direction", "pos_all", "pos_dir", json="," + pl.col("json")
+        )
+    )

@@ -1,0 +1,117 @@
+"""Both engines against each other and against the pure-Python reference, on random logs."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from convsum.config import ENGINES, RunConfig
+from convsum.run import run_job
+from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, T0, Tree, write_parquet
+from tests.reference import conversations
+
+OWNERS = ["acme", "bank", "../x"]
+PARTICIPANTS = ["4670", "4671", "Shop1", "a/b", "日本", "..", "summary", "mt"]
+IDS = [f"m{i}" for i in range(10)]
+TIMES = [T0 + timedelta(seconds=s) for s in (0, 0.25, 1, 2)]
+
+messages_strategy = st.lists(
+    st.fixed_dictionaries(
+        {
+            "id": st.sampled_from(IDS),
+            "owner": st.sampled_from(OWNERS),
+            "sender": st.sampled_from(PARTICIPANTS),
+            "recipient": st.sampled_from(PARTICIPANTS),
+            "direction": st.sampled_from(["mt", "mo"]),
+            "segments": st.integers(1, 3),
+            "created": st.sampled_from(TIMES),
+            "modified": st.none() | st.sampled_from(TIMES),
+            "body": st.none() | st.text(max_size=4),
+            "price": st.none() | st.sampled_from([0.05, 0.0725, 1e-7, 2.5e17]),
+        }
+    ),
+    max_size=30,
+)
+statuses_strategy = st.lists(
+    st.fixed_dictionaries(
+        {
+            "messageId": st.sampled_from([*IDS, "ghost"]),
+            "code": st.sampled_from([101, 102, 111, 201, 202, 402, 403, 510, 999]),
+            "created": st.sampled_from(TIMES),
+            "duration": st.none() | st.sampled_from([0, 3]),
+        }
+    ),
+    max_size=40,
+).flatmap(lambda rows: st.just(rows + rows[: len(rows) // 4]))  # some identical duplicates
+
+
+def _run(directory: Path, engine: str, page_size: int, threads: int | None) -> Tree:
+    out = directory / f"out-{engine}-{threads}"
+    config = RunConfig(
+        messages=str(directory / "messages.parquet"),
+        statuses=str(directory / "statuses.parquet"),
+        out=str(out),
+        engine=engine,
+        page_size=page_size,
+        threads=threads,
+        desc_pages=True,
+    )
+    return Tree(out, run_job(config))
+
+
+def _tree_bytes(tree: Tree) -> dict[str, bytes]:
+    files = {path: (tree.api / path).read_bytes() for path in tree.files()}
+    files["files.txt"] = (tree.out / "current" / "files.txt").read_bytes()
+    return files
+
+
+def _check_against_reference(
+    tree: Tree, messages: list[dict[str, Any]], statuses: list[dict[str, Any]]
+) -> None:
+    summaries, lists = conversations(messages, statuses)
+    summary_files = [f for f in tree.files() if f.endswith("/summary.json")]
+    assert len(summary_files) == len(summaries)
+    for (owner, participant), summary in summaries.items():
+        assert tree.summary(participant, owner=owner) == summary
+        for name in ("all", "mt", "mo"):
+            expected = lists[(owner, participant, name)]
+            pages = tree.pages(participant, name, owner=owner)
+            assert [m for page in pages for m in page] == expected
+            assert all(len(page) == tree.page_size for page in pages[:-1])
+            desc = tree.pages(participant, name, owner=owner, order="desc")
+            assert [m for page in desc for m in page] == expected[::-1]
+
+
+# A quarter of the profile's examples: each one runs the whole job three times.
+@settings(
+    max_examples=max(10, settings.default.max_examples // 4),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(messages=messages_strategy, statuses=statuses_strategy, page_size=st.sampled_from([1, 2, 5]))
+def test_parity_engines_match_reference_and_each_other(
+    messages: list[dict[str, Any]], statuses: list[dict[str, Any]], page_size: int
+) -> None:
+    rows = [{**m, "type": "SMS", "datacoding": "gsm", "currency": "SEK"} for m in messages]
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        write_parquet(directory / "messages.parquet", rows, MESSAGE_TYPES)
+        write_parquet(directory / "statuses.parquet", statuses, STATUS_TYPES)
+        trees = {
+            (engine, threads): _run(directory, engine, page_size, threads)
+            for engine in ENGINES
+            for threads in ((1, 2) if engine == "duckdb" else (None,))
+        }
+        first = next(iter(trees.values()))
+        _check_against_reference(first, rows, statuses)
+        reference_bytes = _tree_bytes(first)
+        for key, tree in trees.items():
+            assert _tree_bytes(tree) == reference_bytes, key
+            assert {k: v for k, v in tree.report.items() if k not in ("run_id", "stages")} == {
+                k: v for k, v in first.report.items() if k not in ("run_id", "stages")
+            }, key
