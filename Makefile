@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 LISTEN ?= 127.0.0.1:8080
 OUT ?= out/api_example
 
-.PHONY: run test test-slow lint format serve samples clean
+.PHONY: run test test-slow bench lint format serve samples clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ test: lint
 ## test-slow: the property-based suites with twenty times more examples
 test-slow: lint
 	$(BIN)/python -m pytest --hypothesis-profile=slow
+
+## bench: generate (or reuse) BENCH_MESSAGES messages and measure both engines against the floors
+BENCH_MESSAGES ?= 1000000
+bench: $(STAMP)
+	$(BIN)/convsum bench --messages $(BENCH_MESSAGES)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests sample_data

@@ -229,3 +229,18 @@ def test_cli_run_report_on_stdout(published: Path, good_inputs: tuple[Path, Path
     assert report["files_written"] == 6
     assert report["files_removed"] == 0
     assert set(report["stages"]) == {"read", "derive", "pages", "summaries", "index"}
+
+
+def test_cli_only_summaries_writes_no_pages(tmp_path: Path, good_inputs: tuple[Path, Path]) -> None:
+    m, s = good_inputs
+    out = tmp_path / "out"
+    result = _invoke(
+        "run", "--messages", str(m), "--statuses", str(s), "--out", str(out), "--only", "summaries"
+    )
+    assert result.exit_code == 0, result.output
+    files = (out / "current" / "files.txt").read_text().split()
+    assert len(files) == 2
+    assert all(f.endswith("/summary.json") for f in files)
+    conf = _invoke("nginx-conf", str(out))
+    assert "this run published summaries only" in conf.output
+    assert "@past_end;" not in conf.output

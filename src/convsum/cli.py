@@ -10,7 +10,7 @@ import click
 import orjson
 
 from convsum import __version__
-from convsum.config import ENGINES, build_config, check_page_size, load_toml
+from convsum.config import ENGINES, ONLY, build_config, check_page_size, load_toml
 from convsum.errors import ConfigError, ConvsumError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -57,6 +57,11 @@ def _page_size(_ctx: click.Context, _param: click.Parameter, value: int | None) 
     "--desc-pages/--no-desc-pages",
     default=None,
     help="Also write descending pages, to serve order=DESC [default: off].",
+)
+@click.option(
+    "--only",
+    type=click.Choice(ONLY),
+    help="Publish only this part: summaries skips the message pages [default: everything].",
 )
 @click.option("--threads", type=click.IntRange(min=1), help="Engine threads [default: all cores].")
 @click.option(
@@ -120,3 +125,85 @@ def nginx_conf(out: Path, listen: str, user: str | None) -> None:
         raise click.ClickException(msg) from exc
     api_root = out.resolve() / CURRENT / API
     click.echo(render(api_root, listen, layout["page_size"], layout["orders"], user), nl=False)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="convsum")
+@click.option(
+    "--messages", "count", type=click.IntRange(min=1), required=True, help="How many messages."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Target directory.",
+)
+@click.option(
+    "--seed", type=int, default=1, show_default=True, help="Random seed; same seed, same files."
+)
+@click.option(
+    "--owners", type=click.IntRange(min=1), default=3, show_default=True, help="Accounts."
+)
+def generate(count: int, out: Path, seed: int, owners: int) -> None:
+    """Write realistic message and status logs as Parquet under OUT/messages and OUT/statuses.
+
+    Zipf-distributed customers, a few very hot senders per owner, mt status chains, late and
+    out-of-order statuses, messages without status, orphans and duplicates; deterministic per
+    seed, written in chunks of a million messages.
+    """
+    from convsum.generate import generate as write_logs
+
+    result = write_logs(out, count, seed=seed, owners=owners)
+    click.echo(
+        f"convsum: wrote {result.messages} messages and {result.statuses} statuses "
+        f"({result.files} files) under {out}",
+        err=True,
+    )
+
+
+@cli.command(context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="convsum")
+@click.option(
+    "--messages",
+    "count",
+    type=click.IntRange(min=1),
+    default=1_000_000,
+    show_default=True,
+    help="Data set size.",
+)
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Data set directory, reused when it holds this size [default: bench_data/N].",
+)
+@click.option(
+    "--engine",
+    "engines",
+    type=click.Choice(ENGINES),
+    multiple=True,
+    help="Engines to measure (repeatable) [default: all].",
+)
+@click.option("--threads", type=click.IntRange(min=1), help="Engine threads [default: all cores].")
+@click.option(
+    "--work",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("bench_data/work"),
+    show_default=True,
+    help="Scratch directory for outputs.",
+)
+def bench(
+    count: int, data: Path | None, engines: tuple[str, ...], threads: int | None, work: Path
+) -> None:
+    """Measure each engine against the bare-query and bare-writer floors; print a table.
+
+    Per engine, a summaries-only run and a full run; each run, and each floor, is one process
+    whose wall time, CPU time and peak memory are measured.
+    """
+    from convsum.bench import format_table, run_bench
+
+    directory = data or Path("bench_data") / str(count)
+    results = run_bench(
+        directory, count, list(engines or ENGINES), work, threads,
+        progress=lambda label: click.echo(f"convsum bench: {label}", err=True),
+    )  # fmt: skip
+    click.echo(format_table(results, count))

@@ -12,6 +12,7 @@ from typing import Any
 from convsum.errors import ConfigError
 
 ENGINES = ("duckdb", "polars")
+ONLY = ("summaries",)
 LIST_NAMES = ("all", "mt", "mo")
 # A static server can only check that `start` is a multiple of the page size when the page size
 # divides a power of ten: alignment is then a property of the last few digits, which a regular
@@ -37,6 +38,7 @@ class RunConfig:
     engine: str = "duckdb"
     page_size: int = 50
     desc_pages: bool = False
+    only: str | None = None
     threads: int | None = None
     memory_limit: str | None = None
     direction_codes: Mapping[int, str] = field(default_factory=lambda: DEFAULT_DIRECTION_CODES)
@@ -75,6 +77,7 @@ _SCALAR_KEYS = {
     "engine": str,
     "page_size": int,
     "desc_pages": bool,
+    "only": str,
     "threads": int,
     "memory_limit": str,
 }
@@ -175,6 +178,9 @@ def build_config(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]) 
         msg = f"unknown engine {merged['engine']!r}; expected one of {', '.join(ENGINES)}"
         raise ConfigError(msg)
     check_page_size(int(merged.get("page_size", 50)))
+    if merged.get("only") not in (None, *ONLY):
+        msg = f"unknown only {merged['only']!r}; expected one of {', '.join(ONLY)}"
+        raise ConfigError(msg)
     threads = merged.get("threads")
     if threads is not None and threads < 1:
         msg = f"threads must be at least 1, found {threads}"

@@ -97,10 +97,11 @@ def _derive_and_write(
         with stages.stage("derive"):
             derived = engine_scope.enter_context(engine.derive(staged, settings))
             counts = derived.counts()
-        with stages.stage("pages"):
-            for order in ("asc", "desc") if config.desc_pages else ("asc",):
-                rows = derived.conversation_rows(descending=order == "desc")
-                _write_pages(writer, rows, config.page_size, order)
+        if config.only != "summaries":
+            with stages.stage("pages"):
+                for order in _orders(config):
+                    rows = derived.conversation_rows(descending=order == "desc")
+                    _write_pages(writer, rows, config.page_size, order)
         with stages.stage("summaries"):
             _write_summaries(writer, derived.summaries())
     return counts
@@ -123,11 +124,18 @@ def _manifest(
         "layout": {
             "api_root": API,
             "page_size": config.page_size,
-            "orders": ["asc", "desc"] if config.desc_pages else ["asc"],
+            "orders": list(_orders(config)),
         },
         "counts": {k: v for k, v in report.items() if k not in ("run_id", "stages")},
         "files": {"list": FILE_LIST, "count": writer.files, "bytes": writer.bytes},
     }
+
+
+def _orders(config: RunConfig) -> tuple[str, ...]:
+    """Return the orders whose pages this run writes (none with `only = "summaries"`)."""
+    if config.only == "summaries":
+        return ()
+    return ("asc", "desc") if config.desc_pages else ("asc",)
 
 
 def _write_pages(

@@ -1,0 +1,210 @@
+"""The benchmark: the job against two floors, measured as whole processes.
+
+Floors, measured in the same session on the same data:
+1. the bare query: one hand-written DuckDB statement computing only
+   (owner, participant, direction, code, messages, sms), arg_max for the latest status;
+2. the bare writer: a minimal loop writing as many files, with as many bytes, as the full run.
+Each command runs as its own process; wall time, CPU time (user + system) and peak memory (the
+process's maximum resident set) come from the operating system's accounting of that process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from convsum.generate import generate
+
+STAGES = ("read", "derive", "pages", "summaries", "index")
+
+BARE_QUERY = """
+WITH latest AS (
+    SELECT messageId AS id, arg_max(code, created) AS code
+    FROM read_parquet($statuses) GROUP BY messageId
+), m AS (
+    SELECT m.owner, m.sender, m.recipient, m.direction, m.segments, l.code
+    FROM read_parquet($messages) AS m LEFT JOIN latest AS l USING (id)
+)
+SELECT owner, participant, direction, code, count(*) AS messages, sum(segments) AS sms
+FROM (
+    SELECT owner, sender AS participant, direction, code, segments FROM m
+    UNION ALL
+    SELECT owner, recipient, direction, code, segments FROM m WHERE recipient <> sender
+)
+GROUP BY ALL
+"""
+
+
+@dataclass
+class Measurement:
+    """One process: what ran, and what it cost."""
+
+    label: str
+    wall: float
+    cpu: float
+    peak_mib: float
+    stages: dict[str, float] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def _report(stdout: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(stdout)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def measured(label: str, command: list[str]) -> Measurement:
+    """Run `command`; return its wall time, and CPU time and peak memory from wait4(2)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert process.stdout is not None
+    stdout = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    process.stdout.close()
+    if process.returncode:
+        msg = f"{label} failed with exit code {process.returncode}: {' '.join(command)}"
+        raise RuntimeError(msg)
+    report = _report(stdout)
+    return Measurement(
+        label,
+        wall,
+        usage.ru_utime + usage.ru_stime,
+        usage.ru_maxrss / 1024,
+        stages=report.get("stages", {}),
+        report=report,
+    )
+
+
+def ensure_data(directory: Path, messages: int, seed: int) -> Path:
+    """Generate the data set unless `directory` already holds this size and seed."""
+    marker = directory / "generated.json"
+    wanted = {"messages": messages, "seed": seed}
+    if marker.exists() and json.loads(marker.read_text()) == wanted:
+        return directory
+    generate(directory, messages, seed=seed)
+    marker.write_text(json.dumps(wanted))
+    return directory
+
+
+def bare_query(messages: str, statuses: str, threads: int | None) -> None:
+    """Run the bare query floor to completion (in this process)."""
+    import duckdb
+
+    config: dict[str, Any] = {"threads": threads} if threads else {}
+    con = duckdb.connect(config=config)
+    con.execute(
+        f"CREATE TABLE result AS {BARE_QUERY}", {"messages": messages, "statuses": statuses}
+    )
+    con.close()
+
+
+def bare_writer(directory: Path, files: int, total_bytes: int) -> None:
+    """Write `files` files holding `total_bytes` bytes in all, 1,000 to a directory."""
+    body = b"x" * (total_bytes // max(files, 1))
+    for start in range(0, files, 1_000):
+        sub = directory / f"d{start // 1_000}"
+        sub.mkdir(parents=True)
+        for n in range(start, min(start + 1_000, files)):
+            with (sub / f"{n}.json").open("wb") as handle:
+                handle.write(body)
+
+
+def run_bench(
+    data: Path,
+    messages: int,
+    engines: list[str],
+    work: Path,
+    threads: int | None = None,
+    seed: int = 1,
+    progress: Callable[[str], None] = lambda _line: None,
+) -> list[Measurement]:
+    """Measure every engine's summaries-only and full runs, and the two floors."""
+    ensure_data(data, messages, seed)
+    inputs = ["--messages", str(data / "messages"), "--statuses", str(data / "statuses")]
+    convsum = [sys.executable, "-m", "convsum"]
+    extra = ["--threads", str(threads)] if threads else []
+    results = []
+    for label, command in _commands(convsum, inputs, extra, engines, work):
+        progress(label)
+        results.append(measured(label, command))
+        shutil.rmtree(work / "out", ignore_errors=True)
+    full = next(m for m in results if m.label.endswith("full"))
+    here = [sys.executable, "-m", "convsum.bench"]
+    progress("bare query")
+    results.append(
+        measured(
+            "bare query",
+            [*here, "query", str(data / "messages"), str(data / "statuses"), str(threads or 0)],
+        )
+    )
+    progress("bare writer")
+    files, size = full.report["files_written"], full.report["bytes_written"]
+    results.append(
+        measured("bare writer", [*here, "writer", str(work / "floor"), str(files), str(size)])
+    )
+    shutil.rmtree(work / "floor", ignore_errors=True)
+    return results
+
+
+def _commands(
+    convsum: list[str], inputs: list[str], extra: list[str], engines: list[str], work: Path
+) -> Iterator[tuple[str, list[str]]]:
+    for engine in engines:
+        base = [*convsum, "run", *inputs, "--out", str(work / "out"), "--engine", engine, *extra]
+        yield f"{engine} summaries", [*base, "--only", "summaries", "--report"]
+        yield f"{engine} full", [*base, "--report"]
+
+
+def format_table(results: list[Measurement], messages: int) -> str:
+    """Return the results as a Markdown table, with the ratios to the floors."""
+    by_label = {m.label: m for m in results}
+    query, writer = by_label["bare query"].wall, by_label["bare writer"].wall
+    header = ["run", *STAGES, "wall s", "cpu s", "peak MiB", "ratio to floor"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for m in results:
+        if m.label.endswith("summaries"):
+            ratio = f"{m.wall / query:.2f} x query"
+        elif m.label.endswith("full"):
+            ratio = f"{m.wall / (query + writer):.2f} x (query + writer)"
+        else:
+            ratio = "floor"
+        stages = [f"{m.stages[s]:.1f}" if s in m.stages else "" for s in STAGES]
+        row = [m.label, *stages, f"{m.wall:.1f}", f"{m.cpu:.1f}", f"{m.peak_mib:.0f}", ratio]
+        lines.append("| " + " | ".join(row) + " |")
+    full = [m for m in results if m.label.endswith("full")]
+    if full:
+        report = full[0].report
+        lines.append("")
+        lines.append(
+            f"{messages:,} messages; {report.get('participants', 0):,} conversations; "
+            f"{report.get('files_written', 0):,} files, "
+            f"{report.get('bytes_written', 0) / 1e9:.2f} GB"
+        )
+    return "\n".join(lines)
+
+
+def _main(argv: list[str]) -> None:
+    """Run one floor process: `query MESSAGES STATUSES THREADS` or `writer DIR FILES BYTES`."""
+    if argv[0] == "query":
+        messages, statuses = (str(Path(p) / "*.parquet") for p in argv[1:3])
+        bare_query(messages, statuses, int(argv[3]) or None)
+    elif argv[0] == "writer":
+        bare_writer(Path(argv[1]), int(argv[2]), int(argv[3]))
+    else:
+        raise SystemExit(f"unknown floor {argv[0]!r}")
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
