@@ -28,26 +28,10 @@ def _stage(
 
 
 def _canonical_message(id: str = "m1", **fields: Any) -> dict[str, Any]:
-    row = {
-        "id": id,
-        "batch_id": None,
-        "owner": "acme",
-        "sender": "Acme",
-        "recipient": "46700000001",
-        "body": f"body of {id}",
-        "direction": "mt",
-        "segments": 1,
-        "type": "SMS",
-        "datacoding": "gsm",
-        "priority": 1,
-        "price": 0.05,
-        "currency": "SEK",
-        "created": NAIVE_T0,
-        "modified": None,
-        "reference": None,
-        "mcc": "240",
-        "mnc": "07",
-    }
+    """The staged row of `message(id)`: snake_case names, naive UTC times."""
+    row = message(id)
+    row["batch_id"] = row.pop("batchId")
+    row["created"] = NAIVE_T0
     row.update(fields)
     return row
 

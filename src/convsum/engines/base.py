@@ -17,6 +17,46 @@ import pyarrow as pa
 
 from convsum.inputs import StagedInputs
 
+# The message object of SPEC section 1, in key order: (JSON key, staged column, kind). Kinds:
+# text, int, double, time; `statuses` is the latest-status list, which splits the object into
+# the `head` before it and the `tail` after it.
+MESSAGE_OBJECT: tuple[tuple[str, str, str], ...] = (
+    ("id", "id", "text"),
+    ("batchId", "batch_id", "text"),
+    ("owner", "owner", "text"),
+    ("sender", "sender", "text"),
+    ("recipient", "recipient", "text"),
+    ("body", "body", "text"),
+    ("direction", "direction", "text"),
+    ("segments", "segments", "int"),
+    ("type", "type", "text"),
+    ("datacoding", "datacoding", "text"),
+    ("priority", "priority", "int"),
+    ("price", "price", "double"),
+    ("currency", "currency", "text"),
+    ("statuses", "", "statuses"),
+    ("modified", "modified", "time"),
+    ("reference", "reference", "text"),
+    ("mcc", "mcc", "text"),
+    ("mnc", "mnc", "text"),
+    ("created", "created", "time"),
+)
+
+
+def message_object_parts() -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+    """Return the message object's fields before and after `statuses`, each with its prefix.
+
+    The prefix is the literal text before the value: `{"id":` for the first, `,"key":` after.
+    """
+    keys = [key for key, _, _ in MESSAGE_OBJECT]
+    split = keys.index("statuses")
+    parts = [
+        (("{" if i == 0 else ",") + f'"{key}":', column, kind)
+        for i, (key, column, kind) in enumerate(MESSAGE_OBJECT)
+    ]
+    return parts[:split], parts[split + 1 :]
+
+
 # Sorted by (owner, participant); `json` is the summary object's text.
 SUMMARY_SCHEMA = pa.schema(
     [("owner", pa.string()), ("participant", pa.string()), ("json", pa.string())]

@@ -11,7 +11,12 @@ import orjson
 import pyarrow as pa
 
 from convsum.codes import FINAL_GROUPS, KNOWN_CODES
-from convsum.engines.base import CONVERSATION_SCHEMA, SUMMARY_SCHEMA, EngineSettings
+from convsum.engines.base import (
+    CONVERSATION_SCHEMA,
+    SUMMARY_SCHEMA,
+    EngineSettings,
+    message_object_parts,
+)
 from convsum.inputs import StagedInputs
 
 # JSON text must be byte-identical across engines. DuckDB's to_json agrees with the canonical
@@ -39,23 +44,20 @@ _MESSAGES = """
 CREATE TEMP TABLE msg AS
 SELECT owner, id, sender, recipient, direction, segments, created, head, tail
 FROM (
-    SELECT *,
-        '{"id":' || json_text(id) || ',"batchId":' || json_text(batch_id)
-        || ',"owner":' || json_text(owner) || ',"sender":' || json_text(sender)
-        || ',"recipient":' || json_text(recipient) || ',"body":' || json_text(body)
-        || ',"direction":' || json_text(direction) || ',"segments":' || json_int(segments)
-        || ',"type":' || json_text(type) || ',"datacoding":' || json_text(datacoding)
-        || ',"priority":' || json_int(priority) || ',"price":' || json_double(price)
-        || ',"currency":' || json_text(currency) || ',"statuses":' AS head,
-        ',"modified":' || json_time(modified) || ',"reference":' || json_text(reference)
-        || ',"mcc":' || json_text(mcc) || ',"mnc":' || json_text(mnc)
-        || ',"created":' || json_time(created) || '}' AS tail
+    SELECT *, {head} || ',"statuses":' AS head, {tail} || '}}' AS tail
     FROM read_parquet($messages)
 )
 QUALIFY row_number() OVER (
     PARTITION BY owner, id ORDER BY modified DESC NULLS LAST, head || tail DESC
 ) = 1
 """
+
+
+def _object_sql(parts: list[tuple[str, str, str]]) -> str:
+    """Return the SQL concatenating message fields as JSON, each behind its key."""
+    render = {"text": "json_text", "int": "json_int", "double": "json_double", "time": "json_time"}
+    return " || ".join(f"'{prefix}' || {render[kind]}({column})" for prefix, column, kind in parts)
+
 
 # Latest status per message: greatest `created`, then final groups over the rest, then the higher
 # code, then the longer duration (a row with no duration loses). Identical rows are one.
@@ -155,7 +157,9 @@ class DuckDBEngine:
         con = connect(settings)
         try:
             params = {"messages": str(staged.messages), "statuses": str(staged.statuses)}
-            con.execute(_MESSAGES, {"messages": params["messages"]})
+            head, tail = message_object_parts()
+            messages_sql = _MESSAGES.format(head=_object_sql(head), tail=_object_sql(tail))
+            con.execute(messages_sql, {"messages": params["messages"]})
             con.execute(
                 _LATEST.format(final_groups=tuple(FINAL_GROUPS)), {"statuses": params["statuses"]}
             )

@@ -18,7 +18,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from convsum.codes import FINAL_GROUPS, KNOWN_CODES
-from convsum.engines.base import CONVERSATION_SCHEMA, SUMMARY_SCHEMA, EngineSettings
+from convsum.engines.base import (
+    CONVERSATION_SCHEMA,
+    SUMMARY_SCHEMA,
+    EngineSettings,
+    message_object_parts,
+)
 from convsum.inputs import StagedInputs
 
 
@@ -136,36 +141,19 @@ def _json_double(column: str) -> pl.Expr:
     return pl.when(finite).then(_json_text(column)).otherwise(pl.lit("null"))
 
 
+def _object_parts(parts: list[tuple[str, str, str]]) -> list[pl.Expr]:
+    """Return expressions concatenating message fields as JSON, each behind its key."""
+    render = {"text": _json_text, "int": _json_int, "double": _json_double, "time": _json_time}
+    return [
+        expr for prefix, column, kind in parts for expr in (pl.lit(prefix), render[kind](column))
+    ]
+
+
 def _deduplicated(messages: pl.LazyFrame) -> pl.LazyFrame:
     """Each (owner, id) once: greatest `modified`, then the greater content (as DuckDB)."""
-    head = pl.concat_str(
-        [
-            pl.lit('{"id":'), _json_text("id"),
-            pl.lit(',"batchId":'), _json_text("batch_id"),
-            pl.lit(',"owner":'), _json_text("owner"),
-            pl.lit(',"sender":'), _json_text("sender"),
-            pl.lit(',"recipient":'), _json_text("recipient"),
-            pl.lit(',"body":'), _json_text("body"),
-            pl.lit(',"direction":'), _json_text("direction"),
-            pl.lit(',"segments":'), _json_int("segments"),
-            pl.lit(',"type":'), _json_text("type"),
-            pl.lit(',"datacoding":'), _json_text("datacoding"),
-            pl.lit(',"priority":'), _json_int("priority"),
-            pl.lit(',"price":'), _json_double("price"),
-            pl.lit(',"currency":'), _json_text("currency"),
-            pl.lit(',"statuses":'),
-        ]
-    )  # fmt: skip
-    tail = pl.concat_str(
-        [
-            pl.lit(',"modified":'), _json_time("modified"),
-            pl.lit(',"reference":'), _json_text("reference"),
-            pl.lit(',"mcc":'), _json_text("mcc"),
-            pl.lit(',"mnc":'), _json_text("mnc"),
-            pl.lit(',"created":'), _json_time("created"),
-            pl.lit("}"),
-        ]
-    )  # fmt: skip
+    head_parts, tail_parts = message_object_parts()
+    head = pl.concat_str([*_object_parts(head_parts), pl.lit(',"statuses":')])
+    tail = pl.concat_str([*_object_parts(tail_parts), pl.lit("}")])
     return (
         messages.with_columns(head=head, tail=tail)
         .with_columns(content=pl.col("head") + pl.col("tail"))
