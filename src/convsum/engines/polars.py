@@ -1,9 +1,10 @@
 """The Polars engine: SPEC section 3 as lazy Polars queries over the staged Parquet files.
 
 Every query runs on Polars' streaming engine and ends in a Parquet file in the work directory,
-read back batch by batch, so no derived table is held whole in memory. What Polars may still
-materialise: the per-list window positions (`over`) and the final sorts, which its streaming
-engine runs in memory for the partitions it holds; the DuckDB engine spills those to disk.
+read back batch by batch, so no derived table is held in this process's Python memory. What
+Polars may still materialise inside a query: the window positions (`over`) and the sorts of the
+deduplication, the latest status and the ordered lists, which are not guaranteed to spill; the
+DuckDB engine spills those to disk under its memory limit. `memory_limit` has no effect here.
 """
 
 from __future__ import annotations
