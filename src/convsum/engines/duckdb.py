@@ -37,18 +37,23 @@ CREATE MACRO iso_time(t) AS strftime(t, '%Y-%m-%dT%H:%M:%S')
 CREATE MACRO json_time(t) AS CASE WHEN t IS NULL THEN 'null' ELSE '"' || iso_time(t) || '"' END;
 """
 
-# Each distinct (owner, id) once: the greatest `modified` wins, then the greater content, so the
-# choice never depends on input order. `head` and `tail` are the message object's text before and
-# after its `statuses` value.
+# Each distinct (owner, id) once: the greatest `modified` wins, then the greater content (the
+# message object's text without its statuses), so the choice never depends on input order.
+# Duplicates are rare: only their groups are ranked, and only they have their content rendered.
+_DUPLICATE_KEYS = """
+CREATE TEMP TABLE dup_keys AS
+SELECT owner, id FROM read_parquet($messages) GROUP BY owner, id HAVING count(*) > 1
+"""
 _MESSAGES = """
 CREATE TEMP TABLE msg AS
-SELECT owner, id, sender, recipient, direction, segments, created, head, tail
-FROM (
-    SELECT *, {head} || ',"statuses":' AS head, {tail} || '}}' AS tail
-    FROM read_parquet($messages)
+SELECT * FROM read_parquet($messages) ANTI JOIN dup_keys USING (owner, id)
+UNION ALL
+SELECT * EXCLUDE (content) FROM (
+    SELECT *, {head} || ',"statuses":' || {tail} || '}}' AS content
+    FROM read_parquet($messages) SEMI JOIN dup_keys USING (owner, id)
 )
 QUALIFY row_number() OVER (
-    PARTITION BY owner, id ORDER BY modified DESC NULLS LAST, head || tail DESC
+    PARTITION BY owner, id ORDER BY modified DESC NULLS LAST, content DESC
 ) = 1
 """
 
@@ -58,6 +63,8 @@ def _object_sql(parts: list[tuple[str, str, str]]) -> str:
     render = {"text": "json_text", "int": "json_int", "double": "json_double", "time": "json_time"}
     return " || ".join(f"'{prefix}' || {render[kind]}({column})" for prefix, column, kind in parts)
 
+
+_OBJECT = dict(zip(("head", "tail"), map(_object_sql, message_object_parts()), strict=True))
 
 # Latest status per message: greatest `created`, then final groups over the rest, then the higher
 # code, then the longer duration (a row with no duration loses). Identical rows are one.
@@ -74,18 +81,18 @@ JOIN read_parquet($statuses) AS s
 GROUP BY m.owner, m.id
 """
 
+# One row per (message, participant): a message is in its sender's and its recipient's
+# conversation, once when they are equal.
 _CONVERSATIONS = """
 CREATE TEMP TABLE conv AS
-WITH full_msg AS (
-    SELECT m.*, l.status.code AS code,
-        m.head || CASE WHEN l.status IS NULL THEN '[]' ELSE
-            '[{"code":' || l.status.code || ',"duration":' || json_int(l.status.duration)
-            || ',"created":' || json_time(l.status.created) || '}]' END || m.tail AS json
+WITH coded AS (
+    SELECT m.owner, m.id, m.sender, m.recipient, m.direction, m.created, m.segments,
+        l.status.code AS code
     FROM msg AS m LEFT JOIN latest AS l USING (owner, id)
 )
-SELECT owner, sender AS participant, direction, created, id, segments, code, json FROM full_msg
+SELECT owner, sender AS participant, direction, created, id, segments, code FROM coded
 UNION ALL
-SELECT owner, recipient, direction, created, id, segments, code, json FROM full_msg
+SELECT owner, recipient, direction, created, id, segments, code FROM coded
 WHERE recipient <> sender
 """
 
@@ -109,14 +116,23 @@ FROM per_conv
 ORDER BY owner, participant
 """
 
+# The message lists. The message object's text is rendered here, once per message, only when
+# pages are asked for.
 _ROWS = """
-SELECT owner, participant, direction,
-    row_number() OVER (PARTITION BY owner, participant ORDER BY created {o}, id {o}) - 1,
-    row_number() OVER (PARTITION BY owner, participant, direction
-                       ORDER BY created {o}, id {o}) - 1,
-    ',' || json
-FROM conv
-ORDER BY owner, participant, created {o}, id {o}
+WITH rendered AS (
+    SELECT m.owner, m.id,
+        {head} || ',"statuses":' || CASE WHEN l.status IS NULL THEN '[]' ELSE
+            '[{{"code":' || l.status.code || ',"duration":' || json_int(l.status.duration)
+            || ',"created":' || json_time(l.status.created) || '}}]' END || {tail} || '}}' AS json
+    FROM msg AS m LEFT JOIN latest AS l USING (owner, id)
+)
+SELECT c.owner, c.participant, c.direction,
+    row_number() OVER (PARTITION BY c.owner, c.participant ORDER BY c.created {o}, c.id {o}) - 1,
+    row_number() OVER (PARTITION BY c.owner, c.participant, c.direction
+                       ORDER BY c.created {o}, c.id {o}) - 1,
+    ',' || r.json
+FROM conv AS c JOIN rendered AS r USING (owner, id)
+ORDER BY c.owner, c.participant, c.created {o}, c.id {o}
 """
 
 _COUNTS = """
@@ -157,9 +173,8 @@ class DuckDBEngine:
         con = connect(settings)
         try:
             params = {"messages": str(staged.messages), "statuses": str(staged.statuses)}
-            head, tail = message_object_parts()
-            messages_sql = _MESSAGES.format(head=_object_sql(head), tail=_object_sql(tail))
-            con.execute(messages_sql, {"messages": params["messages"]})
+            con.execute(_DUPLICATE_KEYS, {"messages": params["messages"]})
+            con.execute(_MESSAGES.format(**_OBJECT), {"messages": params["messages"]})
             con.execute(
                 _LATEST.format(final_groups=tuple(FINAL_GROUPS)), {"statuses": params["statuses"]}
             )
@@ -220,9 +235,8 @@ class _DuckDBDerivation:
         yield from self._stream(_SUMMARIES, SUMMARY_SCHEMA)
 
     def conversation_rows(self, descending: bool) -> Iterator[pa.RecordBatch]:
-        yield from self._stream(
-            _ROWS.format(o="DESC" if descending else "ASC"), CONVERSATION_SCHEMA
-        )
+        order = "DESC" if descending else "ASC"
+        yield from self._stream(_ROWS.format(o=order, **_OBJECT), CONVERSATION_SCHEMA)
 
     def _stream(self, sql: str, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         reader = self.con.sql(sql).to_arrow_reader(self.rows)
