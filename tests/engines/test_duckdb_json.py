@@ -14,7 +14,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from convsum.engines.base import EngineSettings
-from convsum.engines.duckdb import connect
+from convsum.engines.duckdb import connect, default_memory_limit
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +60,14 @@ def test_duckdb_connection_uses_the_work_directory(tmp_path: Path) -> None:
     con.close()
     assert settings["threads"] == "1"
     assert settings["temp_directory"] == str(tmp_path / "duckdb_tmp")
+    assert settings["memory_limit"] == "244.1 MiB"  # 256 MB in binary units
+
+
+def test_duckdb_memory_is_capped_by_default(tmp_path: Path) -> None:
+    con = connect(EngineSettings(tmp_path))
+    (limit,) = con.execute("SELECT current_setting('memory_limit')").fetchone() or ()
+    con.close()
+    assert default_memory_limit().endswith("MiB")
+    value, unit = limit.split()
+    assert unit in ("MiB", "GiB")
+    assert float(value) * (1024 if unit == "GiB" else 1) <= 3 * 1024

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -197,6 +198,15 @@ def connect(settings: EngineSettings) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def default_memory_limit() -> str:
+    """Return DuckDB's cap when none is configured: half the machine's memory, at most 3 GiB.
+
+    DuckDB otherwise takes 80 % of the machine; with a cap it spills to the work directory.
+    """
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return f"{min(3 * 1024, physical // 2 // 2**20)}MiB"
+
+
 def _connection_config(settings: EngineSettings) -> dict[str, Any]:
     config: dict[str, Any] = {
         "temp_directory": str(settings.work_dir / "duckdb_tmp"),
@@ -204,8 +214,7 @@ def _connection_config(settings: EngineSettings) -> dict[str, Any]:
     }
     if settings.threads:
         config["threads"] = settings.threads
-    if settings.memory_limit:
-        config["memory_limit"] = settings.memory_limit
+    config["memory_limit"] = settings.memory_limit or default_memory_limit()
     return config
 
 
