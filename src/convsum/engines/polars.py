@@ -102,7 +102,7 @@ class _PolarsDerivation:
         yield from _read(path, SUMMARY_SCHEMA, self.batch_rows)
 
     def conversation_rows(self, descending: bool) -> Iterator[pa.RecordBatch]:
-        frame = _ordered_rows(self.conv, descending)
+        frame = _ordered_rows(self.conv, _rendered(self.msg, self.latest), descending)
         path = self._sink(frame, "rows_desc" if descending else "rows_asc")
         yield from _read(path, CONVERSATION_SCHEMA, self.batch_rows)
 
@@ -150,24 +150,32 @@ def _object_parts(parts: list[tuple[str, str, str]]) -> list[pl.Expr]:
     ]
 
 
-def _deduplicated(messages: pl.LazyFrame) -> pl.LazyFrame:
-    """Each (owner, id) once: greatest `modified`, then the greater content (as DuckDB)."""
+def _message_json(statuses: pl.Expr) -> pl.Expr:
+    """The message object's text around a `statuses` value."""
     head_parts, tail_parts = message_object_parts()
-    head = pl.concat_str([*_object_parts(head_parts), pl.lit(',"statuses":')])
-    tail = pl.concat_str([*_object_parts(tail_parts), pl.lit("}")])
-    return (
-        messages.with_columns(head=head, tail=tail)
-        .with_columns(content=pl.col("head") + pl.col("tail"))
+    head, tail = _object_parts(head_parts), _object_parts(tail_parts)
+    return pl.concat_str([*head, pl.lit(',"statuses":'), statuses, *tail, pl.lit("}")])
+
+
+def _deduplicated(messages: pl.LazyFrame) -> pl.LazyFrame:
+    """Each (owner, id) once: greatest `modified`, then the greater content (as DuckDB).
+
+    Duplicates are rare: only their groups are sorted, and only they have their content rendered.
+    """
+    dup_keys = messages.group_by("owner", "id").len().filter(pl.col("len") > 1).drop("len")
+    singles = messages.join(dup_keys, on=["owner", "id"], how="anti")
+    ranked = (
+        messages.join(dup_keys, on=["owner", "id"], how="semi")
+        .with_columns(content=_message_json(pl.lit("")))
         .sort(
             ["owner", "id", "modified", "content"],
             descending=[False, False, True, True],
             nulls_last=True,
         )
         .unique(subset=["owner", "id"], keep="first", maintain_order=True)
-        .select(
-            "owner", "id", "sender", "recipient", "direction", "segments", "created", "head", "tail"
-        )
+        .drop("content")
     )
+    return pl.concat([singles, ranked])
 
 
 def _matched_statuses(keys: pl.LazyFrame, statuses: pl.LazyFrame) -> pl.LazyFrame:
@@ -193,34 +201,37 @@ def _latest(messages: pl.LazyFrame, statuses: pl.LazyFrame) -> pl.LazyFrame:
             descending=[False, False, True, True, True, True],
         )
         .unique(subset=["owner", "id"], keep="first", maintain_order=True)
-        .select(
-            "owner",
-            "id",
-            "code",
-            statuses_json=pl.concat_str(
-                [
-                    pl.lit('[{"code":'), pl.col("code").cast(pl.String),
-                    pl.lit(',"duration":'), _json_int("duration"),
-                    pl.lit(',"created":'), _json_time("created"),
-                    pl.lit("}]"),
-                ]
-            ),
-        )
-    )  # fmt: skip
+        .select("owner", "id", "code", "duration", status_created="created")
+    )
 
 
 def _conversation_rows(messages: pl.LazyFrame, latest: pl.LazyFrame) -> pl.LazyFrame:
-    full = messages.join(latest, on=["owner", "id"], how="left").with_columns(
-        json=pl.col("head") + pl.col("statuses_json").fill_null("[]") + pl.col("tail")
-    )
-    columns = ["owner", "participant", "direction", "created", "id", "segments", "code", "json"]
-    by_sender = full.rename({"sender": "participant"}).select(columns)
+    """One row per (message, participant); the sender's and the recipient's, once if equal."""
+    coded = messages.join(latest.select("owner", "id", "code"), on=["owner", "id"], how="left")
+    columns = ["owner", "participant", "direction", "created", "id", "segments", "code"]
+    by_sender = coded.rename({"sender": "participant"}).select(columns)
     by_recipient = (
-        full.filter(pl.col("recipient") != pl.col("sender"))
+        coded.filter(pl.col("recipient") != pl.col("sender"))
         .rename({"recipient": "participant"})
         .select(columns)
     )
     return pl.concat([by_sender, by_recipient])
+
+
+def _rendered(messages: pl.LazyFrame, latest: pl.LazyFrame) -> pl.LazyFrame:
+    """Each message's object text, with its latest status; rendered only when pages are asked."""
+    status = pl.concat_str(
+        [
+            pl.lit('[{"code":'), pl.col("code").cast(pl.String),
+            pl.lit(',"duration":'), _json_int("duration"),
+            pl.lit(',"created":'), _json_time("status_created"),
+            pl.lit("}]"),
+        ]
+    )  # fmt: skip
+    statuses = pl.when(pl.col("code").is_null()).then(pl.lit("[]")).otherwise(status)
+    return messages.join(latest, on=["owner", "id"], how="left").select(
+        "owner", "id", json=_message_json(statuses)
+    )
 
 
 def _summaries(conv: pl.LazyFrame) -> pl.LazyFrame:
@@ -256,10 +267,11 @@ def _summaries(conv: pl.LazyFrame) -> pl.LazyFrame:
     return per_conv.select("owner", "participant", json=json).sort("owner", "participant")
 
 
-def _ordered_rows(conv: pl.LazyFrame, descending: bool) -> pl.LazyFrame:
+def _ordered_rows(conv: pl.LazyFrame, rendered: pl.LazyFrame, descending: bool) -> pl.LazyFrame:
     order = [False, False, descending, descending]
     return (
-        conv.sort(["owner", "participant", "created", "id"], descending=order)
+        conv.join(rendered, on=["owner", "id"])
+        .sort(["owner", "participant", "created", "id"], descending=order)
         .with_columns(
             pos_all=pl.int_range(pl.len(), dtype=pl.Int64).over("owner", "participant"),
             pos_dir=pl.int_range(pl.len(), dtype=pl.Int64).over(
