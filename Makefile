@@ -41,8 +41,9 @@ test-slow: lint
 
 ## bench: generate (or reuse) BENCH_MESSAGES messages and measure both engines against the floors
 BENCH_MESSAGES ?= 1000000
+BENCH_RUNS ?= 3
 bench: $(STAMP)
-	$(BIN)/convsum bench --messages $(BENCH_MESSAGES)
+	$(BIN)/convsum bench --messages $(BENCH_MESSAGES) --runs $(BENCH_RUNS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests sample_data

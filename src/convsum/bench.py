@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -121,6 +122,19 @@ def bare_writer(directory: Path, files: int, total_bytes: int) -> None:
                 handle.write(body)
 
 
+def median_of(runs: list[Measurement]) -> Measurement:
+    """Return one measurement whose every figure is the median of `runs`'s."""
+    stages = {k: statistics.median(r.stages[k] for r in runs) for k in runs[0].stages}
+    return Measurement(
+        runs[0].label,
+        statistics.median(r.wall for r in runs),
+        statistics.median(r.cpu for r in runs),
+        statistics.median(r.peak_mib for r in runs),
+        stages=stages,
+        report=runs[0].report,
+    )
+
+
 def run_bench(
     data: Path,
     messages: int,
@@ -128,34 +142,35 @@ def run_bench(
     work: Path,
     threads: int | None = None,
     seed: int = 1,
+    runs: int = 1,
     progress: Callable[[str], None] = lambda _line: None,
 ) -> list[Measurement]:
-    """Measure every engine's summaries-only and full runs, and the two floors."""
+    """Measure every engine's summaries-only and full runs and the two floors, `runs` times each.
+
+    The commands take turns (all of them once, then again), so a slow spell of the machine
+    falls on every command alike; each figure is the median over the runs.
+    """
     ensure_data(data, messages, seed)
     inputs = ["--messages", str(data / "messages"), "--statuses", str(data / "statuses")]
     convsum = [sys.executable, "-m", "convsum"]
     extra = ["--threads", str(threads)] if threads else []
-    results = []
-    for label, command in _commands(convsum, inputs, extra, engines, work):
-        progress(label)
-        results.append(measured(label, command))
-        shutil.rmtree(work / "out", ignore_errors=True)
-    full = next(m for m in results if m.label.endswith("full"))
     here = [sys.executable, "-m", "convsum.bench"]
-    progress("bare query")
-    results.append(
-        measured(
-            "bare query",
-            [*here, "query", str(data / "messages"), str(data / "statuses"), str(threads or 0)],
-        )
-    )
-    progress("bare writer")
-    files, size = full.report["files_written"], full.report["bytes_written"]
-    results.append(
-        measured("bare writer", [*here, "writer", str(work / "floor"), str(files), str(size)])
-    )
-    shutil.rmtree(work / "floor", ignore_errors=True)
-    return results
+    query = [*here, "query", str(data / "messages"), str(data / "statuses"), str(threads or 0)]
+    samples: dict[str, list[Measurement]] = {}
+    for turn in range(runs):
+        for label, command in _commands(convsum, inputs, extra, engines, work):
+            progress(f"{label} ({turn + 1}/{runs})")
+            samples.setdefault(label, []).append(measured(label, command))
+            shutil.rmtree(work / "out", ignore_errors=True)
+        progress(f"bare query ({turn + 1}/{runs})")
+        samples.setdefault("bare query", []).append(measured("bare query", query))
+        full = next(m for label, ms in samples.items() if label.endswith("full") for m in ms)
+        files, size = full.report["files_written"], full.report["bytes_written"]
+        writer = [*here, "writer", str(work / "floor"), str(files), str(size)]
+        progress(f"bare writer ({turn + 1}/{runs})")
+        samples.setdefault("bare writer", []).append(measured("bare writer", writer))
+        shutil.rmtree(work / "floor", ignore_errors=True)
+    return [median_of(ms) for ms in samples.values()]
 
 
 def _commands(

@@ -191,19 +191,31 @@ def generate(count: int, out: Path, seed: int, owners: int) -> None:
     show_default=True,
     help="Scratch directory for outputs.",
 )
+@click.option(
+    "--runs",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Runs of each; medians.",
+)
 def bench(
-    count: int, data: Path | None, engines: tuple[str, ...], threads: int | None, work: Path
+    count: int,
+    data: Path | None,
+    engines: tuple[str, ...],
+    threads: int | None,
+    work: Path,
+    runs: int,
 ) -> None:
     """Measure each engine against the bare-query and bare-writer floors; print a table.
 
     Per engine, a summaries-only run and a full run; each run, and each floor, is one process
-    whose wall time, CPU time and peak memory are measured.
+    whose wall time, CPU time and peak memory are measured; every figure is a median of --runs.
     """
     from convsum.bench import format_table, run_bench
 
     directory = data or Path("bench_data") / str(count)
     results = run_bench(
-        directory, count, list(engines or ENGINES), work, threads,
+        directory, count, list(engines or ENGINES), work, threads, runs=runs,
         progress=lambda label: click.echo(f"convsum bench: {label}", err=True),
     )  # fmt: skip
     click.echo(format_table(results, count))
