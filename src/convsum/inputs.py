@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import glob
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
@@ -20,8 +20,14 @@ import pyarrow.parquet as pq
 
 from convsum.config import RunConfig
 from convsum.errors import InputError, InputSchemaError, InputValueError
-
-TIME = pa.timestamp("us")  # UTC, naive: the zone is implied everywhere downstream
+from convsum.normalise import (
+    MESSAGE_COLUMNS,
+    STATUS_COLUMNS,
+    TIME,
+    Column,
+    Normaliser,
+    plain,
+)
 
 MESSAGES_SCHEMA = pa.schema(
     [
@@ -60,7 +66,6 @@ MESSAGE_REQUIRED = ("id", "owner", "sender", "recipient", "direction", "segments
 STATUS_REQUIRED = ("message_id", "code", "created")
 NESTED_STATUSES = "statuses"
 BATCH_ROWS = 131_072
-_OFFSET = re.compile(r"(?:[Zz]|[+-]\d\d(?::?\d\d)?)$")
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,8 @@ def column_key(name: str) -> str:
 def find_sources(pattern: str, role: str) -> list[_Source]:
     """List the Parquet files behind a file, directory or glob, in a stable order."""
     if glob.has_magic(pattern):
-        base = Path(pattern.split("*")[0].split("?")[0].split("[")[0]).parent
+        prefix = re.split(r"[*?[]", pattern, maxsplit=1)[0]  # the directories before any wildcard
+        base = Path(prefix) if prefix.endswith("/") else Path(prefix).parent
         paths = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
     elif Path(pattern).is_dir():
         base = Path(pattern)
@@ -134,7 +140,7 @@ def stage_inputs(config: RunConfig, work: Path) -> StagedInputs:
             reader = _FileReader(source, "messages", config, config.message_columns)
             nested_seen |= reader.has(NESTED_STATUSES)
             for batch in reader.batches():
-                messages = reader.normalise(batch, _MESSAGE_COLUMNS, MESSAGES_SCHEMA)
+                messages = reader.normalise(batch, MESSAGE_COLUMNS, MESSAGES_SCHEMA)
                 msg_out.write_batch(messages)
                 rows["messages"] += messages.num_rows
                 if reader.has(NESTED_STATUSES):
@@ -151,31 +157,10 @@ def stage_inputs(config: RunConfig, work: Path) -> StagedInputs:
             files["statuses"].append(source.path)
             reader = _FileReader(source, "statuses", config, config.status_columns)
             for batch in reader.batches():
-                statuses = reader.normalise(batch, _STATUS_COLUMNS, STATUSES_SCHEMA)
+                statuses = reader.normalise(batch, STATUS_COLUMNS, STATUSES_SCHEMA)
                 st_out.write_batch(statuses)
                 rows["statuses"] += statuses.num_rows
     return StagedInputs(messages_path, statuses_path, rows, files)
-
-
-Normaliser = Callable[["_Column"], pa.Array]
-
-
-@dataclass
-class _Column:
-    """One source column of one batch, with what is needed to explain a bad value."""
-
-    array: pa.Array
-    file: Path
-    name: str
-    first_row: int
-    config: RunConfig
-
-    def fail(self, what: str, cls: type[InputError] = InputSchemaError) -> InputError:
-        return cls(f"{self.file}: column {self.name!r}: {what}")
-
-    def fail_at(self, index: int, what: str) -> InputError:
-        row = self.first_row + index
-        return self.fail(f"{what} (row index {row})", InputValueError)
 
 
 class _FileReader:
@@ -250,7 +235,7 @@ class _FileReader:
                 raise InputSchemaError(msg)
             return pa.nulls(num_rows, schema.field(target).type)
         name = self.by_key[column_key(target)]
-        column = _Column(_plain(array), self.source.path, name, self.rows_done, self.config)
+        column = Column(plain(array), self.source.path, name, self.rows_done, self.config)
         if pa.types.is_null(column.array.type):  # an all-null column, as pandas writes one
             result = pa.nulls(num_rows, schema.field(target).type)
         else:
@@ -265,175 +250,11 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _plain(array: pa.Array | pa.ChunkedArray) -> pa.Array:
-    if isinstance(array, pa.ChunkedArray):
-        array = array.combine_chunks()
-    if pa.types.is_dictionary(array.type):
-        array = array.dictionary_decode()
-    if pa.types.is_string_view(array.type) or pa.types.is_large_string(array.type):
-        array = array.cast(pa.string())
-    return array
-
-
-def as_string(col: _Column) -> pa.Array:
-    """Strings as they are; integer ids and MSISDNs as their decimal text."""
-    t = col.array.type
-    if pa.types.is_string(t):
-        return col.array
-    if pa.types.is_integer(t):
-        return col.array.cast(pa.string())
-    raise col.fail(f"type {t}; expected a string or an integer")
-
-
-def as_integer(col: _Column) -> pa.Array:
-    """Integers of any width as int64."""
-    t = col.array.type
-    if pa.types.is_integer(t):
-        try:
-            return col.array.cast(pa.int64())
-        except pa.ArrowInvalid as exc:
-            raise col.fail("value does not fit a 64-bit integer", InputValueError) from exc
-    raise col.fail(f"type {t}; expected an integer")
-
-
-def as_price(col: _Column) -> pa.Array:
-    """Floats, decimals and integers as float64."""
-    t = col.array.type
-    if pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_integer(t):
-        return col.array.cast(pa.float64())
-    raise col.fail(f"type {t}; expected a number")
-
-
-def as_time(col: _Column) -> pa.Array:
-    """Timestamps of any unit (naive means UTC) or ISO-8601 strings as naive UTC microseconds."""
-    t = col.array.type
-    if pa.types.is_string(t):
-        return _parse_iso(col)
-    if not pa.types.is_timestamp(t):
-        raise col.fail(f"type {t}; expected a timestamp or an ISO-8601 string")
-    raw = col.array.view(pa.int64())  # epoch values in the column's unit, UTC for zoned types
-    if t.unit in ("s", "ms"):
-        try:
-            micros = pc.multiply_checked(raw, 1_000_000 if t.unit == "s" else 1_000)
-        except pa.ArrowInvalid as exc:
-            raise col.fail("timestamp out of range", InputValueError) from exc
-        return micros.view(TIME)
-    return (_floor_divide(raw, 1_000) if t.unit == "ns" else raw).view(TIME)
-
-
-def _floor_divide(values: pa.Array, divisor: int) -> pa.Array:
-    """Integer division rounding towards minus infinity (Arrow's rounds towards zero)."""
-    quotient = pc.divide(values, divisor)
-    inexact_negative = pc.and_(
-        pc.less(values, 0), pc.not_equal(pc.multiply(quotient, divisor), values)
-    )
-    return pc.subtract(quotient, inexact_negative.cast(pa.int64()))
-
-
-def _parse_iso(col: _Column) -> pa.Array:
-    zoned = pc.match_substring_regex(col.array, _OFFSET.pattern)
-    zoned = pc.fill_null(zoned, False)
-    out = pa.nulls(len(col.array), pa.int64())
-    for mask, target in (
-        (zoned, pa.timestamp("ns", "UTC")),
-        (pc.invert(zoned), pa.timestamp("ns")),
-    ):
-        part = col.array.filter(mask)
-        if not len(part):
-            continue
-        try:
-            parsed = part.cast(target).view(pa.int64())
-        except pa.ArrowInvalid as exc:
-            found = re.search(r"'([^']*)'", str(exc))
-            value = f", found {found.group(1)!r}" if found else ""
-            raise col.fail(f"expected an ISO-8601 timestamp{value}", InputValueError) from exc
-        out = pc.replace_with_mask(out, mask, parsed)
-    return _floor_divide(out, 1_000).view(TIME)
-
-
-def _coded(col: _Column, table: Mapping[int, str], what: str) -> pa.Array:
-    """Map an integer enum through `table`; an unknown integer is an error."""
-    ints = col.array.cast(pa.int64())
-    known = pa.array(sorted(table), pa.int64())
-    unknown = pc.and_(pc.invert(pc.is_in(ints, value_set=known)), ints.is_valid())
-    if pc.any(unknown).as_py():
-        index = pc.index(unknown, True).as_py()
-        choices = ", ".join(f"{k} ({v})" for k, v in sorted(table.items()))
-        raise col.fail_at(index, f"{what} {ints[index].as_py()} is not one of {choices}")
-    values = pa.array([table[k] for k in sorted(table)], pa.string())
-    return pc.take(values, pc.index_in(ints, value_set=known))
-
-
-def as_direction(col: _Column) -> pa.Array:
-    """`mt`/`mo` in any case, or an integer (or digit string) mapped by the direction codes."""
-    t = col.array.type
-    if pa.types.is_integer(t):
-        return _coded(col, col.config.direction_codes, "direction")
-    if not pa.types.is_string(t):
-        raise col.fail(f"type {t}; expected 'mt'/'mo' or an integer")
-    lowered = pc.utf8_lower(col.array)
-    digits = pc.fill_null(pc.match_substring_regex(lowered, r"^[0-9]+$"), False)
-    if pc.any(digits).as_py():
-        as_int = pc.if_else(digits, lowered, None).cast(pa.int64())
-        mapped = _coded(
-            _Column(as_int, col.file, col.name, col.first_row, col.config),
-            col.config.direction_codes,
-            "direction",
-        )
-        lowered = pc.if_else(digits, mapped, lowered)
-    bad = pc.invert(pc.fill_null(pc.is_in(lowered, value_set=pa.array(["mt", "mo"])), True))
-    if pc.any(bad).as_py():
-        index = pc.index(bad, True).as_py()
-        found = col.array[index].as_py()
-        raise col.fail_at(index, f"direction {found!r}; expected 'mt' or 'mo' (any case)")
-    return lowered
-
-
-def _enum(table_name: str, what: str) -> Normaliser:
-    def normalise(col: _Column) -> pa.Array:
-        t = col.array.type
-        if pa.types.is_string(t):
-            return col.array
-        if pa.types.is_integer(t):
-            return _coded(col, getattr(col.config, table_name), what)
-        raise col.fail(f"type {t}; expected a string or an integer")
-
-    return normalise
-
-
-_MESSAGE_COLUMNS: dict[str, Normaliser] = {
-    "id": as_string,
-    "batch_id": as_string,
-    "owner": as_string,
-    "sender": as_string,
-    "recipient": as_string,
-    "body": as_string,
-    "direction": as_direction,
-    "segments": as_integer,
-    "type": _enum("type_codes", "type"),
-    "datacoding": _enum("datacoding_codes", "datacoding"),
-    "priority": as_integer,
-    "price": as_price,
-    "currency": as_string,
-    "created": as_time,
-    "modified": as_time,
-    "reference": as_string,
-    "mcc": as_string,
-    "mnc": as_string,
-}
-_STATUS_COLUMNS: dict[str, Normaliser] = {
-    "message_id": as_string,
-    "code": as_integer,
-    "created": as_time,
-    "duration": as_integer,
-}
-
-
 def _nested_statuses(
     reader: _FileReader, batch: pa.RecordBatch, messages: pa.RecordBatch
 ) -> pa.RecordBatch:
     """Turn a message batch's nested `statuses` lists into status-log rows."""
-    lists = _plain(reader.source_array(batch, NESTED_STATUSES))
+    lists = plain(reader.source_array(batch, NESTED_STATUSES))
     name = reader.by_key[column_key(NESTED_STATUSES)]
     t = lists.type
     if not (pa.types.is_list(t) or pa.types.is_large_list(t)) or not pa.types.is_struct(
@@ -461,8 +282,8 @@ def _nested_statuses(
                 raise InputSchemaError(msg)
             arrays.append(pa.nulls(len(items), STATUSES_SCHEMA.field(target).type))
             continue
-        col = _Column(_plain(field_array), reader.source.path, f"{name}.{target}", 0, reader.config)
-        result = _STATUS_COLUMNS[target](col)
+        col = Column(plain(field_array), reader.source.path, f"{name}.{target}", 0, reader.config)
+        result = STATUS_COLUMNS[target](col)
         if required and result.null_count:
             raise col.fail("null value inside a statuses list; expected a value", InputValueError)
         arrays.append(result)
