@@ -124,7 +124,7 @@ def load_toml(path: Path) -> dict[str, Any]:
 def _scalar(path: Path, key: str, value: Any) -> Any:
     expected = _SCALAR_KEYS[key]
     if type(value) is not expected:
-        msg = f"config {path}: {key} must be a {expected.__name__}, found {value!r}"
+        msg = f"config {path}: {key} must be of type {expected.__name__}, found {value!r}"
         raise ConfigError(msg)
     return value
 

@@ -1,0 +1,59 @@
+"""The run configuration: TOML and flags merged into one frozen object."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from convsum.config import RunConfig, build_config, check_page_size, load_toml
+from convsum.errors import ConfigError
+
+
+def test_config_toml_tables_and_relative_paths(tmp_path: Path) -> None:
+    path = tmp_path / "jobs" / "job.toml"
+    path.parent.mkdir()
+    path.write_text(
+        'messages = "../data/m"\nout = "/srv/out"\npage_size = 100\ndesc_pages = true\n'
+        '[codes.direction]\n1 = "mt"\n2 = "mo"\n'
+        '[columns.messages]\nrecipient = "msisdn_to"\n'
+    )
+    config = build_config(load_toml(path), {"engine": "polars", "page_size": None})
+    assert config == RunConfig(
+        messages=str(tmp_path / "jobs" / "../data/m"),
+        out="/srv/out",
+        engine="polars",
+        page_size=100,
+        desc_pages=True,
+        direction_codes={1: "mt", 2: "mo"},
+        message_columns={"recipient": "msisdn_to"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('page_size = "50"', "page_size must be of type int"),
+        ("[codes.direction]\nx = 'mt'", "keys must be integers"),
+        ("[codes.direction]\n0 = 'up'", 'values must be "mt" or "mo"'),
+        ("[codes.colour]\n0 = 'red'", "[codes.colour] unknown"),
+        ("[columns.messages]\nid = 3", "must be a table of strings"),
+        ("messages = ", "not valid TOML"),
+    ],
+)
+def test_config_bad_toml_is_a_config_error(tmp_path: Path, text: str, words: str) -> None:
+    path = tmp_path / "job.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        load_toml(path)
+
+
+@pytest.mark.parametrize("page_size", [0, 3, 7, 30, 20000])
+def test_config_page_sizes_that_cannot_be_served(page_size: int) -> None:
+    with pytest.raises(ConfigError, match="must divide 10000"):
+        check_page_size(page_size)
+
+
+def test_config_command_line_wins_over_file() -> None:
+    config = build_config({"messages": "a", "out": "o", "page_size": 20}, {"page_size": 10})
+    assert (config.messages, config.page_size) == ("a", 10)
