@@ -244,3 +244,22 @@ def test_cli_only_summaries_writes_no_pages(tmp_path: Path, good_inputs: tuple[P
     conf = _invoke("nginx-conf", str(out))
     assert "this run published summaries only" in conf.output
     assert "@past_end;" not in conf.output
+
+
+def test_cli_first_bad_file_in_order_is_reported(
+    tmp_path: Path, good_inputs: tuple[Path, Path]
+) -> None:
+    row = message("m1")
+    del row["owner"]
+    write_parquet(tmp_path / "bad" / "a.parquet", [row], MESSAGE_TYPES)
+    write_parquet(tmp_path / "bad" / "b.parquet", [message(None)], MESSAGE_TYPES)
+    for good in range(3):
+        write_parquet(tmp_path / "bad" / f"c{good}.parquet", [message(f"g{good}")], MESSAGE_TYPES)
+    args = ["run", "--messages", str(tmp_path / "bad"), "--statuses", str(good_inputs[1])]
+    for threads in ("1", "2", "4"):
+        result = CliRunner().invoke(
+            cli, [*args, "--out", str(tmp_path / "out"), "--threads", threads]
+        )
+        assert result.exit_code == 1
+        assert f"{tmp_path / 'bad' / 'a.parquet'}: missing required column 'owner'" in result.stderr
+    assert not (tmp_path / "out" / "current").exists()

@@ -8,8 +8,11 @@ with one fixed schema (`MESSAGES_SCHEMA`, `STATUSES_SCHEMA`) that every engine r
 from __future__ import annotations
 
 import glob
+import os
 import re
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
@@ -70,7 +73,7 @@ BATCH_ROWS = 131_072
 
 @dataclass(frozen=True)
 class StagedInputs:
-    """Paths of the normalised staging files and what reading them counted."""
+    """Directories of the normalised staging files and what reading them counted."""
 
     messages: Path
     statuses: Path
@@ -124,43 +127,81 @@ def _hive_values(path: Path, base: Path) -> dict[str, str]:
 
 
 def stage_inputs(config: RunConfig, work: Path) -> StagedInputs:
-    """Normalise both inputs into `work`; raise InputError on the first bad file or value."""
-    messages_path, statuses_path = work / "messages.parquet", work / "statuses.parquet"
-    rows = {"messages": 0, "statuses": 0, "nested_statuses": 0}
-    files: dict[str, list[Path]] = {"messages": [], "statuses": []}
+    """Normalise both inputs into `work`; raise InputError on the first bad file or value.
+
+    Files are normalised in parallel (Arrow releases the GIL), one staging file per input file;
+    results and errors are taken in file order, so the same bad input always gives the same error.
+    """
     message_sources = find_sources(config.messages, "messages")
     status_sources = find_sources(config.statuses, "statuses") if config.statuses else []
-    with (
-        pq.ParquetWriter(messages_path, MESSAGES_SCHEMA) as msg_out,
-        pq.ParquetWriter(statuses_path, STATUSES_SCHEMA) as st_out,
-    ):
-        nested_seen = False
-        for source in message_sources:
-            files["messages"].append(source.path)
-            reader = _FileReader(source, "messages", config, config.message_columns)
-            nested_seen |= reader.has(NESTED_STATUSES)
-            for batch in reader.batches():
-                messages = reader.normalise(batch, MESSAGE_COLUMNS, MESSAGES_SCHEMA)
-                msg_out.write_batch(messages)
-                rows["messages"] += messages.num_rows
-                if reader.has(NESTED_STATUSES):
-                    nested = _nested_statuses(reader, batch, messages)
-                    st_out.write_batch(nested)
-                    rows["nested_statuses"] += nested.num_rows
-        if config.statuses is None and not nested_seen:
-            msg = (
-                f"messages {config.messages}: no column {NESTED_STATUSES!r} and no --statuses "
-                "given; expected a status log or a nested statuses list"
+    staged = StagedInputs(work / "messages", work / "statuses", {}, {})
+    staged.messages.mkdir()
+    staged.statuses.mkdir()
+    pq.write_table(STATUSES_SCHEMA.empty_table(), staged.statuses / "empty.parquet")
+    jobs = [("messages", i, s) for i, s in enumerate(message_sources)]
+    jobs += [("statuses", i, s) for i, s in enumerate(status_sources)]
+    with ThreadPoolExecutor(max_workers=config.threads or os.cpu_count() or 1) as pool:
+        results = list(pool.map(lambda job: _stage_file(config, staged, *job), jobs))
+    nested_seen = any(r.nested for r in results)
+    if config.statuses is None and not nested_seen:
+        msg = (
+            f"messages {config.messages}: no column {NESTED_STATUSES!r} and no --statuses "
+            "given; expected a status log or a nested statuses list"
+        )
+        raise InputSchemaError(msg)
+    rows = {"messages": 0, "statuses": 0, "nested_statuses": 0}
+    for result in results:
+        rows[result.role] += result.rows
+        rows["nested_statuses"] += result.nested_rows
+    files = {
+        "messages": [s.path for s in message_sources],
+        "statuses": [s.path for s in status_sources],
+    }
+    return StagedInputs(staged.messages, staged.statuses, rows, files)
+
+
+@dataclass(frozen=True)
+class _Staged:
+    role: str
+    rows: int
+    nested: bool = False
+    nested_rows: int = 0
+
+
+def _stage_file(
+    config: RunConfig, staged: StagedInputs, role: str, n: int, source: _Source
+) -> _Staged:
+    """Normalise one input file into its own staging file (and its nested statuses, if any)."""
+    explicit = config.message_columns if role == "messages" else config.status_columns
+    reader = _FileReader(source, role, config, explicit)
+    schema, columns = (
+        (MESSAGES_SCHEMA, MESSAGE_COLUMNS)
+        if role == "messages"
+        else (STATUSES_SCHEMA, STATUS_COLUMNS)
+    )
+    target = (
+        staged.messages if role == "messages" else staged.statuses
+    ) / f"{role}-{n:05d}.parquet"
+    nested = role == "messages" and reader.has(NESTED_STATUSES)
+    rows = nested_rows = 0
+    with ExitStack() as files:
+        out = files.enter_context(pq.ParquetWriter(target, schema))
+        nested_out = (
+            files.enter_context(
+                pq.ParquetWriter(staged.statuses / f"nested-{n:05d}.parquet", STATUSES_SCHEMA)
             )
-            raise InputSchemaError(msg)
-        for source in status_sources:
-            files["statuses"].append(source.path)
-            reader = _FileReader(source, "statuses", config, config.status_columns)
-            for batch in reader.batches():
-                statuses = reader.normalise(batch, STATUS_COLUMNS, STATUSES_SCHEMA)
-                st_out.write_batch(statuses)
-                rows["statuses"] += statuses.num_rows
-    return StagedInputs(messages_path, statuses_path, rows, files)
+            if nested
+            else None
+        )
+        for batch in reader.batches():
+            normalised = reader.normalise(batch, columns, schema)
+            out.write_batch(normalised)
+            rows += normalised.num_rows
+            if nested_out is not None:
+                statuses = _nested_statuses(reader, batch, normalised)
+                nested_out.write_batch(statuses)
+                nested_rows += statuses.num_rows
+    return _Staged(role, rows, nested, nested_rows)
 
 
 class _FileReader:

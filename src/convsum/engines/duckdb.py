@@ -173,7 +173,10 @@ class DuckDBEngine:
     def derive(self, staged: StagedInputs, settings: EngineSettings) -> Iterator[_DuckDBDerivation]:
         con = connect(settings)
         try:
-            params = {"messages": str(staged.messages), "statuses": str(staged.statuses)}
+            params = {
+                "messages": str(staged.messages / "*.parquet"),
+                "statuses": str(staged.statuses / "*.parquet"),
+            }
             con.execute(_DUPLICATE_KEYS, {"messages": params["messages"]})
             con.execute(_MESSAGES.format(**_OBJECT), {"messages": params["messages"]})
             con.execute(

@@ -43,8 +43,8 @@ class PolarsEngine:
 class _PolarsDerivation:
     def __init__(self, staged: StagedInputs, work: Path, batch_rows: int) -> None:
         self.staged, self.work, self.batch_rows = staged, work, batch_rows
-        self.statuses = pl.scan_parquet(staged.statuses)
-        self.raw_messages = pl.scan_parquet(staged.messages)
+        self.statuses = pl.scan_parquet(staged.statuses / "*.parquet")
+        self.raw_messages = pl.scan_parquet(staged.messages / "*.parquet")
         messages = _deduplicated(self.raw_messages)
         self._sink(messages, "msg")
         self.msg = pl.scan_parquet(work / "msg.parquet")
