@@ -263,3 +263,26 @@ def test_cli_first_bad_file_in_order_is_reported(
         assert result.exit_code == 1
         assert f"{tmp_path / 'bad' / 'a.parquet'}: missing required column 'owner'" in result.stderr
     assert not (tmp_path / "out" / "current").exists()
+
+
+def test_cli_disk_full_exits_1_and_publishes_nothing(
+    published: Path, good_inputs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from convsum.publish.tree import TreeWriter
+
+    def full(self: TreeWriter, relative: str, body: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.api / relative))
+
+    before = _snapshot(published)
+    monkeypatch.setattr(TreeWriter, "write", full)
+    m, s = good_inputs
+    result = CliRunner().invoke(
+        cli, ["run", "--messages", str(m), "--statuses", str(s), "--out", str(published)]
+    )
+    assert result.exit_code == 1, result.output
+    assert "cannot write the output" in result.stderr
+    assert "No space left on device" in result.stderr
+    assert "Traceback" not in result.output
+    assert _snapshot(published) == before

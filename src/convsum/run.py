@@ -15,6 +15,7 @@ import pyarrow as pa
 from convsum import __version__
 from convsum.config import RunConfig
 from convsum.engines import EngineSettings, get_engine
+from convsum.errors import PublishError
 from convsum.inputs import StagedInputs, stage_inputs
 from convsum.publish.manifest import (
     MANIFEST,
@@ -63,10 +64,10 @@ def run_job(config: RunConfig, progress: Progress = lambda _stage: None) -> dict
     try:
         with stages.stage("read"):
             staged = stage_inputs(config, work)
-        writer = TreeWriter(partial)
-        counts = _derive_and_write(config, staged, work, writer, stages)
-        with stages.stage("index"):
-            removed = sort_file_list(writer.close(), partial, root.published())
+        with _writing(config.out), TreeWriter(partial) as writer:
+            counts = _derive_and_write(config, staged, work, writer, stages)
+            with stages.stage("index"):
+                removed = sort_file_list(writer.close(), partial, root.published())
         report = {
             "run_id": run_id,
             "rows_read": dict(staged.rows_read),
@@ -77,14 +78,28 @@ def run_job(config: RunConfig, progress: Progress = lambda _stage: None) -> dict
             "bytes_written": writer.bytes,
             "stages": dict(stages.seconds),
         }
-        write_json(partial / REPORT, report)
-        write_json(partial / MANIFEST, _manifest(config, staged, report, writer, started))
-        root.publish(partial, run_id)
+        with _writing(config.out):
+            write_json(partial / REPORT, report)
+            write_json(partial / MANIFEST, _manifest(config, staged, report, writer, started))
+            root.publish(partial, run_id)
     except BaseException:
         root.discard(partial, work)
         raise
     root.discard(work)
     return report
+
+
+@contextmanager
+def _writing(out: str) -> Iterator[None]:
+    """Turn a failure to write the output (disk full, permissions) into one clear error."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or out
+        msg = (
+            f"{out}: cannot write the output at {where} ({exc.strerror or exc}); nothing published"
+        )
+        raise PublishError(msg) from exc
 
 
 def _derive_and_write(

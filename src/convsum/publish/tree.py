@@ -61,6 +61,12 @@ class TreeWriter:
         self._list.close()
         return self.root / (FILE_LIST + ".unsorted")
 
+    def __enter__(self) -> TreeWriter:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._list.close()
+
 
 class OutputRoot:
     """The output directory of a run target."""
