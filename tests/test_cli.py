@@ -21,9 +21,11 @@ def _invoke(*args: str) -> Any:
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    """Every file and link under `root` with a hash of its content."""
+    """Every file and link under `root` with a hash of its content (the lock file aside)."""
     out = {}
     for path in sorted(root.rglob("*")):
+        if path.name == ".lock":
+            continue
         if path.is_symlink():
             out[str(path.relative_to(root))] = "-> " + str(path.readlink())
         elif path.is_file():
@@ -286,3 +288,23 @@ def test_cli_disk_full_exits_1_and_publishes_nothing(
     assert "No space left on device" in result.stderr
     assert "Traceback" not in result.output
     assert _snapshot(published) == before
+
+
+def test_cli_second_run_on_a_locked_root_exits_75(
+    published: Path, good_inputs: tuple[Path, Path]
+) -> None:
+    import fcntl
+
+    before = _snapshot(published)
+    m, s = good_inputs
+    args = ["run", "--messages", str(m), "--statuses", str(s), "--out", str(published)]
+    with (published / ".lock").open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.truncate(0)
+        held.write("4242")
+        held.flush()
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 75, result.output
+        assert "another run (pid 4242) is writing this output root" in result.stderr
+        assert _snapshot(published) == before
+    assert CliRunner().invoke(cli, args).exit_code == 0  # released with its holder

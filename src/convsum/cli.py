@@ -11,9 +11,10 @@ import orjson
 
 from convsum import __version__
 from convsum.config import ENGINES, ONLY, build_config, check_page_size, load_toml
-from convsum.errors import ConfigError, ConvsumError
+from convsum.errors import ConfigError, ConvsumError, RunLockedError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the output root; try again later
 
 
 class _UsageFromConfig(click.UsageError):
@@ -72,7 +73,8 @@ def run(config_file: Path | None, report: bool, **options: Any) -> None:
     """Read the logs, compute every conversation and publish the static API tree.
 
     Bad input (a missing file or column, a wrong type, a null id, an unknown direction, a corrupt
-    file) exits with code 1 and publishes nothing; misuse of the command line exits with 2.
+    file) exits with code 1 and publishes nothing; misuse of the command line exits with 2; a
+    second run on an output root that a run is writing exits at once with 75.
     """
     from convsum.run import run_job
 
@@ -83,6 +85,9 @@ def run(config_file: Path | None, report: bool, **options: Any) -> None:
         raise _UsageFromConfig(str(exc)) from exc
     try:
         result = run_job(config, progress=lambda stage: click.echo(f"convsum: {stage}", err=True))
+    except RunLockedError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        raise click.exceptions.Exit(EXIT_LOCKED) from exc
     except ConvsumError as exc:
         raise click.ClickException(str(exc)) from exc
     out = Path(config.out)

@@ -25,3 +25,7 @@ class InputValueError(InputError):
 
 class PublishError(ConvsumError):
     """The output root cannot be prepared or published."""
+
+
+class RunLockedError(ConvsumError):
+    """Another run is writing the same output root."""

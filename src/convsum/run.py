@@ -57,8 +57,13 @@ def run_job(config: RunConfig, progress: Progress = lambda _stage: None) -> dict
     Nothing is published unless every stage succeeds: the new tree is built beside the served
     one and switched in at the end.
     """
-    run_id, started = new_run_id(), datetime.now(UTC)
     root = OutputRoot(Path(config.out))
+    with root.locked():
+        return _locked_run(config, root, progress)
+
+
+def _locked_run(config: RunConfig, root: OutputRoot, progress: Progress) -> dict[str, Any]:
+    run_id, started = new_run_id(), datetime.now(UTC)
     partial, work = root.prepare(run_id)
     stages = _Stages(progress)
     try:

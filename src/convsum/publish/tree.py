@@ -2,6 +2,7 @@
 
 Layout of an output root:
 
+    .lock                         held (flock) by the one run writing this root
     current -> trees/<run id>     the published tree (a symbolic link, swapped with rename(2))
     trees/<run id>/api/...        the served API tree (see publish/paths.py)
     trees/<run id>/manifest.json  written last, with report.json and files.txt beside it
@@ -14,15 +15,20 @@ written in place, and the switch is one rename of a symbolic link.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from convsum.errors import PublishError
+from convsum.errors import PublishError, RunLockedError
 
 CURRENT = "current"
 TREES = "trees"
 API = "api"
 FILE_LIST = "files.txt"
+LOCK = ".lock"
 _MADE_CACHE = 4096
 
 
@@ -78,6 +84,32 @@ class OutputRoot:
         if self.current.exists() and not self.current.is_symlink():
             msg = f"{self.current} exists and is not a link to a tree; is {path} an output root?"
             raise PublishError(msg)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the output root's lock for a run; raise RunLockedError if another run holds it.
+
+        The lock is flock(2) on `OUT/.lock`: the kernel releases it when the holder exits, even
+        when it is killed, so a stale lock file never blocks the next run.
+        """
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = (self.path / LOCK).open("a+")
+        except OSError as exc:
+            msg = f"{self.path}: cannot prepare the output root ({exc.strerror})"
+            raise PublishError(msg) from exc
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                msg = f"{self.path}: another run (pid {holder}) is writing this output root"
+                raise RunLockedError(msg) from exc
+            handle.truncate(0)
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
 
     def prepare(self, run_id: str) -> tuple[Path, Path]:
         """Create and return the partial tree directory and the work directory of a run."""
