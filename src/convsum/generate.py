@@ -81,14 +81,9 @@ def _chunk(
     mt = rng.random(count) < mt_share[owner]
     customer = (rng.zipf(1.25, count) - 1) % customers
     msisdn = 46_700_000_000 + (customer * 7_919 + 12_345) % 100_000_000
-    senders, sender_owner, sender_kind = _sender_table(owners)
     hot = np.minimum(rng.geometric(0.45, count) - 1, 4)  # the first sender is the hottest
-    slot = np.where(mt, hot, 3 + hot % 2)  # mo goes to a virtual number
-    sender_index = owner * 5 + slot
-    assert (sender_owner[sender_index] == owner).all() and (
-        sender_kind[sender_index[~mt]] == 1
-    ).all()
-    own = pa.array(senders).take(pa.array(sender_index))
+    slot = np.where(mt, hot, 3 + hot % 2)  # mo goes to one of the two virtual numbers
+    own = pa.array(_sender_table(owners)).take(pa.array(owner * 5 + slot))
     cust = pc.cast(pa.array(msisdn), pa.string())
     created_us = START_US + (start + np.arange(count)) * (SPAN_US // max(total, 1))
     created_us = created_us + rng.integers(0, SPAN_US // max(total, 1) + 1, count)
@@ -101,15 +96,13 @@ def _chunk(
     return _with_duplicates(rng, messages), statuses
 
 
-def _sender_table(owners: int) -> tuple[list[str], np.ndarray, np.ndarray]:
-    names, owner_of, kind = [], [], []
-    for o in range(owners):
-        alpha, numbers = _hot_senders(o)
-        for k, name in enumerate(alpha + numbers):
-            names.append(name)
-            owner_of.append(o)
-            kind.append(0 if k < len(alpha) else 1)
-    return names, np.array(owner_of), np.array(kind)
+def _sender_table(owners: int) -> list[str]:
+    """Five senders per owner, in owner order: three sender ids, then two virtual numbers."""
+    names: list[str] = []
+    for owner in range(owners):
+        alpha, numbers = _hot_senders(owner)
+        names += alpha + numbers
+    return names
 
 
 def _message_table(
