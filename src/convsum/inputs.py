@@ -250,7 +250,7 @@ class _FileReader:
             return None
         if name in batch.schema.names:
             return batch.column(name)
-        return pa.array([self.source.partitions[name]] * batch.num_rows, pa.string())
+        return pa.repeat(pa.scalar(self.source.partitions[name], pa.string()), batch.num_rows)
 
     def normalise(
         self, batch: pa.RecordBatch, columns: Mapping[str, Normaliser], schema: pa.Schema
