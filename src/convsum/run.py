@@ -15,6 +15,7 @@ import pyarrow as pa
 from convsum import __version__
 from convsum.config import RunConfig
 from convsum.engines import EngineSettings, get_engine
+from convsum.engines.base import report_counts
 from convsum.errors import PublishError
 from convsum.inputs import StagedInputs, stage_inputs
 from convsum.publish.manifest import (
@@ -116,7 +117,7 @@ def _derive_and_write(
     with ExitStack() as engine_scope:
         with stages.stage("derive"):
             derived = engine_scope.enter_context(engine.derive(staged, settings))
-            counts = derived.counts()
+            counts = report_counts(derived.counts(), staged.rows_read)
         if config.only != "summaries":
             with stages.stage("pages"):
                 for order in _orders(config):

@@ -7,7 +7,7 @@ moves bytes to files. Engines never write to the output tree.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +90,12 @@ class Derivation(Protocol):
     """The derived tables of one run, read as streams."""
 
     def counts(self) -> dict[str, Any]:
-        """Return the run report's data counts (messages, duplicates, orphans, ...)."""
+        """Return what only the engine can count, as `report_counts` takes it.
+
+        Keys: messages (after deduplication), messages_without_status, matched_statuses (status
+        rows that belong to a message), distinct_statuses, unknown_codes ({code: rows}), owners,
+        participants.
+        """
         ...
 
     def summaries(self) -> Iterator[pa.RecordBatch]:
@@ -112,3 +117,18 @@ class Engine(Protocol):
     ) -> AbstractContextManager[Derivation]:
         """Compute the derived tables; release their resources when the context ends."""
         ...
+
+
+def report_counts(facts: dict[str, Any], rows_read: Mapping[str, int]) -> dict[str, Any]:
+    """Return the run report's data counts from an engine's facts and the rows staged."""
+    status_rows = rows_read["statuses"] + rows_read["nested_statuses"]
+    return {
+        "messages": facts["messages"],
+        "duplicate_messages": rows_read["messages"] - facts["messages"],
+        "messages_without_status": facts["messages_without_status"],
+        "orphan_statuses": status_rows - facts["matched_statuses"],
+        "duplicate_statuses": status_rows - facts["distinct_statuses"],
+        "unknown_codes": facts["unknown_codes"],
+        "owners": facts["owners"],
+        "participants": facts["participants"],
+    }

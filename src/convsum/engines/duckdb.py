@@ -138,14 +138,12 @@ ORDER BY c.owner, c.participant, c.created {o}, c.id {o}
 
 _COUNTS = """
 SELECT
-    (SELECT count(*) FROM read_parquet($messages)) AS message_rows,
     (SELECT count(*) FROM msg) AS messages,
     (SELECT count(*) FROM msg AS m ANTI JOIN latest USING (owner, id)) AS messages_without_status,
-    (SELECT count(*) FROM read_parquet($statuses) AS s WHERE NOT EXISTS (
+    (SELECT count(*) FROM read_parquet($statuses) AS s WHERE EXISTS (
         SELECT 1 FROM msg AS m
-        WHERE m.id = s.message_id AND (s.owner IS NULL OR s.owner = m.owner))) AS orphan_statuses,
+        WHERE m.id = s.message_id AND (s.owner IS NULL OR s.owner = m.owner))) AS matched_statuses,
     (SELECT count(*) FROM (SELECT DISTINCT * FROM read_parquet($statuses))) AS distinct_statuses,
-    (SELECT count(*) FROM read_parquet($statuses)) AS status_rows,
     (SELECT count(DISTINCT owner) FROM msg) AS owners,
     (SELECT count(*) FROM (SELECT DISTINCT owner, participant FROM conv)) AS participants
 """
@@ -226,22 +224,13 @@ class _DuckDBDerivation:
         self.con, self.params, self.rows = con, params, rows
 
     def counts(self) -> dict[str, Any]:
-        row = self.con.execute(_COUNTS, self.params).fetchone() or ()
+        row = self.con.execute(_COUNTS, {"statuses": self.params["statuses"]}).fetchone() or ()
         names = [d[0] for d in self.con.description or ()]
         values = dict(zip(names, row, strict=True))
         unknown = self.con.execute(
             _UNKNOWN_CODES, {"statuses": self.params["statuses"], "known": list(KNOWN_CODES)}
         ).fetchall()
-        return {
-            "messages": values["messages"],
-            "duplicate_messages": values["message_rows"] - values["messages"],
-            "messages_without_status": values["messages_without_status"],
-            "orphan_statuses": values["orphan_statuses"],
-            "duplicate_statuses": values["status_rows"] - values["distinct_statuses"],
-            "unknown_codes": {str(code): n for code, n in unknown},
-            "owners": values["owners"],
-            "participants": values["participants"],
-        }
+        return {**values, "unknown_codes": {str(code): n for code, n in unknown}}
 
     def summaries(self) -> Iterator[pa.RecordBatch]:
         yield from self._stream(_SUMMARIES, SUMMARY_SCHEMA)

@@ -44,8 +44,7 @@ class _PolarsDerivation:
     def __init__(self, staged: StagedInputs, work: Path, batch_rows: int) -> None:
         self.staged, self.work, self.batch_rows = staged, work, batch_rows
         self.statuses = pl.scan_parquet(staged.statuses / "*.parquet")
-        self.raw_messages = pl.scan_parquet(staged.messages / "*.parquet")
-        messages = _deduplicated(self.raw_messages)
+        messages = _deduplicated(pl.scan_parquet(staged.messages / "*.parquet"))
         self._sink(messages, "msg")
         self.msg = pl.scan_parquet(work / "msg.parquet")
         self._sink(_latest(self.msg, self.statuses), "latest")
@@ -60,23 +59,21 @@ class _PolarsDerivation:
 
     def counts(self) -> dict[str, Any]:
         keys = self.msg.select("owner", "id")
-        matched = _matched_statuses(keys, self.statuses.with_row_index("row"))
+        matched_rows = _matched_statuses(keys, self.statuses.with_row_index("row"))
         values = pl.collect_all(
             [
-                self.raw_messages.select(pl.len()),
                 self.msg.select(pl.len()),
                 keys.join(self.latest.select("owner", "id"), on=["owner", "id"], how="anti").select(
                     pl.len()
                 ),
-                self.statuses.select(pl.len()),
-                matched.select(pl.col("row").n_unique()),
+                matched_rows.select(pl.col("row").n_unique()),
                 self.statuses.unique().select(pl.len()),
                 self.msg.select(pl.col("owner").n_unique()),
                 self.conv.select("owner", "participant").unique().select(pl.len()),
             ],
             engine="streaming",
         )
-        (raw, messages, no_status, status_rows, matched_rows, distinct_statuses, owners, parts) = (
+        messages, no_status, matched, distinct, owners, participants = (
             int(frame.item()) for frame in values
         )
         unknown = (
@@ -88,13 +85,12 @@ class _PolarsDerivation:
         )
         return {
             "messages": messages,
-            "duplicate_messages": raw - messages,
             "messages_without_status": no_status,
-            "orphan_statuses": status_rows - matched_rows,
-            "duplicate_statuses": status_rows - distinct_statuses,
+            "matched_statuses": matched,
+            "distinct_statuses": distinct,
             "unknown_codes": {str(c): n for c, n in unknown.iter_rows()},
             "owners": owners,
-            "participants": parts,
+            "participants": participants,
         }
 
     def summaries(self) -> Iterator[pa.RecordBatch]:
