@@ -308,3 +308,23 @@ def test_cli_second_run_on_a_locked_root_exits_75(
         assert "another run (pid 4242) is writing this output root" in result.stderr
         assert _snapshot(published) == before
     assert CliRunner().invoke(cli, args).exit_code == 0  # released with its holder
+
+
+def test_cli_report_counts_files_removed_since_the_previous_tree(tmp_path: Path) -> None:
+    s = write_parquet(tmp_path / "in" / "statuses.parquet", [status("m1", 201)], STATUS_TYPES)
+    both = write_parquet(
+        tmp_path / "in" / "both.parquet",
+        [message("m1", recipient="4671"), message("m2", recipient="4672")],
+        MESSAGE_TYPES,
+    )
+    one = write_parquet(
+        tmp_path / "in" / "one.parquet", [message("m1", recipient="4671")], MESSAGE_TYPES
+    )
+    out = ["--out", str(tmp_path / "out"), "--statuses", str(s), "--report"]
+    first = _invoke("run", "--messages", str(both), *out)
+    second = _invoke("run", "--messages", str(one), *out)
+    import orjson
+
+    # 4672's summary and its all and mt pages are gone; Acme's pages are rewritten in place.
+    assert orjson.loads(first.stdout)["files_removed"] == 0
+    assert orjson.loads(second.stdout)["files_removed"] == 3
