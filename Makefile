@@ -46,13 +46,13 @@ bench: $(STAMP)
 	$(BIN)/convsum bench --messages $(BENCH_MESSAGES) --runs $(BENCH_RUNS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests sample_data
-	$(BIN)/ruff format --check src tests sample_data
+	$(BIN)/ruff check src tests sample_data jobs
+	$(BIN)/ruff format --check src tests sample_data jobs
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests sample_data
-	$(BIN)/ruff check --fix src tests sample_data
+	$(BIN)/ruff format src tests sample_data jobs
+	$(BIN)/ruff check --fix src tests sample_data jobs
 
 ## samples: regenerate sample_data/ deterministically
 samples: $(STAMP)

@@ -220,17 +220,26 @@ def test_cli_nginx_conf_without_a_published_tree_exits_1(tmp_path: Path) -> None
 
 def test_cli_run_report_on_stdout(published: Path, good_inputs: tuple[Path, Path]) -> None:
     m, s = good_inputs
-    result = _invoke(
-        "run", "--messages", str(m), "--statuses", str(s), "--out", str(published), "--report"
-    )
+    args = ("run", "--messages", str(m), "--statuses", str(s), "--out", str(published))
+    result = _invoke(*args, "--report", "--full")
     assert result.exit_code == 0, result.output
     import orjson
 
     report = orjson.loads(result.stdout)
+    assert (report["mode"], report["rebuild_reason"]) == ("full", "--full")
     assert report["messages"] == 1
     assert report["files_written"] == 6
     assert report["files_removed"] == 0
-    assert set(report["stages"]) == {"read", "derive", "pages", "summaries", "index"}
+    stages = {"list", "read", "derive", "pages", "summaries", "index", "state"}
+    assert set(report["stages"]) == stages
+    again = orjson.loads(_invoke(*args, "--report").stdout)
+    assert (again["mode"], again["rebuild_reason"]) == ("incremental", None)
+    assert again["files_read"] == {"messages": 0, "statuses": 0}
+    assert again["files_skipped"] == {"messages": 1, "statuses": 1}
+    assert (again["files_written"], again["files_unchanged"], again["files_removed"]) == (0, 0, 0)
+    assert again["messages"] == 1
+    # The state is committed after the report is written: its stage is not in the report.
+    assert set(again["stages"]) == stages - {"state"} | {"plan", "swap"}
 
 
 def test_cli_only_summaries_writes_no_pages(tmp_path: Path, good_inputs: tuple[Path, Path]) -> None:
@@ -274,14 +283,14 @@ def test_cli_disk_full_exits_1_and_publishes_nothing(
 
     from convsum.publish.tree import TreeWriter
 
-    def full(self: TreeWriter, relative: str, body: bytes) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device", str(self.api / relative))
+    def full(self: TreeWriter, conversation: str, name: str, body: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.api / conversation / name))
 
     before = _snapshot(published)
     monkeypatch.setattr(TreeWriter, "write", full)
     m, s = good_inputs
     result = CliRunner().invoke(
-        cli, ["run", "--messages", str(m), "--statuses", str(s), "--out", str(published)]
+        cli, ["run", "--messages", str(m), "--statuses", str(s), "--out", str(published), "--full"]
     )
     assert result.exit_code == 1, result.output
     assert "cannot write the output" in result.stderr

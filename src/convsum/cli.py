@@ -10,7 +10,7 @@ import click
 import orjson
 
 from convsum import __version__
-from convsum.config import ENGINES, ONLY, build_config, check_page_size, load_toml
+from convsum.config import ENGINES, LOG_FORMATS, ONLY, build_config, check_page_size, load_toml
 from convsum.errors import ConfigError, ConvsumError, RunLockedError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -68,14 +68,29 @@ def _page_size(_ctx: click.Context, _param: click.Parameter, value: int | None) 
 @click.option(
     "--memory-limit", metavar="SIZE", help="Engine memory cap, as 4GB [default: engine's]."
 )
+@click.option(
+    "--rebuild/--no-rebuild",
+    default=None,
+    help="Allow a full rebuild when an input file read earlier changed or disappeared, or the "
+    "output settings changed; with --no-rebuild such a run fails instead [default: allow].",
+)
+@click.option("--full", is_flag=True, help="Rebuild everything, ignoring the state store.")
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    help="Progress as text (a live line on a terminal) or JSON lines [default: text].",
+)
 @click.option("--report", is_flag=True, help="Print the run report (JSON) on stdout.")
-def run(config_file: Path | None, report: bool, **options: Any) -> None:
+def run(config_file: Path | None, report: bool, full: bool, **options: Any) -> None:
     """Read the logs, compute every conversation and publish the static API tree.
 
-    Bad input (a missing file or column, a wrong type, a null id, an unknown direction, a corrupt
-    file) exits with code 1 and publishes nothing; misuse of the command line exits with 2; a
-    second run on an output root that a run is writing exits at once with 75.
+    A run adds only the input files it has not read yet to the published tree, unless it must
+    rebuild (see --full and --rebuild). Bad input (a missing file or column, a wrong type, a null
+    id, an unknown direction, a corrupt file) exits with code 1 and publishes nothing; misuse of
+    the command line exits with 2; a second run on an output root that a run is writing exits at
+    once with 75.
     """
+    from convsum.log import RunLog
     from convsum.run import run_job
 
     try:
@@ -83,25 +98,35 @@ def run(config_file: Path | None, report: bool, **options: Any) -> None:
         config = build_config(file_values, options)
     except ConfigError as exc:
         raise _UsageFromConfig(str(exc)) from exc
-    try:
-        result = run_job(config, progress=lambda stage: click.echo(f"convsum: {stage}", err=True))
-    except RunLockedError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        raise click.exceptions.Exit(EXIT_LOCKED) from exc
-    except ConvsumError as exc:
-        raise click.ClickException(str(exc)) from exc
-    out = Path(config.out)
-    click.echo(
-        f"convsum: published {result['files_written']} files for {result['owners']} owners and "
-        f"{result['participants']} participants in {out / 'current' / 'api'} "
-        f"(run {result['run_id']})",
-        err=True,
-    )
-    click.echo(
-        f"convsum: serve it with: convsum nginx-conf {out} --listen 127.0.0.1:8080 > nginx.conf"
-        ' && nginx -p "$PWD" -c "$PWD/nginx.conf"',
-        err=True,
-    )
+    with RunLog(config.log_format) as log:
+        try:
+            result = run_job(config, log, full=full)
+        except ConvsumError as exc:
+            code = EXIT_LOCKED if isinstance(exc, RunLockedError) else 1
+            if config.log_format == "json":
+                log.event("error", message=str(exc), exit_code=code)
+                raise click.exceptions.Exit(code) from exc
+            if code == EXIT_LOCKED:
+                click.echo(f"Error: {exc}", err=True)
+                raise click.exceptions.Exit(EXIT_LOCKED) from exc
+            raise click.ClickException(str(exc)) from exc
+        out = Path(config.out)
+        log.event(
+            "published",
+            mode=result["mode"],
+            files_written=result["files_written"],
+            files_unchanged=result["files_unchanged"],
+            files_removed=result["files_removed"],
+            owners=result["owners"],
+            participants=result["participants"],
+            api=str(out / "current" / "api"),
+        )
+    if config.log_format == "text":
+        click.echo(
+            f"convsum: serve it with: convsum nginx-conf {out} --listen 127.0.0.1:8080 "
+            '> nginx.conf && nginx -p "$PWD" -c "$PWD/nginx.conf"',
+            err=True,
+        )
     if report:
         sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
 

@@ -13,6 +13,7 @@ from convsum.errors import ConfigError
 
 ENGINES = ("duckdb", "polars")
 ONLY = ("summaries",)
+LOG_FORMATS = ("text", "json")
 LIST_NAMES = ("all", "mt", "mo")
 # A static server can only check that `start` is a multiple of the page size when the page size
 # divides a power of ten: alignment is then a property of the last few digits, which a regular
@@ -41,11 +42,18 @@ class RunConfig:
     only: str | None = None
     threads: int | None = None
     memory_limit: str | None = None
+    rebuild: bool = True
+    log_format: str = "text"
     direction_codes: Mapping[int, str] = field(default_factory=lambda: DEFAULT_DIRECTION_CODES)
     type_codes: Mapping[int, str] = field(default_factory=lambda: DEFAULT_TYPE_CODES)
     datacoding_codes: Mapping[int, str] = field(default_factory=lambda: DEFAULT_DATACODING_CODES)
     message_columns: Mapping[str, str] = field(default_factory=lambda: _frozen({}))
     status_columns: Mapping[str, str] = field(default_factory=lambda: _frozen({}))
+
+    def output_settings(self) -> dict[str, Any]:
+        """Return the settings that decide the output's bytes (not how the machine is used)."""
+        how = ("out", "engine", "threads", "memory_limit", "rebuild", "log_format")
+        return {k: v for k, v in self.to_dict().items() if k not in how}
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready view, as recorded in the manifest."""
@@ -80,6 +88,8 @@ _SCALAR_KEYS = {
     "only": str,
     "threads": int,
     "memory_limit": str,
+    "rebuild": bool,
+    "log_format": str,
 }
 _CODE_TABLES = {
     "direction": "direction_codes",
@@ -180,6 +190,10 @@ def build_config(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]) 
     check_page_size(int(merged.get("page_size", 50)))
     if merged.get("only") not in (None, *ONLY):
         msg = f"unknown only {merged['only']!r}; expected one of {', '.join(ONLY)}"
+        raise ConfigError(msg)
+    if merged.get("log_format", "text") not in LOG_FORMATS:
+        expected = ", ".join(LOG_FORMATS)
+        msg = f"unknown log_format {merged['log_format']!r}; expected one of {expected}"
         raise ConfigError(msg)
     threads = merged.get("threads")
     if threads is not None and threads < 1:

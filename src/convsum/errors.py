@@ -29,3 +29,7 @@ class PublishError(ConvsumError):
 
 class RunLockedError(ConvsumError):
     """Another run is writing the same output root."""
+
+
+class RebuildRefusedError(ConvsumError):
+    """The state cannot be added to, and the configuration forbids a full rebuild."""

@@ -79,14 +79,34 @@ class StagedInputs:
     statuses: Path
     rows_read: Mapping[str, int]
     files_read: Mapping[str, list[Path]]
+    files: tuple[StagedFile, ...] = ()
 
 
-@dataclass
-class _Source:
-    """One input file and the hive partition values its path carries."""
+@dataclass(frozen=True)
+class Source:
+    """One input file: where it is, what it looked like when listed, its hive partition values."""
 
+    role: str
     path: Path
+    bytes: int
+    mtime_ns: int
     partitions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """The file's identity across runs: its absolute path."""
+        return str(self.path.absolute())
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """The staging files (names in the role's staging directory) of one input file."""
+
+    source: Source
+    staged: str
+    rows: int
+    nested: str | None = None
+    nested_rows: int = 0
 
 
 def column_key(name: str) -> str:
@@ -94,7 +114,7 @@ def column_key(name: str) -> str:
     return name.replace("_", "").lower()
 
 
-def find_sources(pattern: str, role: str) -> list[_Source]:
+def find_sources(pattern: str, role: str) -> list[Source]:
     """List the Parquet files behind a file, directory or glob, in a stable order."""
     if glob.has_magic(pattern):
         prefix = re.split(r"[*?[]", pattern, maxsplit=1)[0]  # the directories before any wildcard
@@ -108,14 +128,31 @@ def find_sources(pattern: str, role: str) -> list[_Source]:
             if p.is_file() and not any(part[0] in "._" for part in p.relative_to(base).parts)
         )
     elif Path(pattern).is_file():
-        return [_Source(Path(pattern))]
+        return [_source(role, Path(pattern), {})]
     else:
         msg = f"{role} {pattern}: no such file or directory"
         raise InputError(msg)
     if not paths:
         msg = f"{role} {pattern}: no Parquet files found there (expected *.parquet)"
         raise InputError(msg)
-    return [_Source(p, _hive_values(p, base)) for p in paths]
+    return [_source(role, p, _hive_values(p, base)) for p in paths]
+
+
+def _source(role: str, path: Path, partitions: dict[str, str]) -> Source:
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        msg = f"{role} {path}: cannot read ({exc.strerror})"
+        raise InputError(msg) from exc
+    return Source(role, path, stat.st_size, stat.st_mtime_ns, partitions)
+
+
+def list_inputs(config: RunConfig) -> list[Source]:
+    """Return every input file the configuration names, messages first, each role in order."""
+    sources = find_sources(config.messages, "messages")
+    if config.statuses:
+        sources += find_sources(config.statuses, "statuses")
+    return sources
 
 
 def _hive_values(path: Path, base: Path) -> dict[str, str]:
@@ -126,52 +163,52 @@ def _hive_values(path: Path, base: Path) -> dict[str, str]:
     return {k: unquote(v) for k, _, v in (p.partition("=") for p in parts if "=" in p) if k}
 
 
-def stage_inputs(config: RunConfig, work: Path) -> StagedInputs:
-    """Normalise both inputs into `work`; raise InputError on the first bad file or value.
+def stage_inputs(
+    config: RunConfig,
+    work: Path,
+    sources: list[Source] | None = None,
+    prefix: str = "",
+    nested_known: bool = False,
+) -> StagedInputs:
+    """Normalise the input files into `work`; raise InputError on the first bad file or value.
 
-    Files are normalised in parallel (Arrow releases the GIL), one staging file per input file;
-    results and errors are taken in file order, so the same bad input always gives the same error.
+    `sources` defaults to every input file of the configuration; staging files are named
+    `<prefix><role>-<n>.parquet`. Files are normalised in parallel (Arrow releases the GIL), one
+    staging file per input file; results and errors are taken in file order, so the same bad
+    input always gives the same error. `nested_known` says that files read earlier carried
+    nested statuses (which makes a separate status log optional).
     """
-    message_sources = find_sources(config.messages, "messages")
-    status_sources = find_sources(config.statuses, "statuses") if config.statuses else []
+    if sources is None:
+        sources = list_inputs(config)
     staged = StagedInputs(work / "messages", work / "statuses", {}, {})
     staged.messages.mkdir()
     staged.statuses.mkdir()
     pq.write_table(STATUSES_SCHEMA.empty_table(), staged.statuses / "empty.parquet")
-    jobs = [("messages", i, s) for i, s in enumerate(message_sources)]
-    jobs += [("statuses", i, s) for i, s in enumerate(status_sources)]
+    jobs = [(prefix, i, s) for i, s in enumerate(sources)]
     with ThreadPoolExecutor(max_workers=config.threads or os.cpu_count() or 1) as pool:
         results = list(pool.map(lambda job: _stage_file(config, staged, *job), jobs))
-    nested_seen = any(r.nested for r in results)
-    if config.statuses is None and not nested_seen:
+    message_files = [r for r in results if r.source.role == "messages"]
+    nested_seen = nested_known or any(r.nested for r in message_files)
+    if config.statuses is None and message_files and not nested_seen:
         msg = (
             f"messages {config.messages}: no column {NESTED_STATUSES!r} and no --statuses "
             "given; expected a status log or a nested statuses list"
         )
         raise InputSchemaError(msg)
     rows = {"messages": 0, "statuses": 0, "nested_statuses": 0}
+    files: dict[str, list[Path]] = {"messages": [], "statuses": []}
     for result in results:
-        rows[result.role] += result.rows
+        rows[result.source.role] += result.rows
         rows["nested_statuses"] += result.nested_rows
-    files = {
-        "messages": [s.path for s in message_sources],
-        "statuses": [s.path for s in status_sources],
-    }
-    return StagedInputs(staged.messages, staged.statuses, rows, files)
-
-
-@dataclass(frozen=True)
-class _Staged:
-    role: str
-    rows: int
-    nested: bool = False
-    nested_rows: int = 0
+        files[result.source.role].append(result.source.path)
+    return StagedInputs(staged.messages, staged.statuses, rows, files, tuple(results))
 
 
 def _stage_file(
-    config: RunConfig, staged: StagedInputs, role: str, n: int, source: _Source
-) -> _Staged:
+    config: RunConfig, staged: StagedInputs, prefix: str, n: int, source: Source
+) -> StagedFile:
     """Normalise one input file into its own staging file (and its nested statuses, if any)."""
+    role = source.role
     explicit = config.message_columns if role == "messages" else config.status_columns
     reader = _FileReader(source, role, config, explicit)
     schema, columns = (
@@ -179,17 +216,16 @@ def _stage_file(
         if role == "messages"
         else (STATUSES_SCHEMA, STATUS_COLUMNS)
     )
-    target = (
-        staged.messages if role == "messages" else staged.statuses
-    ) / f"{role}-{n:05d}.parquet"
+    target = (staged.messages if role == "messages" else staged.statuses) / (
+        f"{prefix}{role}-{n:05d}.parquet"
+    )
+    nested_name = f"{prefix}nested-{n:05d}.parquet"
     nested = role == "messages" and reader.has(NESTED_STATUSES)
     rows = nested_rows = 0
     with ExitStack() as files:
         out = files.enter_context(pq.ParquetWriter(target, schema))
         nested_out = (
-            files.enter_context(
-                pq.ParquetWriter(staged.statuses / f"nested-{n:05d}.parquet", STATUSES_SCHEMA)
-            )
+            files.enter_context(pq.ParquetWriter(staged.statuses / nested_name, STATUSES_SCHEMA))
             if nested
             else None
         )
@@ -201,14 +237,14 @@ def _stage_file(
                 statuses = _nested_statuses(reader, batch, normalised)
                 nested_out.write_batch(statuses)
                 nested_rows += statuses.num_rows
-    return _Staged(role, rows, nested, nested_rows)
+    return StagedFile(source, target.name, rows, nested_name if nested else None, nested_rows)
 
 
 class _FileReader:
     """Open one Parquet file, resolve its column names and yield normalised batches."""
 
     def __init__(
-        self, source: _Source, role: str, config: RunConfig, explicit: Mapping[str, str]
+        self, source: Source, role: str, config: RunConfig, explicit: Mapping[str, str]
     ) -> None:
         self.source, self.role, self.config = source, role, config
         try:

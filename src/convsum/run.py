@@ -1,50 +1,54 @@
-"""One run of the job: inputs -> engine -> published tree, manifest and run report."""
+"""One run of the job: inputs -> engine -> published tree, manifest and run report.
+
+A run is full or incremental. A full run reads every input file and builds a new tree (with its
+state store) beside the served one, then switches to it. An incremental run reads only the input
+files its state store has not seen, recomputes the conversations they touch, and rewrites only
+those conversations' files that changed, in the served tree. It falls back to a full run when the
+state cannot be trusted: no state, `--full`, another configuration or version, or an input file
+that changed or disappeared since it was read.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import orjson
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from convsum import __version__
 from convsum.config import RunConfig
 from convsum.engines import EngineSettings, get_engine
 from convsum.engines.base import report_counts
-from convsum.errors import PublishError
-from convsum.inputs import StagedInputs, stage_inputs
+from convsum.errors import PublishError, RebuildRefusedError
+from convsum.inputs import Source, StagedInputs, list_inputs, stage_inputs
+from convsum.log import RunLog, Stage
 from convsum.publish.manifest import (
     MANIFEST,
+    REMOVED_LIST,
     REPORT,
+    WRITTEN_LIST,
     describe_inputs,
     sort_file_list,
+    update_file_list,
     write_json,
 )
 from convsum.publish.pages import conversation_pages
 from convsum.publish.paths import SUMMARY_FILE, conversation_dir, page_file
 from convsum.publish.tree import API, FILE_LIST, OutputRoot, TreeWriter
+from convsum.publish.update import TreeUpdate
+from convsum.state import STATE, State
 
-Progress = Callable[[str], None]
 
-
-class _Stages:
-    """Wall time of each stage, in the order they ran."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.seconds: dict[str, float] = {}
-        self.progress = progress
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        self.progress(name)
-        started = time.perf_counter()
-        yield
-        self.seconds[name] = round(time.perf_counter() - started, 3)
+class Writer(Protocol):
+    def write(self, conversation: str, name: str, body: bytes) -> None: ...
 
 
 def new_run_id() -> str:
@@ -52,46 +56,198 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
-def run_job(config: RunConfig, progress: Progress = lambda _stage: None) -> dict[str, Any]:
+def fingerprint(config: RunConfig) -> str:
+    """Return what a state store must match to be added to: version and output settings."""
+    settings = {"version": __version__, "output": config.output_settings()}
+    return hashlib.sha256(orjson.dumps(settings, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What kind of run this is and which input files it reads."""
+
+    full: bool
+    reason: str
+    new: list[Source]
+    skipped: dict[str, int]
+
+
+def run_job(config: RunConfig, log: RunLog | None = None, full: bool = False) -> dict[str, Any]:
     """Run the job described by `config`; return the run report.
 
-    Nothing is published unless every stage succeeds: the new tree is built beside the served
-    one and switched in at the end.
+    Nothing is published unless every stage succeeds. `full` forces a full rebuild.
     """
+    log = log or RunLog(config.log_format)
     root = OutputRoot(Path(config.out))
     with root.locked():
-        return _locked_run(config, root, progress)
+        run_id = new_run_id()
+        log.run_id = run_id
+        root.remove_stale(keep=root.published())  # what a killed run left behind
+        with log.stage("list") as stage:
+            sources = list_inputs(config)
+            stage.set(files=len(sources))
+        published = root.published()
+        state = State.open(published / STATE) if published else None
+        try:
+            plan = _plan(config, state, sources, full)
+            reason = {"reason": plan.reason} if plan.reason else {}
+            log.event("mode", mode="full" if plan.full else "incremental", **reason)
+            if plan.full or state is None or published is None:
+                if state is not None:
+                    state.close()
+                    state = None
+                return _full_run(config, root, run_id, sources, plan, log)
+            return _incremental_run(config, root, published, state, run_id, sources, plan, log)
+        finally:
+            if state is not None:
+                state.close()
 
 
-def _locked_run(config: RunConfig, root: OutputRoot, progress: Progress) -> dict[str, Any]:
-    run_id, started = new_run_id(), datetime.now(UTC)
-    partial, work = root.prepare(run_id)
-    stages = _Stages(progress)
+def _plan(config: RunConfig, state: State | None, sources: list[Source], full: bool) -> _Plan:
+    """Decide between a full and an incremental run; refuse a rebuild under `rebuild = false`."""
+    by_role = {"messages": 0, "statuses": 0}
+    if state is None:
+        return _Plan(True, "no state store yet", sources, by_role)
+    if full:
+        return _Plan(True, "--full", sources, by_role)
+    reason = ""
+    known = state.known()
+    if state.meta("fingerprint") != fingerprint(config):
+        reason = "the output settings or the convsum version changed"
+    else:
+        listed = {source.key: source for source in sources}
+        for key, was in sorted(known.items()):
+            now = listed.get(key)
+            if now is None:
+                reason = f"{was.role} {key}: removed since it was read"
+            elif (now.bytes, now.mtime_ns) != (was.bytes, was.mtime_ns):
+                reason = (
+                    f"{was.role} {key}: changed since it was read (size {was.bytes} -> "
+                    f"{now.bytes}, mtime_ns {was.mtime_ns} -> {now.mtime_ns})"
+                )
+            if reason:
+                break
+    if reason and not config.rebuild:
+        msg = f"{reason}; a full rebuild is needed and rebuild is off (run with --full)"
+        raise RebuildRefusedError(msg)
+    if reason:
+        return _Plan(True, reason, sources, by_role)
+    new = [source for source in sources if source.key not in known]
+    for source in sources:
+        if source.key in known:
+            by_role[source.role] += 1
+    return _Plan(False, "", new, by_role)
+
+
+def _full_run(
+    config: RunConfig,
+    root: OutputRoot,
+    run_id: str,
+    sources: list[Source],
+    plan: _Plan,
+    log: RunLog,
+) -> dict[str, Any]:
+    """Build a whole new tree and its state store beside the served tree, then switch to it."""
+    started = datetime.now(UTC)
+    work = root.prepare(run_id)
+    partial: Path | None = None
     try:
-        with stages.stage("read"):
-            staged = stage_inputs(config, work)
-        with _writing(config.out), TreeWriter(partial) as writer:
-            counts = _derive_and_write(config, staged, work, writer, stages)
-            with stages.stage("index"):
-                removed = sort_file_list(writer.close(), partial, root.published())
-        report = {
-            "run_id": run_id,
-            "rows_read": dict(staged.rows_read),
-            "files_read": {role: len(paths) for role, paths in staged.files_read.items()},
-            **counts,
-            "files_written": writer.files,
-            "files_removed": removed,
-            "bytes_written": writer.bytes,
-            "stages": dict(stages.seconds),
-        }
+        with log.stage("read") as stage:
+            staged = stage_inputs(config, work, sources, prefix=f"{run_id}-")
+            stage.set(files=len(sources), **staged.rows_read)
         with _writing(config.out):
+            partial = root.partial(run_id)
+            with State.create(partial / STATE, fingerprint(config), run_id) as state:
+                state.adopt(staged.files, staged.messages, staged.statuses)
+                inputs = StagedInputs(
+                    state.messages, state.statuses, staged.rows_read, staged.files_read
+                )
+                with TreeWriter(partial) as writer:
+                    counts = _derive_and_write(config, inputs, work, writer, log, None)
+                    with log.stage("index") as stage:
+                        removed = sort_file_list(writer.close(), partial, root.published())
+                        stage.set(files=writer.files, removed=removed)
+                with log.stage("state"):
+                    state.record(run_id, staged.files)
+            report = _report(run_id, plan, staged, counts, log)
+            report.update(
+                conversations_changed=counts["participants"],
+                files_written=writer.files,
+                files_unchanged=0,
+                files_removed=removed,
+                bytes_written=writer.bytes,
+                stages=dict(log.seconds),
+            )
             write_json(partial / REPORT, report)
-            write_json(partial / MANIFEST, _manifest(config, staged, report, writer, started))
+            write_json(
+                partial / MANIFEST, _manifest(config, sources, report, writer.files, started)
+            )
             root.publish(partial, run_id)
     except BaseException:
-        root.discard(partial, work)
+        root.discard(*([partial] if partial else []), work)
         raise
     root.discard(work)
+    return report
+
+
+def _incremental_run(
+    config: RunConfig,
+    root: OutputRoot,
+    tree: Path,
+    state: State,
+    run_id: str,
+    sources: list[Source],
+    plan: _Plan,
+    log: RunLog,
+) -> dict[str, Any]:
+    """Add the new input files to the served tree, rewriting only what changed."""
+    started = datetime.now(UTC)
+    work = root.prepare(run_id)
+    try:
+        state.remove_unlisted()
+        with log.stage("read") as stage:
+            staged = stage_inputs(
+                config, work, plan.new, prefix=f"{run_id}-", nested_known=state.nested_known()
+            )
+            stage.set(files=len(plan.new), skipped=sum(plan.skipped.values()), **staged.rows_read)
+        with _writing(config.out):
+            state.adopt(staged.files, staged.messages, staged.statuses)
+            touched = work / "conversations.parquet"
+            with log.stage("plan") as stage:
+                stage.set(conversations=state.affected(staged.files, touched))
+            totals = state.rows_read()
+            for role, rows in staged.rows_read.items():
+                totals[role] += rows
+            inputs = StagedInputs(state.messages, state.statuses, totals, state.files_read())
+            update = TreeUpdate(tree / API, work / "files")
+            counts = _derive_and_write(config, inputs, work, update, log, touched)
+            with log.stage("swap") as stage:
+                changes = update.plan(_conversation_dirs(touched))
+                state.begin_update(touched, changes)
+                update.apply()
+                stage.set(files=update.files, removed=update.removed)
+            with log.stage("index"):
+                written, removed = update_file_list(tree, changes, state.unreported())
+            report = _report(run_id, plan, staged, counts, log)
+            report.update(
+                conversations_changed=update.conversations_changed,
+                files_written=update.files,
+                files_unchanged=update.unchanged,
+                files_removed=update.removed,
+                bytes_written=update.bytes,
+                stages=dict(log.seconds),
+            )
+            total = _count_lines(tree / FILE_LIST)
+            changes_listed = {"written": written, "removed": removed}
+            write_json(tree / REPORT, report)
+            write_json(
+                tree / MANIFEST,
+                _manifest(config, sources, report, total, started, changes_listed),
+            )
+            with log.stage("state"):
+                state.record(run_id, staged.files)
+    finally:
+        root.discard(work)
     return report
 
 
@@ -109,38 +265,63 @@ def _writing(out: str) -> Iterator[None]:
 
 
 def _derive_and_write(
-    config: RunConfig, staged: StagedInputs, work: Path, writer: TreeWriter, stages: _Stages
+    config: RunConfig,
+    staged: StagedInputs,
+    work: Path,
+    writer: Writer,
+    log: RunLog,
+    conversations: Path | None,
 ) -> dict[str, Any]:
-    """Run the engine and write every page and summary; return the engine's counts."""
+    """Run the engine and write every page and summary asked for; return the engine's counts."""
     engine = get_engine(config.engine, config.threads)
-    settings = EngineSettings(work, config.threads, config.memory_limit)
+    settings = EngineSettings(
+        work, config.threads, config.memory_limit, conversations=conversations
+    )
     with ExitStack() as engine_scope:
-        with stages.stage("derive"):
+        with log.stage("derive") as stage:
             derived = engine_scope.enter_context(engine.derive(staged, settings))
             counts = report_counts(derived.counts(), staged.rows_read)
+            stage.set(messages=counts["messages"], participants=counts["participants"])
         if config.only != "summaries":
-            with stages.stage("pages"):
+            with log.stage("pages") as stage:
                 for order in _orders(config):
                     rows = derived.conversation_rows(descending=order == "desc")
-                    _write_pages(writer, rows, config.page_size, order)
-        with stages.stage("summaries"):
-            _write_summaries(writer, derived.summaries())
+                    _write_pages(writer, rows, config.page_size, order, stage)
+        with log.stage("summaries") as stage:
+            _write_summaries(writer, derived.summaries(), stage)
     return counts
+
+
+def _report(
+    run_id: str, plan: _Plan, staged: StagedInputs, counts: dict[str, Any], log: RunLog
+) -> dict[str, Any]:
+    """Return the report's fields that both kinds of run share."""
+    return {
+        "run_id": run_id,
+        "mode": "full" if plan.full else "incremental",
+        "rebuild_reason": plan.reason or None,
+        "rows_read": dict(staged.rows_read),
+        "files_read": {role: len(paths) for role, paths in staged.files_read.items()},
+        "files_skipped": dict(plan.skipped),
+        **counts,
+    }
 
 
 def _manifest(
     config: RunConfig,
-    staged: StagedInputs,
+    sources: list[Source],
     report: dict[str, Any],
-    writer: TreeWriter,
+    files: int,
     started: datetime,
+    changes: dict[str, int] | None = None,
 ) -> dict[str, Any]:
+    full = changes is None
     return {
         "run_id": report["run_id"],
         "started_at": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "convsum_version": __version__,
         "engine": config.engine,
-        "inputs": describe_inputs(dict(staged.files_read)),
+        "inputs": describe_inputs(sources),
         "config": config.to_dict(),
         "layout": {
             "api_root": API,
@@ -148,7 +329,15 @@ def _manifest(
             "orders": list(_orders(config)),
         },
         "counts": {k: v for k, v in report.items() if k not in ("run_id", "stages")},
-        "files": {"list": FILE_LIST, "count": writer.files, "bytes": writer.bytes},
+        "files": {"list": FILE_LIST, "count": files},
+        # The files this run changed, for a downstream sync: after a full run every file is new.
+        "changes": {
+            "full": full,
+            "written": FILE_LIST if full else WRITTEN_LIST,
+            "written_count": files if full else (changes or {})["written"],
+            "removed": REMOVED_LIST,
+            "removed_count": report["files_removed"] if full else (changes or {})["removed"],
+        },
     }
 
 
@@ -159,22 +348,39 @@ def _orders(config: RunConfig) -> tuple[str, ...]:
     return ("asc", "desc") if config.desc_pages else ("asc",)
 
 
+def _conversation_dirs(conversations: Path) -> Iterator[str]:
+    table = pq.read_table(conversations, columns=["owner", "participant"])
+    owners, participants = (column.to_pylist() for column in table.columns)
+    for owner, participant in zip(owners, participants, strict=True):
+        yield conversation_dir(owner, participant)
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+
+
 def _write_pages(
-    writer: TreeWriter, rows: Iterable[pa.RecordBatch], page_size: int, order: str
+    writer: Writer, rows: Iterable[pa.RecordBatch], page_size: int, order: str, stage: Stage
 ) -> None:
     last: tuple[str, str] | None = None
     directory = ""
+    written = 0
     for page in conversation_pages(rows, page_size):
         if (page.owner, page.participant) != last:
             last = (page.owner, page.participant)
             directory = conversation_dir(page.owner, page.participant)
-        writer.write(
-            f"{directory}/{page_file(page_size, page.list_name, order, page.start)}", page.body
-        )
+        writer.write(directory, page_file(page_size, page.list_name, order, page.start), page.body)
+        written += 1
+        if written == 4096:
+            stage.add(files=written)
+            written = 0
+    stage.add(files=written)
 
 
-def _write_summaries(writer: TreeWriter, batches: Iterable[pa.RecordBatch]) -> None:
+def _write_summaries(writer: Writer, batches: Iterable[pa.RecordBatch], stage: Stage) -> None:
     for batch in batches:
         owners, participants, bodies = (column.to_pylist() for column in batch.columns)
         for owner, participant, body in zip(owners, participants, bodies, strict=True):
-            writer.write(f"{conversation_dir(owner, participant)}/{SUMMARY_FILE}", body.encode())
+            writer.write(conversation_dir(owner, participant), SUMMARY_FILE, body.encode())
+        stage.add(files=batch.num_rows)

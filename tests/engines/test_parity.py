@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tempfile
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,42 +11,9 @@ from hypothesis import strategies as st
 
 from convsum.config import ENGINES, RunConfig
 from convsum.run import run_job
-from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, T0, Tree, write_parquet
+from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, Tree, write_parquet
 from tests.reference import conversations
-
-OWNERS = ["acme", "bank", "../x"]
-PARTICIPANTS = ["4670", "4671", "Shop1", "a/b", "日本", "..", "summary", "mt"]
-IDS = [f"m{i}" for i in range(10)]
-TIMES = [T0 + timedelta(seconds=s) for s in (0, 0.25, 1, 2)]
-
-messages_strategy = st.lists(
-    st.fixed_dictionaries(
-        {
-            "id": st.sampled_from(IDS),
-            "owner": st.sampled_from(OWNERS),
-            "sender": st.sampled_from(PARTICIPANTS),
-            "recipient": st.sampled_from(PARTICIPANTS),
-            "direction": st.sampled_from(["mt", "mo"]),
-            "segments": st.integers(1, 3),
-            "created": st.sampled_from(TIMES),
-            "modified": st.none() | st.sampled_from(TIMES),
-            "body": st.none() | st.text(max_size=4),
-            "price": st.none() | st.sampled_from([0.05, 0.0725, 1e-7, 2.5e17]),
-        }
-    ),
-    max_size=30,
-)
-statuses_strategy = st.lists(
-    st.fixed_dictionaries(
-        {
-            "messageId": st.sampled_from([*IDS, "ghost"]),
-            "code": st.sampled_from([101, 102, 111, 201, 202, 402, 403, 510, 999]),
-            "created": st.sampled_from(TIMES),
-            "duration": st.none() | st.sampled_from([0, 3]),
-        }
-    ),
-    max_size=40,
-).flatmap(lambda rows: st.just(rows + rows[: len(rows) // 4]))  # some identical duplicates
+from tests.strategies import messages_strategy, statuses_strategy
 
 
 def _run(directory: Path, engine: str, page_size: int, threads: int | None) -> Tree:

@@ -84,6 +84,9 @@ class EngineSettings:
     threads: int | None = None
     memory_limit: str | None = None
     batch_rows: int = 65_536
+    # A Parquet file of (owner, participant): only these conversations' summaries and rows are
+    # produced (an incremental run). Counts always cover every conversation.
+    conversations: Path | None = None
 
 
 class Derivation(Protocol):

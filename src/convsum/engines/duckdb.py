@@ -100,7 +100,7 @@ WHERE recipient <> sender
 _SUMMARIES = """
 WITH per_code AS (
     SELECT owner, participant, direction, code, count(*) AS n, sum(segments) AS sms
-    FROM conv GROUP BY ALL
+    FROM conv_out GROUP BY ALL
 ), per_conv AS (
     SELECT owner, participant, sum(n) AS total, sum(sms) AS total_sms,
         coalesce(string_agg('"' || code || '":{"messages":' || n || ',"sms":' || sms || '}', ','
@@ -118,7 +118,7 @@ ORDER BY owner, participant
 """
 
 # The message lists. The message object's text is rendered here, once per message, only when
-# pages are asked for.
+# pages are asked for, and only for the messages of the conversations asked for.
 _ROWS = """
 WITH rendered AS (
     SELECT m.owner, m.id,
@@ -126,13 +126,14 @@ WITH rendered AS (
             '[{{"code":' || l.status.code || ',"duration":' || json_int(l.status.duration)
             || ',"created":' || json_time(l.status.created) || '}}]' END || {tail} || '}}' AS json
     FROM msg AS m LEFT JOIN latest AS l USING (owner, id)
+    {restrict}
 )
 SELECT c.owner, c.participant, c.direction,
     row_number() OVER (PARTITION BY c.owner, c.participant ORDER BY c.created {o}, c.id {o}) - 1,
     row_number() OVER (PARTITION BY c.owner, c.participant, c.direction
                        ORDER BY c.created {o}, c.id {o}) - 1,
     ',' || r.json
-FROM conv AS c JOIN rendered AS r USING (owner, id)
+FROM conv_out AS c JOIN rendered AS r USING (owner, id)
 ORDER BY c.owner, c.participant, c.created {o}, c.id {o}
 """
 
@@ -181,7 +182,15 @@ class DuckDBEngine:
                 _LATEST.format(final_groups=tuple(FINAL_GROUPS)), {"statuses": params["statuses"]}
             )
             con.execute(_CONVERSATIONS)
-            yield _DuckDBDerivation(con, params, settings.batch_rows)
+            if settings.conversations is None:
+                con.execute("CREATE TEMP VIEW conv_out AS SELECT * FROM conv")
+            else:
+                con.execute(
+                    "CREATE TEMP TABLE conv_out AS SELECT * FROM conv "
+                    "SEMI JOIN read_parquet($only) USING (owner, participant)",
+                    {"only": str(settings.conversations)},
+                )
+            yield _DuckDBDerivation(con, params, settings)
         finally:
             con.close()
 
@@ -220,8 +229,11 @@ def _connection_config(settings: EngineSettings) -> dict[str, Any]:
 
 
 class _DuckDBDerivation:
-    def __init__(self, con: duckdb.DuckDBPyConnection, params: dict[str, str], rows: int) -> None:
-        self.con, self.params, self.rows = con, params, rows
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, params: dict[str, str], settings: EngineSettings
+    ) -> None:
+        self.con, self.params, self.rows = con, params, settings.batch_rows
+        self.restricted = settings.conversations is not None
 
     def counts(self) -> dict[str, Any]:
         row = self.con.execute(_COUNTS, {"statuses": self.params["statuses"]}).fetchone() or ()
@@ -237,7 +249,9 @@ class _DuckDBDerivation:
 
     def conversation_rows(self, descending: bool) -> Iterator[pa.RecordBatch]:
         order = "DESC" if descending else "ASC"
-        yield from self._stream(_ROWS.format(o=order, **_OBJECT), CONVERSATION_SCHEMA)
+        restrict = "SEMI JOIN conv_out USING (owner, id)" if self.restricted else ""
+        sql = _ROWS.format(o=order, restrict=restrict, **_OBJECT)
+        yield from self._stream(sql, CONVERSATION_SCHEMA)
 
     def _stream(self, sql: str, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         reader = self.con.sql(sql).to_arrow_reader(self.rows)

@@ -37,12 +37,12 @@ class PolarsEngine:
     def derive(self, staged: StagedInputs, settings: EngineSettings) -> Iterator[_PolarsDerivation]:
         work = settings.work_dir / "polars"
         work.mkdir(exist_ok=True)
-        yield _PolarsDerivation(staged, work, settings.batch_rows)
+        yield _PolarsDerivation(staged, work, settings)
 
 
 class _PolarsDerivation:
-    def __init__(self, staged: StagedInputs, work: Path, batch_rows: int) -> None:
-        self.staged, self.work, self.batch_rows = staged, work, batch_rows
+    def __init__(self, staged: StagedInputs, work: Path, settings: EngineSettings) -> None:
+        self.staged, self.work, self.batch_rows = staged, work, settings.batch_rows
         self.statuses = pl.scan_parquet(staged.statuses / "*.parquet")
         messages = _deduplicated(pl.scan_parquet(staged.messages / "*.parquet"))
         self._sink(messages, "msg")
@@ -51,6 +51,10 @@ class _PolarsDerivation:
         self.latest = pl.scan_parquet(work / "latest.parquet")
         self._sink(_conversation_rows(self.msg, self.latest), "conv")
         self.conv = pl.scan_parquet(work / "conv.parquet")
+        self.conv_out = self.conv
+        if settings.conversations is not None:
+            only = pl.scan_parquet(settings.conversations).select("owner", "participant")
+            self.conv_out = self.conv.join(only, on=["owner", "participant"], how="semi")
 
     def _sink(self, frame: pl.LazyFrame, name: str) -> Path:
         path = self.work / f"{name}.parquet"
@@ -94,11 +98,11 @@ class _PolarsDerivation:
         }
 
     def summaries(self) -> Iterator[pa.RecordBatch]:
-        path = self._sink(_summaries(self.conv), "summaries")
+        path = self._sink(_summaries(self.conv_out), "summaries")
         yield from _read(path, SUMMARY_SCHEMA, self.batch_rows)
 
     def conversation_rows(self, descending: bool) -> Iterator[pa.RecordBatch]:
-        frame = _ordered_rows(self.conv, _rendered(self.msg, self.latest), descending)
+        frame = _ordered_rows(self.conv_out, _rendered(self.msg, self.latest), descending)
         path = self._sink(frame, "rows_desc" if descending else "rows_asc")
         yield from _read(path, CONVERSATION_SCHEMA, self.batch_rows)
 

@@ -7,11 +7,15 @@ from typing import Any
 
 import duckdb
 import orjson
+import pyarrow as pa
 
+from convsum.inputs import Source
 from convsum.publish.tree import FILE_LIST
 
 MANIFEST = "manifest.json"
 REPORT = "report.json"
+WRITTEN_LIST = "written.txt"
+REMOVED_LIST = "removed.txt"
 
 # Paths never hold control characters (publish.paths), so the unit separator is a safe delimiter
 # for reading a path list as a one-column table.
@@ -21,48 +25,87 @@ _READ_LIST = (
 
 
 def sort_file_list(unsorted: Path, tree: Path, previous: Path | None) -> int:
-    """Write the tree's sorted `files.txt`; return how many of `previous`'s files it lacks.
+    """Write the tree's sorted `files.txt`, and `removed.txt`: the files of `previous` it lacks.
 
     The engine's batch boundaries decide the order in which pages are written, so the list is
-    sorted before it is published: the same input gives the same list.
+    sorted before it is published: the same input gives the same list. Returns how many files
+    were removed.
     """
-    target = tree / FILE_LIST
     con = duckdb.connect()
     try:
-        source = _READ_LIST.format("$new")
-        con.execute(
-            f"COPY (SELECT p FROM {source} ORDER BY p) TO '{_sql_path(target)}' "
-            "(FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\\x1f')",
-            {"new": str(unsorted)},
-        )
+        _copy_sorted(con, f"SELECT p FROM {_READ_LIST.format('$new')}", tree / FILE_LIST, unsorted)
         old = previous / FILE_LIST if previous else None
-        removed = 0
-        if old is not None and old.exists():
-            row = con.execute(
-                f"SELECT count(*) FROM (SELECT p FROM {_READ_LIST.format('$old')} "
-                f"EXCEPT SELECT p FROM {source})",
-                {"old": str(old), "new": str(unsorted)},
-            ).fetchone()
-            removed = int(row[0]) if row else 0
+        gone = (
+            f"SELECT p FROM {_READ_LIST.format('$old')} "
+            f"EXCEPT SELECT p FROM {_READ_LIST.format('$new')}"
+        )
+        if old is None or not old.exists():
+            gone = "SELECT NULL::VARCHAR AS p WHERE false"
+        removed = _copy_sorted(con, gone, tree / REMOVED_LIST, unsorted, old)
     finally:
         con.close()
     unsorted.unlink()
     return removed
 
 
+def update_file_list(tree: Path, changes: pa.Table, earlier: pa.Table) -> tuple[int, int]:
+    """Apply an update's changes to the tree's `files.txt`; write its change lists.
+
+    `changes` and `earlier` hold (path, op) rows, op "+" written or "-" removed; `earlier` are
+    the changes of an update that was killed before it finished, reported again now. Writes
+    `written.txt` and `removed.txt` (sorted) and returns how many paths each lists.
+    """
+    con = duckdb.connect()
+    try:
+        con.register("changes", changes)
+        con.register("earlier", earlier)
+        con.execute(
+            "CREATE TEMP TABLE final AS SELECT path, op FROM changes UNION ALL "
+            "SELECT path, op FROM earlier ANTI JOIN changes USING (path)"
+        )
+        listed = (
+            f"SELECT p FROM {_READ_LIST.format('$old')} "
+            "EXCEPT SELECT path FROM changes WHERE op = '-' "
+            "UNION SELECT path FROM changes WHERE op = '+'"
+        )
+        old = tree / FILE_LIST
+        _copy_sorted(con, listed, tree / FILE_LIST, old=old)
+        written = _copy_sorted(con, "SELECT path FROM final WHERE op = '+'", tree / WRITTEN_LIST)
+        removed = _copy_sorted(con, "SELECT path FROM final WHERE op = '-'", tree / REMOVED_LIST)
+    finally:
+        con.close()
+    return written, removed
+
+
+def _copy_sorted(
+    con: duckdb.DuckDBPyConnection,
+    query: str,
+    target: Path,
+    new: Path | None = None,
+    old: Path | None = None,
+) -> int:
+    """Write the distinct values of `query`'s one column to `target`, sorted, atomically."""
+    params = {k: str(v) for k, v in (("new", new), ("old", old)) if f"${k}" in query and v}
+    tmp = target.with_name(f".{target.name}.tmp")
+    copied = con.execute(
+        f"COPY (SELECT DISTINCT * FROM ({query}) ORDER BY 1) TO '{_sql_path(tmp)}' "
+        "(FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\\x1f')",
+        params,
+    ).fetchone()
+    tmp.replace(target)
+    return int(copied[0]) if copied else 0
+
+
 def _sql_path(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
-def describe_inputs(paths: dict[str, list[Path]]) -> dict[str, Any]:
+def describe_inputs(sources: list[Source]) -> dict[str, Any]:
     """Return each input's files with their size and modification time, for the manifest."""
-    out: dict[str, Any] = {}
-    for role, files in paths.items():
-        rows = []
-        for path in files:
-            stat = path.stat()
-            rows.append({"path": str(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns})
-        out[role] = rows
+    out: dict[str, Any] = {"messages": [], "statuses": []}
+    for source in sources:
+        row = {"path": str(source.path), "bytes": source.bytes, "mtime_ns": source.mtime_ns}
+        out[source.role].append(row)
     return out
 
 

@@ -6,11 +6,14 @@ Layout of an output root:
     current -> trees/<run id>     the published tree (a symbolic link, swapped with rename(2))
     trees/<run id>/api/...        the served API tree (see publish/paths.py)
     trees/<run id>/manifest.json  written last, with report.json and files.txt beside it
+    trees/<run id>/state/         the state store the tree was built from (see state.py)
     trees/.<run id>.partial/      a tree being built; never served, removed if a run dies
-    .work-<run id>/               staging inputs and engine spill files of a running run
+    .work-<run id>/               staging inputs, engine spill files and the new files of an
+                                  incremental run
 
-A reader following `current` sees either the old tree or the new one, whole: files are never
-written in place, and the switch is one rename of a symbolic link.
+A full run builds a new tree beside the served one: a reader following `current` sees either the
+old tree or the new one, whole, and the switch is one rename of a symbolic link. An incremental
+run updates the served tree file by file instead (see publish/update.py).
 """
 
 from __future__ import annotations
@@ -44,12 +47,13 @@ class TreeWriter:
         self._list = (root / (FILE_LIST + ".unsorted")).open("w", encoding="utf-8")
         self._made: set[str] = set()
 
-    def write(self, relative: str, body: bytes) -> None:
-        """Write `body` at `relative` (a path built by publish.paths) under the API root.
+    def write(self, conversation: str, name: str, body: bytes) -> None:
+        """Write `body` as file `name` of a conversation directory (paths from publish.paths).
 
         Creating directories costs more than creating files on most file systems, so each
         directory is made once; the cache is bounded, and a forgotten one costs one mkdir.
         """
+        relative = f"{conversation}/{name}"
         directory = relative.rpartition("/")[0]
         if directory not in self._made:
             if len(self._made) > _MADE_CACHE:
@@ -111,18 +115,22 @@ class OutputRoot:
             handle.flush()
             yield
 
-    def prepare(self, run_id: str) -> tuple[Path, Path]:
-        """Create and return the partial tree directory and the work directory of a run."""
+    def prepare(self, run_id: str) -> Path:
+        """Create and return the work directory of a run."""
         try:
             self.trees.mkdir(parents=True, exist_ok=True)
-            partial = self.trees / f".{run_id}.partial"
             work = self.path / f".work-{run_id}"
-            partial.mkdir()
             work.mkdir()
         except OSError as exc:
             msg = f"{self.path}: cannot prepare the output root ({exc.strerror})"
             raise PublishError(msg) from exc
-        return partial, work
+        return work
+
+    def partial(self, run_id: str) -> Path:
+        """Create and return the directory in which a run builds a whole new tree."""
+        partial = self.trees / f".{run_id}.partial"
+        partial.mkdir()
+        return partial
 
     def published(self) -> Path | None:
         """Return the tree currently served, if any."""

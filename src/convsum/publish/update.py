@@ -1,0 +1,125 @@
+"""Update a served tree in place: rewrite only the files that differ, one conversation at a time.
+
+An incremental run recomputes some conversations. For each file they now have, `TreeUpdate`
+compares the new bytes with the served file: equal files are left alone (not even touched);
+different or new ones are written to a scratch directory on the same file system. Nothing in the
+served tree changes until `apply`, which goes conversation by conversation: it renames the new
+page files into place, then the summary, then removes the files the conversation no longer has.
+rename(2) replaces a file atomically, so a reader sees each file either old or new, whole, and a
+conversation's summary and pages disagree only during the few renames of its own swap.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pyarrow as pa
+
+from convsum.publish.paths import SUMMARY_FILE
+
+WRITE = "+"
+REMOVE = "-"
+_MADE_CACHE = 4096
+
+
+class TreeUpdate:
+    """The changed files of a set of recomputed conversations, staged, then swapped in."""
+
+    def __init__(self, api: Path, scratch: Path) -> None:
+        self.api = api
+        self.scratch = scratch
+        scratch.mkdir()
+        self.files = 0
+        self.bytes = 0
+        self.unchanged = 0
+        self._produced: dict[str, set[str]] = {}
+        self._writes: dict[str, list[tuple[str, Path]]] = {}
+        self._removals: dict[str, list[str]] = {}
+        self._made: set[str] = set()
+
+    def write(self, conversation: str, name: str, body: bytes) -> None:
+        """Stage `body` as file `name` of `conversation`, unless the served file equals it."""
+        self._produced.setdefault(conversation, set()).add(name)
+        try:
+            if (self.api / conversation / name).read_bytes() == body:
+                self.unchanged += 1
+                return
+        except FileNotFoundError:
+            pass
+        staged = self.scratch / str(self.files)
+        staged.write_bytes(body)
+        self._writes.setdefault(conversation, []).append((name, staged))
+        self.files += 1
+        self.bytes += len(body)
+
+    def plan(self, conversations: Iterable[str]) -> pa.Table:
+        """Find the files each recomputed conversation no longer has; return every change.
+
+        `conversations` are the directories of all recomputed conversations, including those
+        that have no file any more. Returns (path, op) rows: op "+" written, "-" removed.
+        """
+        for conversation in conversations:
+            produced = self._produced.get(conversation, set())
+            gone = sorted(set(_files_under(self.api / conversation)) - produced)
+            if gone:
+                self._removals[conversation] = gone
+        paths, ops = [], []
+        for conversation, writes in self._writes.items():
+            paths += [f"{conversation}/{name}" for name, _ in writes]
+            ops += [WRITE] * len(writes)
+        for conversation, names in self._removals.items():
+            paths += [f"{conversation}/{name}" for name in names]
+            ops += [REMOVE] * len(names)
+        return pa.table({"path": pa.array(paths, pa.string()), "op": pa.array(ops, pa.string())})
+
+    @property
+    def removed(self) -> int:
+        return sum(len(names) for names in self._removals.values())
+
+    @property
+    def conversations_changed(self) -> int:
+        return len(self._writes.keys() | self._removals.keys())
+
+    def apply(self) -> None:
+        """Swap the staged files in, conversation by conversation: pages, summary, removals."""
+        for conversation in sorted(self._writes.keys() | self._removals.keys()):
+            writes = sorted(self._writes.get(conversation, ()), key=_summary_last)
+            for name, staged in writes:
+                target = f"{conversation}/{name}"
+                self._make_parent(target)
+                staged.rename(self.api / target)
+            for name in self._removals.get(conversation, ()):
+                (self.api / conversation / name).unlink(missing_ok=True)
+                self._prune((self.api / conversation / name).parent)
+
+    def _make_parent(self, relative: str) -> None:
+        directory = relative.rpartition("/")[0]
+        if directory not in self._made:
+            if len(self._made) > _MADE_CACHE:
+                self._made.clear()
+            (self.api / directory).mkdir(parents=True, exist_ok=True)
+            self._made.add(directory)
+
+    def _prune(self, directory: Path) -> None:
+        """Remove `directory` and its parents up to the API root while they are empty."""
+        self._made.clear()
+        while directory != self.api:
+            try:
+                directory.rmdir()
+            except OSError:
+                return
+            directory = directory.parent
+
+
+def _summary_last(item: tuple[str, Path]) -> tuple[bool, str]:
+    return item[0] == SUMMARY_FILE, item[0]
+
+
+def _files_under(directory: Path) -> Iterable[str]:
+    """Yield the paths of the files under `directory`, relative to it."""
+    for root, _dirs, names in os.walk(directory):
+        prefix = os.path.relpath(root, directory)
+        for name in names:
+            yield name if prefix == "." else f"{prefix}/{name}"

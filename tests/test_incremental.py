@@ -1,0 +1,211 @@
+"""Incremental runs: after any sequence of nightly batches, the tree a full run gives."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from convsum.config import ENGINES, RunConfig
+from convsum.errors import RebuildRefusedError
+from convsum.publish.paths import conversation_dir
+from convsum.run import run_job
+from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, message, status, write_parquet
+from tests.strategies import messages_strategy, statuses_strategy
+
+# The report's counts that describe the data (not what a run read or wrote).
+DATA_COUNTS = (
+    "messages",
+    "duplicate_messages",
+    "messages_without_status",
+    "orphan_statuses",
+    "duplicate_statuses",
+    "unknown_codes",
+    "owners",
+    "participants",
+)
+
+
+def published(out: Path) -> dict[str, bytes]:
+    """Every served file and the file list of an output root, by path."""
+    current = out / "current"
+    files = {
+        str(path.relative_to(current)): path.read_bytes()
+        for path in (current / "api").rglob("*")
+        if path.is_file()
+    }
+    files["files.txt"] = (current / "files.txt").read_bytes()
+    return files
+
+
+def stats(out: Path) -> dict[str, tuple[int, int]]:
+    """(inode, mtime_ns) of every served file: a file rewritten in any way changes them."""
+    api = out / "current" / "api"
+    return {
+        str(p.relative_to(api)): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in api.rglob("*")
+        if p.is_file()
+    }
+
+
+def _config(inputs: Path, out: Path, **options: Any) -> RunConfig:
+    return RunConfig(
+        messages=str(inputs / "messages"),
+        statuses=str(inputs / "statuses"),
+        out=str(out),
+        **options,
+    )
+
+
+def _night(inputs: Path, night: int, messages: list[dict[str, Any]], statuses: list[Any]) -> None:
+    """Land one night's partitions (none for an empty batch, except on the first night)."""
+    if messages or night == 0:
+        path = inputs / "messages" / f"date=2024-01-{night + 1:02d}" / "part-0.parquet"
+        write_parquet(path, messages, MESSAGE_TYPES)
+    if statuses or night == 0:
+        path = inputs / "statuses" / f"date=2024-01-{night + 1:02d}" / "part-0.parquet"
+        write_parquet(path, statuses, STATUS_TYPES)
+
+
+@settings(
+    max_examples=max(10, settings.default.max_examples // 4),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    messages=messages_strategy,
+    statuses=statuses_strategy,
+    nights=st.integers(1, 4),
+    page_size=st.sampled_from([1, 2, 5]),
+    engine=st.sampled_from(ENGINES),
+    data=st.data(),
+)
+def test_incremental_any_nightly_split_gives_the_full_run_tree(
+    messages: list[dict[str, Any]],
+    statuses: list[dict[str, Any]],
+    nights: int,
+    page_size: int,
+    engine: str,
+    data: st.DataObject,
+) -> None:
+    rows = [{**m, "type": "SMS", "datacoding": "gsm", "currency": "SEK"} for m in messages]
+    night_of = st.integers(0, nights - 1)
+    message_nights = data.draw(st.lists(night_of, min_size=len(rows), max_size=len(rows)))
+    status_nights = data.draw(st.lists(night_of, min_size=len(statuses), max_size=len(statuses)))
+    options = {"engine": engine, "page_size": page_size, "desc_pages": True}
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs, out = Path(tmp) / "in", Path(tmp) / "out"
+        for night in range(nights):
+            _night(
+                inputs,
+                night,
+                [r for r, n in zip(rows, message_nights, strict=True) if n == night],
+                [s for s, n in zip(statuses, status_nights, strict=True) if n == night],
+            )
+            report = run_job(_config(inputs, out, **options))
+            assert report["mode"] == ("full" if night == 0 else "incremental")
+            fresh = Path(tmp) / f"full-{night}"
+            full = run_job(_config(inputs, fresh, **options))
+            assert published(out) == published(fresh), f"night {night}"
+            assert {k: report[k] for k in DATA_COUNTS} == {k: full[k] for k in DATA_COUNTS}
+
+
+def test_incremental_touches_only_the_changed_conversations(tmp_path: Path, engine: str) -> None:
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    first = [message(f"a{i}", recipient="4601", created=_at(i)) for i in range(5)]
+    first += [message(f"b{i}", recipient="4602", created=_at(i)) for i in range(5)]
+    first += [message("c0", sender="Bank", recipient="4603")]
+    _night(inputs, 0, first, [status(f"a{i}", 201) for i in range(5)])
+    run_job(_config(inputs, out, engine=engine, page_size=2))
+    before = stats(out)
+    # Night 1: a new message for 4601 and a late status for one of 4602's messages.
+    _night(inputs, 1, [message("a5", recipient="4601", created=_at(9))], [status("b3", 402)])
+    report = run_job(_config(inputs, out, engine=engine, page_size=2))
+    after = stats(out)
+    changed = {path for path in after if before.get(path) != after[path]}
+    touched = {conversation_dir("acme", p) for p in ("Acme", "4601", "4602")}
+    assert changed, "nothing was rewritten"
+    assert all(path.rpartition("/")[0].rpartition("/")[0] in touched or
+               path.rpartition("/")[0] in touched for path in changed)  # fmt: skip
+    untouched = [p for p in after if p.startswith(conversation_dir("acme", "4603") + "/")]
+    assert untouched and all(before[p] == after[p] for p in untouched)
+    assert report["files_read"] == {"messages": 1, "statuses": 1}
+    assert report["files_skipped"] == {"messages": 1, "statuses": 1}
+    assert report["conversations_changed"] == 3
+    assert report["files_written"] == len(changed)
+    assert report["files_removed"] == 0
+    # 4601's first two pages (a0 a1, a2 a3) and 4602's pages without b3 are equal: not written.
+    assert report["files_unchanged"] > 0
+    manifest = orjson.loads((out / "current" / "manifest.json").read_bytes())
+    assert manifest["changes"]["full"] is False
+    written = (out / "current" / manifest["changes"]["written"]).read_text().splitlines()
+    assert set(written) == {f"api/{p}".removeprefix("api/") for p in changed}
+    fresh = tmp_path / "fresh"
+    run_job(_config(inputs, fresh, engine=engine, page_size=2))
+    assert published(out) == published(fresh)
+
+
+def test_incremental_late_duplicate_moves_a_message_and_removes_a_conversation(
+    tmp_path: Path,
+) -> None:
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    _night(inputs, 0, [message("m1", recipient="4601")], [status("m1", 201)])
+    run_job(_config(inputs, out))
+    gone = conversation_dir("acme", "4601")
+    assert (out / "current" / "api" / gone / "summary.json").exists()
+    # A later version of m1 (greater `modified`) went to another recipient.
+    _night(inputs, 1, [message("m1", recipient="4602", modified=_at(60))], [])
+    report = run_job(_config(inputs, out))
+    assert not (out / "current" / "api" / gone).exists()
+    assert report["files_removed"] == 3  # 4601's summary and its one page of `all` and of `mt`
+    removed = (out / "current" / "removed.txt").read_text().splitlines()
+    assert all(path.startswith(gone + "/") for path in removed) and len(removed) == 3
+    fresh = tmp_path / "fresh"
+    run_job(_config(inputs, fresh))
+    assert published(out) == published(fresh)
+
+
+@pytest.mark.parametrize("change", ["changed", "removed"])
+def test_incremental_changed_or_removed_input_rebuilds(tmp_path: Path, change: str) -> None:
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    _night(inputs, 0, [message("m1", recipient="4601")], [status("m1", 201)])
+    _night(inputs, 1, [message("m2", recipient="4602")], [status("m2", 201)])
+    run_job(_config(inputs, out))
+    night1 = inputs / "messages" / "date=2024-01-02" / "part-0.parquet"
+    if change == "changed":
+        write_parquet(night1, [message("m2", recipient="4603")], MESSAGE_TYPES)
+        os.utime(night1, ns=(1, 1))  # a different modification time, whatever the clock says
+    else:
+        night1.unlink()
+    with pytest.raises(RebuildRefusedError, match=f"{night1}: {change} since it was read"):
+        run_job(_config(inputs, out, rebuild=False))
+    report = run_job(_config(inputs, out))
+    assert report["mode"] == "full"
+    assert str(night1) in report["rebuild_reason"]
+    assert not (out / "current" / "api" / conversation_dir("acme", "4602")).exists()
+    fresh = tmp_path / "fresh"
+    run_job(_config(inputs, fresh))
+    assert published(out) == published(fresh)
+
+
+def test_incremental_other_settings_or_full_flag_rebuild(tmp_path: Path) -> None:
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    _night(inputs, 0, [message("m1")], [status("m1", 201)])
+    run_job(_config(inputs, out))
+    assert run_job(_config(inputs, out, threads=1))["mode"] == "incremental"
+    with pytest.raises(RebuildRefusedError, match="output settings"):
+        run_job(_config(inputs, out, page_size=10, rebuild=False))
+    assert run_job(_config(inputs, out, page_size=10))["mode"] == "full"
+    assert run_job(_config(inputs, out, page_size=10), full=True)["rebuild_reason"] == "--full"
+
+
+def _at(minutes: int) -> Any:
+    from tests.conftest import at
+
+    return at(minutes * 60)

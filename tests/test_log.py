@@ -1,0 +1,265 @@
+"""The run's event log: JSON lines, text lines, the live terminal line and its thread."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import orjson
+import pytest
+
+from convsum.log import ERASE_LINE, RunLog
+
+TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+class _Terminal(io.StringIO):
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def _records(stream: io.StringIO) -> list[dict[str, Any]]:
+    text = stream.getvalue()
+    assert text.endswith("\n")
+    return [orjson.loads(line) for line in text.splitlines()]
+
+
+def _timeless(text: str) -> str:
+    """Replace every duration with `T` so whole outputs can be compared."""
+    return re.sub(r"\d+\.\d+ s\b", "T s", text)
+
+
+@pytest.fixture
+def few_threads() -> Iterator[int]:
+    """Yield the thread count before the test; fail if the test leaves a thread behind."""
+    before = threading.active_count()
+    yield before
+    assert threading.active_count() == before
+
+
+def test_log_json_lines_parse_with_keys_in_order() -> None:
+    stream = io.StringIO()
+    log = RunLog("json", stream)
+    log.event("mode", mode="incremental", reason="state found")
+    with log.stage("read") as stage:
+        stage.add(rows=3)
+    records = _records(stream)
+    assert [list(r) for r in records] == [
+        ["ts", "run_id", "event", "mode", "reason"],
+        ["ts", "run_id", "event", "stage"],
+        ["ts", "run_id", "event", "stage", "seconds", "counts"],
+    ]
+    assert all(TS.fullmatch(r["ts"]) for r in records)
+    assert [r["event"] for r in records] == ["mode", "stage_start", "stage_end"]
+
+
+def test_log_json_run_id_appears_once_set() -> None:
+    stream = io.StringIO()
+    log = RunLog("json", stream)
+    log.event("start")
+    log.run_id = "20261126T153000Z-ab12cd"
+    log.event("mode", mode="full")
+    with log.stage("read"):
+        pass
+    assert [r["run_id"] for r in _records(stream)] == [None] + ["20261126T153000Z-ab12cd"] * 3
+
+
+def test_log_json_stage_end_has_seconds_and_counts() -> None:
+    stream = io.StringIO()
+    log = RunLog("json", stream)
+    with log.stage("pages") as stage:
+        stage.add(pages=2, files=1)
+        stage.add(pages=3)
+        stage.set(files=7)
+    end = _records(stream)[-1]
+    assert end["event"] == "stage_end" and end["stage"] == "pages"
+    assert isinstance(end["seconds"], float) and end["seconds"] >= 0
+    assert end["counts"] == {"pages": 5, "files": 7}
+
+
+def test_log_json_stage_failed_is_logged_and_reraised() -> None:
+    stream = io.StringIO()
+    log = RunLog("json", stream)
+    with pytest.raises(RuntimeError, match="disk full"), log.stage("index") as stage:
+        stage.add(files=4)
+        raise RuntimeError("disk full\nsecond line")
+    failed = _records(stream)[-1]
+    assert list(failed) == ["ts", "run_id", "event", "stage", "seconds", "counts", "error"]
+    assert failed["seconds"] >= 0
+    assert {k: failed[k] for k in ("event", "stage", "counts", "error")} == {
+        "event": "stage_failed",
+        "stage": "index",
+        "counts": {"files": 4},
+        "error": "disk full",
+    }
+    assert log.seconds == {}
+
+
+def test_log_json_on_a_terminal_has_no_display(few_threads: int) -> None:
+    stream = _Terminal()
+    log = RunLog("json", stream)
+    with log.stage("read"):
+        assert threading.active_count() == few_threads
+    log.close()
+    assert "\r" not in stream.getvalue() and len(_records(stream)) == 2
+
+
+def test_log_json_event_rejects_reserved_fields() -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        RunLog("json", io.StringIO()).event("mode", run_id="x")
+
+
+def test_log_unknown_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="text, json"):
+        RunLog("xml", io.StringIO())
+
+
+def test_log_text_lines() -> None:
+    stream = io.StringIO()
+    log = RunLog("text", stream)
+    with log.stage("read") as stage:
+        stage.set(files=3, rows=1000)
+    log.event("mode", mode="incremental", reason="state found")
+    log.event("published")
+    with log.stage("derive"):
+        pass
+    assert _timeless(stream.getvalue()) == (
+        "convsum: read started\n"
+        "convsum: read done in T s (files=3, rows=1000)\n"
+        "convsum: mode incremental (reason=state found)\n"
+        "convsum: published\n"
+        "convsum: derive started\n"
+        "convsum: derive done in T s\n"
+    )
+
+
+def test_log_text_run_id_prefixes_every_line_once_set() -> None:
+    stream = io.StringIO()
+    log = RunLog("text", stream, tty=False)
+    log.event("start")
+    log.run_id = "20261126T153000Z-ab12cd"
+    with log.stage("read"):
+        pass
+    assert _timeless(stream.getvalue()) == (
+        "convsum: start\n"
+        "convsum: [20261126T153000Z-ab12cd] read started\n"
+        "convsum: [20261126T153000Z-ab12cd] read done in T s\n"
+    )
+
+
+def test_log_text_stage_failed() -> None:
+    stream = io.StringIO()
+    log = RunLog("text", stream)
+    with pytest.raises(KeyboardInterrupt), log.stage("pages") as stage:
+        stage.add(pages=2)
+        raise KeyboardInterrupt
+    assert _timeless(stream.getvalue()).splitlines()[-1] == (
+        "convsum: pages failed after T s (pages=2): KeyboardInterrupt"
+    )
+
+
+def test_log_tty_redraws_in_place_then_ends_with_the_final_line(few_threads: int) -> None:
+    stream = _Terminal()
+    log = RunLog("text", stream)
+    with log.stage("read") as stage:
+        stage.add(rows=5)
+        time.sleep(0.6)
+    log.close()
+    out = _timeless(stream.getvalue())
+    final = f"{ERASE_LINE}convsum: read done in T s (rows=5)\n"
+    assert out.endswith(final)
+    # The line drawn at the start, then redraws by the thread, every one showing the count.
+    live = out[: -len(final)].split(ERASE_LINE)
+    assert live[:2] == ["", "convsum: read ... T s"]
+    assert len(live) >= 3 and set(live[2:]) == {"convsum: read ... T s (rows=5)"}, out
+    assert out.count("\n") == 1
+
+
+def test_log_tty_event_in_a_stage_clears_and_redraws_the_live_line() -> None:
+    stream = _Terminal()
+    with RunLog("text", stream) as log:
+        log.event("start")
+        with log.stage("derive"):
+            log.event("mode", mode="full")
+    assert _timeless(stream.getvalue()) == (
+        "convsum: start\n"
+        f"{ERASE_LINE}convsum: derive ... T s"
+        f"{ERASE_LINE}convsum: mode full\n"
+        f"{ERASE_LINE}convsum: derive ... T s"
+        f"{ERASE_LINE}convsum: derive done in T s\n"
+    )
+
+
+def test_log_tty_live_line_fits_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = _Terminal()
+    monkeypatch.setattr(stream, "fileno", lambda: 2)
+    monkeypatch.setattr(os, "get_terminal_size", lambda _fd: os.terminal_size((20, 24)))
+    with RunLog("text", stream) as log, log.stage("summaries") as stage:
+        stage.set(conversations=123456)
+    live, final = stream.getvalue().split(ERASE_LINE)[1:]
+    assert live == "convsum: summaries "
+    assert _timeless(final) == "convsum: summaries done in T s (conversations=123456)\n"
+
+
+class _SlowCounts(dict[str, int]):
+    """Counters that yield to other threads between reading a value and storing the new one."""
+
+    def __setitem__(self, key: str, value: int) -> None:
+        time.sleep(0)  # without a lock, another add() now reads the value this one read
+        super().__setitem__(key, value)
+
+
+def test_log_stage_add_from_many_threads_sums() -> None:
+    with RunLog("json", io.StringIO()).stage("pages") as stage:
+        stage.counts = _SlowCounts()
+
+        def add_many() -> None:
+            for _ in range(100):
+                stage.add(pages=1, bytes=10)
+
+        with ThreadPoolExecutor(8) as pool:
+            for future in [pool.submit(add_many) for _ in range(8)]:
+                future.result()
+        assert stage.counts == {"pages": 800, "bytes": 8000}
+
+
+def test_log_seconds_records_each_finished_stage_in_order() -> None:
+    log = RunLog("json", io.StringIO())
+    with log.stage("read"):
+        time.sleep(0.05)
+    with log.stage("derive"):
+        pass
+    with log.stage("read"):
+        time.sleep(0.02)
+    assert list(log.seconds) == ["read", "derive"]
+    assert 0.07 <= log.seconds["read"] < 0.5 and 0 <= log.seconds["derive"] < 0.05
+    assert all(round(value, 3) == value for value in log.seconds.values())
+
+
+def test_log_stage_end_stops_the_display_thread(few_threads: int) -> None:
+    log = RunLog("text", _Terminal())
+    with log.stage("read"):
+        assert threading.active_count() == few_threads + 1
+    assert threading.active_count() == few_threads
+
+
+def test_log_close_is_idempotent_stops_the_thread_and_silences(few_threads: int) -> None:
+    stream = _Terminal()
+    log = RunLog("text", stream)
+    with log.stage("read"):
+        assert threading.active_count() == few_threads + 1
+        log.close()
+        assert threading.active_count() == few_threads
+        written = stream.getvalue()
+        log.close()
+        log.event("mode", mode="full")
+    assert stream.getvalue() == written
+    assert written.endswith("\n") and written.count("\n") == 1
