@@ -4,6 +4,8 @@ Floors, measured in the same session on the same data:
 1. the bare query: one hand-written DuckDB statement computing only
    (owner, participant, direction, code, messages, sms), arg_max for the latest status;
 2. the bare writer: a minimal loop writing as many files, with as many bytes, as the full run.
+And the nightly case: the data set split at its last 1 % of messages; a full run over the rest,
+then an incremental run that adds the last 1 % of messages and every status logged since.
 Each command runs as its own process; wall time, CPU time (user + system) and peak memory (the
 process's maximum resident set) come from the operating system's accounting of that process.
 """
@@ -24,7 +26,15 @@ from typing import Any
 
 from convsum.generate import generate
 
-STAGES = ("read", "derive", "pages", "summaries", "index")
+STAGES = ("read", "derive", "pages", "summaries", "swap", "index")
+NIGHTLY_SHARE = 0.01  # the share of messages that arrives in one night
+
+# Split a data set into what had arrived before its last night and what arrived in that night:
+# messages by their creation time, statuses by theirs (late statuses of older messages included).
+_NIGHT_SPLIT = """
+COPY (SELECT * FROM read_parquet($source) WHERE (created >= $cutoff) = $night)
+TO '{target}' (FORMAT parquet)
+"""
 
 BARE_QUERY = """
 WITH latest AS (
@@ -173,6 +183,62 @@ def run_bench(
     return [median_of(ms) for ms in samples.values()]
 
 
+def nightly_inputs(data: Path, work: Path) -> tuple[Path, dict[str, Path]]:
+    """Split `data` at its last night; return the input root (the earlier part) and the night's
+    files, to be moved into it, by role."""
+    import duckdb
+
+    root, night = work / "nightly" / "in", work / "nightly" / "night"
+    shutil.rmtree(work / "nightly", ignore_errors=True)
+    con = duckdb.connect()
+    source = {role: str(data / role / "*.parquet") for role in ("messages", "statuses")}
+    cutoff = con.execute(
+        "SELECT quantile_disc(created, $q) FROM read_parquet($m)",
+        {"q": 1 - NIGHTLY_SHARE, "m": source["messages"]},
+    ).fetchone()
+    files = {}
+    for role in ("messages", "statuses"):
+        (root / role).mkdir(parents=True)
+        night.mkdir(parents=True, exist_ok=True)
+        files[role] = night / f"{role}.parquet"
+        for target, is_night in ((root / role / "before.parquet", False), (files[role], True)):
+            sql = _NIGHT_SPLIT.format(target=str(target).replace("'", "''"))
+            con.execute(sql, {"source": source[role], "cutoff": cutoff[0] if cutoff else None,
+                              "night": is_night})  # fmt: skip
+    con.close()
+    return root, files
+
+
+def run_nightly(
+    data: Path,
+    engine: str,
+    work: Path,
+    threads: int | None = None,
+    runs: int = 1,
+    progress: Callable[[str], None] = lambda _line: None,
+) -> list[Measurement]:
+    """Measure a full run over all but the last night, then the incremental run adding it."""
+    root, night = nightly_inputs(data, work)
+    inputs = ["--messages", str(root / "messages"), "--statuses", str(root / "statuses")]
+    extra = ["--threads", str(threads)] if threads else []
+    base = [sys.executable, "-m", "convsum", "run", *inputs, "--out", str(work / "out")]
+    command = [*base, "--engine", engine, *extra, "--report"]
+    samples: dict[str, list[Measurement]] = {}
+    for turn in range(runs):
+        for role, path in night.items():
+            (root / role / path.name).unlink(missing_ok=True)
+        label = f"{engine} nightly full"
+        progress(f"{label} ({turn + 1}/{runs})")
+        samples.setdefault(label, []).append(measured(label, command))
+        for role, path in night.items():
+            os.link(path, root / role / path.name)
+        label = f"{engine} nightly increment"
+        progress(f"{label} ({turn + 1}/{runs})")
+        samples.setdefault(label, []).append(measured(label, command))
+        shutil.rmtree(work / "out", ignore_errors=True)
+    return [median_of(ms) for ms in samples.values()]
+
+
 def _commands(
     convsum: list[str], inputs: list[str], extra: list[str], engines: list[str], work: Path
 ) -> Iterator[tuple[str, list[str]]]:
@@ -189,7 +255,11 @@ def format_table(results: list[Measurement], messages: int) -> str:
     header = ["run", *STAGES, "wall s", "cpu s", "peak MiB", "ratio to floor"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in results:
-        if m.label.endswith("summaries"):
+        if m.label.endswith("nightly increment"):
+            ratio = f"{m.wall / by_label[m.label.replace('increment', 'full')].wall:.3f} x full"
+        elif m.label.endswith("nightly full"):
+            ratio = ""
+        elif m.label.endswith("summaries"):
             ratio = f"{m.wall / query:.2f} x query"
         elif m.label.endswith("full"):
             ratio = f"{m.wall / (query + writer):.2f} x (query + writer)"
@@ -198,7 +268,7 @@ def format_table(results: list[Measurement], messages: int) -> str:
         stages = [f"{m.stages[s]:.1f}" if s in m.stages else "" for s in STAGES]
         row = [m.label, *stages, f"{m.wall:.1f}", f"{m.cpu:.1f}", f"{m.peak_mib:.0f}", ratio]
         lines.append("| " + " | ".join(row) + " |")
-    full = [m for m in results if m.label.endswith("full")]
+    full = [m for m in results if m.label.endswith(" full")]
     if full:
         report = full[0].report
         lines.append("")
@@ -207,6 +277,15 @@ def format_table(results: list[Measurement], messages: int) -> str:
             f"{report.get('files_written', 0):,} files, "
             f"{report.get('bytes_written', 0) / 1e9:.2f} GB"
         )
+    for m in results:
+        if m.label.endswith("nightly increment"):
+            r = m.report
+            lines.append(
+                f"{m.label}: {sum(r['rows_read'].values()):,} rows read from "
+                f"{sum(r['files_read'].values())} new files; {r['conversations_changed']:,} "
+                f"conversations changed; {r['files_written']:,} files written, "
+                f"{r['files_unchanged']:,} unchanged, {r['files_removed']:,} removed"
+            )
     return "\n".join(lines)
 
 

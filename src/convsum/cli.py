@@ -228,6 +228,12 @@ def generate(count: int, out: Path, seed: int, owners: int) -> None:
     show_default=True,
     help="Runs of each; medians.",
 )
+@click.option(
+    "--nightly/--no-nightly",
+    default=True,
+    show_default=True,
+    help="Also measure a nightly incremental run (1 % new messages and their statuses).",
+)
 def bench(
     count: int,
     data: Path | None,
@@ -235,17 +241,23 @@ def bench(
     threads: int | None,
     work: Path,
     runs: int,
+    nightly: bool,
 ) -> None:
     """Measure each engine against the bare-query and bare-writer floors; print a table.
 
     Per engine, a summaries-only run and a full run; each run, and each floor, is one process
     whose wall time, CPU time and peak memory are measured; every figure is a median of --runs.
+    With --nightly, per engine also a full run over all but the last 1 % of messages and the
+    incremental run that adds them with every status logged since.
     """
-    from convsum.bench import format_table, run_bench
+    from convsum.bench import format_table, run_bench, run_nightly
 
     directory = data or Path("bench_data") / str(count)
+    say = lambda label: click.echo(f"convsum bench: {label}", err=True)  # noqa: E731
     results = run_bench(
-        directory, count, list(engines or ENGINES), work, threads, runs=runs,
-        progress=lambda label: click.echo(f"convsum bench: {label}", err=True),
-    )  # fmt: skip
+        directory, count, list(engines or ENGINES), work, threads, runs=runs, progress=say
+    )
+    if nightly:
+        for engine in engines or ENGINES:
+            results += run_nightly(directory, engine, work, threads, runs=runs, progress=say)
     click.echo(format_table(results, count))

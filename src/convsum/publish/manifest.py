@@ -52,7 +52,8 @@ def update_file_list(tree: Path, changes: pa.Table, earlier: pa.Table) -> tuple[
     """Apply an update's changes to the tree's `files.txt`; write its change lists.
 
     `changes` and `earlier` hold (path, op) rows, op "+" written or "-" removed; `earlier` are
-    the changes of an update that was killed before it finished, reported again now. Writes
+    the changes of an update that was killed before it finished, applied and reported again
+    now (the served files already have them; `files.txt` and the lists may not). Writes
     `written.txt` and `removed.txt` (sorted) and returns how many paths each lists.
     """
     con = duckdb.connect()
@@ -65,8 +66,8 @@ def update_file_list(tree: Path, changes: pa.Table, earlier: pa.Table) -> tuple[
         )
         listed = (
             f"SELECT p FROM {_READ_LIST.format('$old')} "
-            "EXCEPT SELECT path FROM changes WHERE op = '-' "
-            "UNION SELECT path FROM changes WHERE op = '+'"
+            "EXCEPT SELECT path FROM final WHERE op = '-' "
+            "UNION SELECT path FROM final WHERE op = '+'"
         )
         old = tree / FILE_LIST
         _copy_sorted(con, listed, tree / FILE_LIST, old=old)

@@ -1,0 +1,133 @@
+"""A run killed (SIGKILL) at any moment: the rerun ends in exactly the tree of a clean run.
+
+The demo data set is split into nights: its first day is published, then its two other days land
+and a run adding them is killed shortly after it starts a given stage (random delays, seeded and
+named in each case); then the job runs again. The tree must equal a clean full run's, the state
+store must open and answer, and a further run must still be incremental and correct.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import orjson
+import pytest
+
+from convsum.config import RunConfig
+from convsum.run import run_job
+from convsum.state import CATALOG, STATE
+from tests.test_incremental import published
+
+DEMO = Path(__file__).resolve().parent.parent / "sample_data" / "demo"
+DAYS = ("date=2018-10-01", "date=2018-10-02", "date=2018-10-03")
+CONVSUM = str(Path(sys.executable).parent / "convsum")
+
+
+def _land(inputs: Path, days: tuple[str, ...]) -> None:
+    for role in ("messages", "statuses"):
+        for day in days:
+            target = inputs / role / day
+            if not target.exists():
+                shutil.copytree(DEMO / role / day, target)
+
+
+def _config(inputs: Path, out: Path) -> RunConfig:
+    return RunConfig(
+        messages=str(inputs / "messages"),
+        statuses=str(inputs / "statuses"),
+        out=str(out),
+        page_size=10,
+        desc_pages=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """The tree a clean full run over all three days gives."""
+    base = tmp_path_factory.mktemp("clean")
+    _land(base / "in", DAYS)
+    run_job(_config(base / "in", base / "out"))
+    return published(base / "out")
+
+
+def _killed_run(config: RunConfig, stage: str, delay: float, full: bool) -> int:
+    """Start the job; SIGKILL it `delay` seconds after it starts `stage`; return its exit code."""
+    command = [
+        CONVSUM, "run", "--messages", config.messages, "--statuses", str(config.statuses),
+        "--out", config.out, "--page-size", str(config.page_size), "--desc-pages",
+        "--log-format", "json", *(["--full"] if full else []),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    assert process.stderr is not None
+    for line in process.stderr:
+        event = orjson.loads(line)
+        if event["event"] == "stage_start" and event["stage"] == stage:
+            time.sleep(delay)
+            process.send_signal(signal.SIGKILL)
+            break
+    process.stderr.close()
+    return process.wait()
+
+
+def _state_answers(out: Path) -> int:
+    """Open the served tree's state catalog read-only and count the inputs it lists."""
+    con = duckdb.connect(str(out / "current" / STATE / CATALOG), read_only=True)
+    try:
+        row = con.execute("SELECT count(*) FROM inputs").fetchone()
+    finally:
+        con.close()
+    return int(row[0]) if row else -1
+
+
+# Stages of an incremental run, in order; "swap" renames files into the served tree and "state"
+# commits the catalog. Delays are drawn per case from a seeded generator.
+INCREMENTAL_STAGES = ("read", "plan", "derive", "pages", "summaries", "swap", "index", "state")
+
+
+@pytest.mark.parametrize("stage", INCREMENTAL_STAGES)
+def test_kill_during_an_incremental_run_then_rerun_gives_the_clean_tree(
+    tmp_path: Path, clean: dict[str, bytes], stage: str
+) -> None:
+    rng = random.Random(f"incremental-{stage}")
+    delay = 0.0 if stage == "state" else rng.uniform(0, 0.03)
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    _land(inputs, DAYS[:1])
+    run_job(_config(inputs, out))
+    _land(inputs, DAYS[1:])
+    code = _killed_run(_config(inputs, out), stage, delay, full=False)
+    assert code == -signal.SIGKILL, f"the run ended ({code}) before the kill at {stage}+{delay}"
+    assert _state_answers(out) in (6, 2)  # the catalog holds the night's files or not at all
+    report = run_job(_config(inputs, out))
+    assert published(out) == clean, f"killed at {stage} + {delay:.4f} s"
+    assert _state_answers(out) == 6
+    if stage == "state":  # the catalog may have been committed: then nothing is left to read
+        assert report["mode"] == "incremental"
+    else:
+        assert report["files_read"] == {"messages": 2, "statuses": 2}
+    again = run_job(_config(inputs, out))
+    assert (again["mode"], again["files_written"], again["files_removed"]) == ("incremental", 0, 0)
+
+
+@pytest.mark.parametrize("stage", ("read", "pages", "summaries", "index", "state"))
+def test_kill_during_a_full_run_then_rerun_gives_the_clean_tree(
+    tmp_path: Path, clean: dict[str, bytes], stage: str
+) -> None:
+    rng = random.Random(f"full-{stage}")
+    delay = 0.0 if stage == "state" else rng.uniform(0, 0.03)
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    _land(inputs, DAYS[:1])
+    run_job(_config(inputs, out))
+    before = published(out)
+    _land(inputs, DAYS[1:])
+    code = _killed_run(_config(inputs, out), stage, delay, full=True)
+    assert code == -signal.SIGKILL, f"the run ended ({code}) before the kill at {stage}+{delay}"
+    assert published(out) == before  # a full run publishes nothing until its switch
+    run_job(_config(inputs, out))
+    assert published(out) == clean, f"killed at {stage} + {delay:.4f} s"
