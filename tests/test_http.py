@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -119,7 +120,6 @@ def _odd_inputs(directory: Path) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    nginx = _nginx()
     tmp = tmp_path_factory.mktemp("http")
     inputs = tmp / "in"
     for name in ("messages", "statuses"):
@@ -142,6 +142,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         check=True,
         capture_output=True,
     )
+    with nginx_serving(out, tmp / "nginx") as base:
+        yield Server(base, tmp, pq.read_table(inputs / "messages"))
+
+
+@contextmanager
+def nginx_serving(out: Path, prefix: Path) -> Iterator[str]:
+    """Serve the output root `out` with a real nginx and the generated configuration."""
+    nginx = _nginx()
     port = _free_port()
     user = ["--user", "root"] if os.geteuid() == 0 else []
     conf = subprocess.run(
@@ -150,7 +158,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         capture_output=True,
         text=True,
     ).stdout
-    prefix = tmp / "nginx"
     prefix.mkdir()
     (prefix / "nginx.conf").write_text(conf)
     process = subprocess.Popen(
@@ -169,8 +176,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                     err = process.stderr.read().decode() if process.stderr else ""
                     pytest.fail(f"nginx did not start: {err}")
                 time.sleep(0.05)
-        messages = pq.read_table(inputs / "messages")
-        yield Server(f"http://127.0.0.1:{port}", tmp, messages)
+        yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(timeout=10)
