@@ -29,7 +29,7 @@ with DAG(
     # 02:30 UTC, as the systemd timer: the logs' times are UTC.
     schedule="30 2 * * *",
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
-    # Each run reads all of the input, so a missed night needs no backfill.
+    # A run reads every input file not read yet, so a missed night needs no backfill.
     catchup=False,
     # Runs of one output root must not overlap (the lock would make the second exit 75).
     max_active_runs=1,

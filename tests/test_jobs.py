@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import configparser
 import importlib.util
+import json
 import re
 import shlex
 import shutil
@@ -279,3 +280,26 @@ def test_jobs_readme_shows_the_installed_paths() -> None:
     readme = (JOBS / "README.md").read_text(encoding="utf-8")
     for text in (shlex.join(NIGHTLY_ARGV), "systemctl enable --now convsum-nightly.timer"):
         assert text in readme, text
+
+
+def test_jobs_nightly_command_runs_on_the_demo_data(tmp_path: Path) -> None:
+    """The scheduled command itself, with the config's paths pointed at the demo data."""
+    demo = Path(__file__).resolve().parent.parent / "sample_data" / "demo"
+    text = CONFIG.read_text(encoding="utf-8")
+    for installed, here in (
+        ("/srv/sms/logs/messages", demo / "messages"),
+        ("/srv/sms/logs/statuses", demo / "statuses"),
+        ("/srv/convsum/out", tmp_path / "out"),
+    ):
+        assert f'"{installed}"' in text, installed
+        text = text.replace(f'"{installed}"', f'"{here}"')
+    config = tmp_path / "nightly.toml"
+    config.write_text(text, encoding="utf-8")
+    argv = [str(Path(sys.executable).parent / "convsum"), "run", "--config", str(config)]
+    assert argv[1:3] == NIGHTLY_ARGV[1:3]
+    for mode in ("full", "incremental"):
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stderr
+        events = [json.loads(line) for line in result.stderr.splitlines()]  # JSON lines only
+        assert events[-1]["event"] == "published" and events[-1]["mode"] == mode
+        assert {e["run_id"] for e in events} == {events[0]["run_id"]}

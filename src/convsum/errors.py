@@ -33,3 +33,9 @@ class RunLockedError(ConvsumError):
 
 class RebuildRefusedError(ConvsumError):
     """The state cannot be added to, and the configuration forbids a full rebuild."""
+
+
+def first_line(exc: BaseException) -> str:
+    """Return the first line of an exception's message, or its type name when it has none."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

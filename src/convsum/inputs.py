@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from convsum.config import RunConfig
-from convsum.errors import InputError, InputSchemaError, InputValueError
+from convsum.errors import InputError, InputSchemaError, InputValueError, first_line
 from convsum.normalise import (
     MESSAGE_COLUMNS,
     STATUS_COLUMNS,
@@ -250,7 +250,7 @@ class _FileReader:
         try:
             self.file = pq.ParquetFile(source.path)
         except (pa.ArrowException, OSError) as exc:
-            msg = f"{source.path}: not a readable Parquet file ({_first_line(exc)})"
+            msg = f"{source.path}: not a readable Parquet file ({first_line(exc)})"
             raise InputError(msg) from exc
         names = list(self.file.schema_arrow.names)
         self.by_key: dict[str, str] = {}
@@ -277,7 +277,7 @@ class _FileReader:
                 yield batch
                 self.rows_done += batch.num_rows
         except (pa.ArrowException, OSError) as exc:
-            msg = f"{self.source.path}: not a readable Parquet file ({_first_line(exc)})"
+            msg = f"{self.source.path}: not a readable Parquet file ({first_line(exc)})"
             raise InputError(msg) from exc
 
     def source_array(self, batch: pa.RecordBatch, target: str) -> pa.Array | None:
@@ -321,10 +321,6 @@ class _FileReader:
             index = pc.index(result.is_null(), True).as_py()
             raise column.fail_at(index, "null value; expected a value in every row")
         return result
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _nested_statuses(

@@ -14,6 +14,7 @@ from typing import Any, TextIO
 import orjson
 
 from convsum.config import LOG_FORMATS
+from convsum.errors import first_line
 
 PREFIX = "convsum: "
 REFRESH_SECONDS = 0.25  # the live line is redrawn about four times a second
@@ -109,7 +110,7 @@ class RunLog:
         try:
             yield stage
         except BaseException as exc:
-            self._finish(stage, _first_line(exc))
+            self._finish(stage, first_line(exc))
             raise
         self._finish(stage, None)
 
@@ -247,9 +248,3 @@ def _fields_text(fields: dict[str, Any]) -> str:
     if not fields:
         return ""
     return " (" + ", ".join(f"{key}={value}" for key, value in fields.items()) + ")"
-
-
-def _first_line(exc: BaseException) -> str:
-    """Return the first line of the exception's message, or its type name when it has none."""
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
