@@ -275,8 +275,9 @@ def _derive_and_write(
     """Run the engine and write every page and summary asked for; return the engine's counts."""
     engine = get_engine(config.engine, config.threads)
     settings = EngineSettings(
-        work, config.threads, config.memory_limit, conversations=conversations
-    )
+        work, config.threads, config.memory_limit, conversations=conversations,
+        page_size=config.page_size,
+    )  # fmt: skip
     with ExitStack() as engine_scope:
         with log.stage("derive") as stage:
             derived = engine_scope.enter_context(engine.derive(staged, settings))

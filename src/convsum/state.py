@@ -46,10 +46,12 @@ CREATE TABLE unreported (path VARCHAR NOT NULL, op VARCHAR NOT NULL);
 """
 
 # The conversations an update touches: those of every row (old or new) of each message that has
-# a new row or a new matching status; with the pending ones of an unfinished update.
+# a new row or a new matching status; with the pending ones of an unfinished update. `since` is
+# the least (created, id) of those rows in the conversation: everything before it in the list is
+# unchanged. It is null (everything may have changed) for a pending conversation.
 _AFFECTED = """
 COPY (
-    WITH rows AS (SELECT owner, id, sender, recipient FROM read_parquet($messages)),
+    WITH rows AS (SELECT owner, id, sender, recipient, created FROM read_parquet($messages)),
     new_statuses AS (SELECT message_id, owner FROM read_parquet($new_statuses)),
     keys AS (
         SELECT owner, id FROM read_parquet($new_messages)
@@ -57,10 +59,19 @@ COPY (
         SELECT m.owner, m.id FROM rows AS m JOIN new_statuses AS s
             ON s.message_id = m.id AND (s.owner IS NULL OR s.owner = m.owner)
     ),
-    touched AS (SELECT * FROM rows SEMI JOIN keys USING (owner, id))
-    SELECT owner, sender AS participant FROM touched
-    UNION SELECT owner, recipient FROM touched
-    UNION SELECT owner, participant FROM pending
+    touched AS (SELECT * FROM rows SEMI JOIN keys USING (owner, id)),
+    sides AS (
+        SELECT owner, sender AS participant, {{'created': created, 'id': id}} AS since
+        FROM touched
+        UNION ALL SELECT owner, recipient, {{'created': created, 'id': id}} FROM touched
+        UNION ALL SELECT owner, participant, NULL FROM pending
+    ),
+    least AS (
+        SELECT owner, participant,
+            CASE WHEN bool_or(since IS NULL) THEN NULL ELSE min(since) END AS since
+        FROM sides GROUP BY owner, participant
+    )
+    SELECT owner, participant, since.created AS since_created, since.id AS since_id FROM least
 ) TO '{target}' (FORMAT parquet)
 """
 

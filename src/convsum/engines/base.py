@@ -64,6 +64,8 @@ SUMMARY_SCHEMA = pa.schema(
 # One row per (message, participant), sorted by (owner, participant, created, id), ascending or
 # descending. `pos_all` is the row's index in the participant's whole list and `pos_dir` in the
 # list of its direction, both counted in the stream's order. `json` is "," + the message object.
+# In an incremental run's ascending stream a position is null where the row's page in that list
+# cannot have changed (see EngineSettings.conversations); rows null in both are left out.
 CONVERSATION_SCHEMA = pa.schema(
     [
         ("owner", pa.string()),
@@ -84,9 +86,14 @@ class EngineSettings:
     threads: int | None = None
     memory_limit: str | None = None
     batch_rows: int = 65_536
-    # A Parquet file of (owner, participant): only these conversations' summaries and rows are
-    # produced (an incremental run). Counts always cover every conversation.
+    # An incremental run: a Parquet file of (owner, participant, since_created, since_id). Only
+    # these conversations' summaries and rows are produced, and in ascending order only the
+    # rows of pages that may have changed: the pages from the one holding the first row at or
+    # after (since_created, since_id) (all of them when that is null), and always the last page
+    # of each list, so that the publisher knows where each list ends. Counts always cover
+    # every conversation.
     conversations: Path | None = None
+    page_size: int = 50
 
 
 class Derivation(Protocol):

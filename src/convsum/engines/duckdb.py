@@ -118,9 +118,17 @@ ORDER BY owner, participant
 """
 
 # The message lists. The message object's text is rendered here, once per message, only when
-# pages are asked for, and only for the messages of the conversations asked for.
+# pages are asked for, and only for the rows `kept`: all of them, unless an incremental run leaves
+# out the pages that cannot have changed.
 _ROWS = """
-WITH rendered AS (
+WITH positioned AS (
+    SELECT owner, participant, direction, created, id,
+        row_number() OVER (PARTITION BY owner, participant ORDER BY created {o}, id {o}) - 1
+            AS pos_all,
+        row_number() OVER (PARTITION BY owner, participant, direction
+                           ORDER BY created {o}, id {o}) - 1 AS pos_dir
+    FROM conv_out
+), kept AS ({keep}), rendered AS (
     SELECT m.owner, m.id,
         {head} || ',"statuses":' || CASE WHEN l.status IS NULL THEN '[]' ELSE
             '[{{"code":' || l.status.code || ',"duration":' || json_int(l.status.duration)
@@ -128,13 +136,38 @@ WITH rendered AS (
     FROM msg AS m LEFT JOIN latest AS l USING (owner, id)
     {restrict}
 )
-SELECT c.owner, c.participant, c.direction,
-    row_number() OVER (PARTITION BY c.owner, c.participant ORDER BY c.created {o}, c.id {o}) - 1,
-    row_number() OVER (PARTITION BY c.owner, c.participant, c.direction
-                       ORDER BY c.created {o}, c.id {o}) - 1,
-    ',' || r.json
-FROM conv_out AS c JOIN rendered AS r USING (owner, id)
-ORDER BY c.owner, c.participant, c.created {o}, c.id {o}
+SELECT k.owner, k.participant, k.direction, k.pos_all, k.pos_dir, ',' || r.json
+FROM kept AS k JOIN rendered AS r USING (owner, id)
+ORDER BY k.owner, k.participant, k.created {o}, k.id {o}
+"""
+_KEEP_ALL = "SELECT * FROM positioned"
+# An incremental run's ascending lists: only the pages from the first changed row on, and the
+# last page of each list (see EngineSettings.conversations).
+_KEEP_CHANGED = """
+WITH marked AS (
+    SELECT p.*, (o.since_created IS NULL OR (p.created, p.id) >= (o.since_created, o.since_id))
+        AS changed
+    FROM positioned AS p JOIN read_parquet($only) AS o USING (owner, participant)
+), bounds AS (
+    SELECT *,
+        coalesce(min(CASE WHEN changed THEN pos_all END) OVER conv, count(*) OVER conv)
+            AS first_all,
+        count(*) OVER conv AS n_all,
+        coalesce(min(CASE WHEN changed THEN pos_dir END) OVER list, count(*) OVER list)
+            AS first_dir,
+        count(*) OVER list AS n_dir
+    FROM marked
+    WINDOW conv AS (PARTITION BY owner, participant),
+        list AS (PARTITION BY owner, participant, direction)
+), cut AS (
+    SELECT owner, participant, direction, created, id,
+        CASE WHEN pos_all >= least(first_all, n_all - 1) // $size * $size THEN pos_all END
+            AS pos_all,
+        CASE WHEN pos_dir >= least(first_dir, n_dir - 1) // $size * $size THEN pos_dir END
+            AS pos_dir
+    FROM bounds
+)
+SELECT * FROM cut WHERE pos_all IS NOT NULL OR pos_dir IS NOT NULL
 """
 
 _COUNTS = """
@@ -233,7 +266,7 @@ class _DuckDBDerivation:
         self, con: duckdb.DuckDBPyConnection, params: dict[str, str], settings: EngineSettings
     ) -> None:
         self.con, self.params, self.rows = con, params, settings.batch_rows
-        self.restricted = settings.conversations is not None
+        self.settings = settings
 
     def counts(self) -> dict[str, Any]:
         row = self.con.execute(_COUNTS, {"statuses": self.params["statuses"]}).fetchone() or ()
@@ -249,11 +282,17 @@ class _DuckDBDerivation:
 
     def conversation_rows(self, descending: bool) -> Iterator[pa.RecordBatch]:
         order = "DESC" if descending else "ASC"
-        restrict = "SEMI JOIN conv_out USING (owner, id)" if self.restricted else ""
-        sql = _ROWS.format(o=order, restrict=restrict, **_OBJECT)
-        yield from self._stream(sql, CONVERSATION_SCHEMA)
+        only = self.settings.conversations
+        skip = only is not None and not descending
+        restrict = "SEMI JOIN kept USING (owner, id)" if only is not None else ""
+        keep = _KEEP_CHANGED if skip else _KEEP_ALL
+        sql = _ROWS.format(o=order, keep=keep, restrict=restrict, **_OBJECT)
+        params = {"only": str(only), "size": self.settings.page_size} if skip else None
+        yield from self._stream(sql, CONVERSATION_SCHEMA, params)
 
-    def _stream(self, sql: str, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-        reader = self.con.sql(sql).to_arrow_reader(self.rows)
+    def _stream(
+        self, sql: str, schema: pa.Schema, params: dict[str, Any] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        reader = self.con.sql(sql, params=params).to_arrow_reader(self.rows)
         for batch in reader:
             yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)

@@ -52,9 +52,11 @@ class _PolarsDerivation:
         self._sink(_conversation_rows(self.msg, self.latest), "conv")
         self.conv = pl.scan_parquet(work / "conv.parquet")
         self.conv_out = self.conv
+        self.only: pl.LazyFrame | None = None
+        self.page_size = settings.page_size
         if settings.conversations is not None:
-            only = pl.scan_parquet(settings.conversations).select("owner", "participant")
-            self.conv_out = self.conv.join(only, on=["owner", "participant"], how="semi")
+            self.only = pl.scan_parquet(settings.conversations)
+            self.conv_out = self.conv.join(self.only, on=["owner", "participant"], how="semi")
 
     def _sink(self, frame: pl.LazyFrame, name: str) -> Path:
         path = self.work / f"{name}.parquet"
@@ -102,7 +104,13 @@ class _PolarsDerivation:
         yield from _read(path, SUMMARY_SCHEMA, self.batch_rows)
 
     def conversation_rows(self, descending: bool) -> Iterator[pa.RecordBatch]:
-        frame = _ordered_rows(self.conv_out, _rendered(self.msg, self.latest), descending)
+        rendered = _rendered(self.msg, self.latest)
+        frame = _ordered_rows(self.conv_out, rendered, descending)
+        if self.only is not None and not descending:
+            frame = _changed_pages(frame, self.only, self.page_size)
+        frame = frame.select(
+            "owner", "participant", "direction", "pos_all", "pos_dir", json="," + pl.col("json")
+        )
         path = self._sink(frame, "rows_desc" if descending else "rows_asc")
         yield from _read(path, CONVERSATION_SCHEMA, self.batch_rows)
 
@@ -278,7 +286,27 @@ def _ordered_rows(conv: pl.LazyFrame, rendered: pl.LazyFrame, descending: bool) 
                 "owner", "participant", "direction"
             ),
         )
-        .select(
-            "owner", "participant", "direction", "pos_all", "pos_dir", json="," + pl.col("json")
-        )
     )
+
+
+def _changed_pages(rows: pl.LazyFrame, only: pl.LazyFrame, page_size: int) -> pl.LazyFrame:
+    """Keep the rows of the pages that may have changed (see EngineSettings.conversations)."""
+    since = only.select("owner", "participant", "since_created", "since_id")
+    rows = rows.join(since, on=["owner", "participant"], how="left", maintain_order="left")
+    created, since_created = pl.col("created"), pl.col("since_created")
+    changed = (
+        since_created.is_null()
+        | (created > since_created)
+        | ((created == since_created) & (pl.col("id") >= pl.col("since_id")))
+    )
+
+    def cut(position: str, *key: str) -> pl.Expr:
+        first = pl.when(changed).then(pl.col(position)).min().over(*key)
+        length = pl.len().over(*key).cast(pl.Int64)
+        start = pl.min_horizontal(first.fill_null(length), length - 1) // page_size * page_size
+        return pl.when(pl.col(position) >= start).then(pl.col(position))
+
+    return rows.with_columns(
+        pos_all=cut("pos_all", "owner", "participant"),
+        pos_dir=cut("pos_dir", "owner", "participant", "direction"),
+    ).filter(pl.col("pos_all").is_not_null() | pl.col("pos_dir").is_not_null())

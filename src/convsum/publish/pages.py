@@ -97,19 +97,24 @@ class _ListCutter:
 
 
 def conversation_pages(batches: Iterable[pa.RecordBatch], page_size: int) -> Iterator[Page]:
-    """Yield the pages of every list of every conversation in a CONVERSATION_SCHEMA stream."""
+    """Yield the pages of every list of every conversation in a CONVERSATION_SCHEMA stream.
+
+    A row whose position in a list is null is not part of any page of that list.
+    """
     cutters = {name: _ListCutter(name, page_size) for name in LIST_NAMES}
     for batch in batches:
         owner, participant = batch.column("owner"), batch.column("participant")
         direction, json = batch.column("direction"), batch.column("json")
-        yield from cutters["all"].feed(owner, participant, batch.column("pos_all"), json)
+        pos_all, pos_dir = batch.column("pos_all"), batch.column("pos_dir")
+        # A null position: the row's page in that list is left unchanged by an incremental run.
+        keep = pos_all.is_valid() if pos_all.null_count else None
+        yield from cutters["all"].feed(*_filtered(keep, owner, participant, pos_all, json))
         for name in ("mt", "mo"):
-            mask = pc.equal(direction, name)
-            yield from cutters[name].feed(
-                owner.filter(mask),
-                participant.filter(mask),
-                batch.column("pos_dir").filter(mask),
-                json.filter(mask),
-            )
+            mask = pc.and_(pc.equal(direction, name), pos_dir.is_valid())
+            yield from cutters[name].feed(*_filtered(mask, owner, participant, pos_dir, json))
     for cutter in cutters.values():
         yield from cutter.close()
+
+
+def _filtered(mask: pa.Array | None, *arrays: pa.Array) -> tuple[pa.Array, ...]:
+    return arrays if mask is None else tuple(array.filter(mask) for array in arrays)

@@ -12,7 +12,7 @@ conversation's summary and pages disagree only during the few renames of its own
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -59,10 +59,11 @@ class TreeUpdate:
 
         `conversations` are the directories of all recomputed conversations, including those
         that have no file any more. Returns (path, op) rows: op "+" written, "-" removed.
+        Call after every file of the recomputed conversations was offered to `write`.
         """
         for conversation in conversations:
             produced = self._produced.get(conversation, set())
-            gone = sorted(set(_files_under(self.api / conversation)) - produced)
+            gone = sorted(_stale(_files_under(self.api / conversation), produced))
             if gone:
                 self._removals[conversation] = gone
         paths, ops = [], []
@@ -115,6 +116,35 @@ class TreeUpdate:
 
 def _summary_last(item: tuple[str, Path]) -> tuple[bool, str]:
     return item[0] == SUMMARY_FILE, item[0]
+
+
+def _stale(existing: Iterable[str], produced: set[str]) -> Iterator[str]:
+    """Yield the existing files of a recomputed conversation that it no longer has.
+
+    An incremental run produces a list's pages from the first one that may have changed to the
+    last one (see EngineSettings.conversations): a page before the first produced is unchanged,
+    a page after the last is past the list's new end, and a list with no page produced is empty.
+    """
+    last: dict[str, int] = {}
+    for name in produced:
+        if name != SUMMARY_FILE:
+            kind, start = _page_key(name)
+            last[kind] = max(start, last.get(kind, -1))
+    for name in existing:
+        if name in produced:
+            continue
+        if name == SUMMARY_FILE:
+            yield name  # the conversation has no message left
+            continue
+        kind, start = _page_key(name)
+        if start > last.get(kind, -1):
+            yield name
+
+
+def _page_key(name: str) -> tuple[str, int]:
+    """Return a page file's list and order (as `all.asc`) and its start."""
+    list_name, order, start, _json = name.rpartition("/")[2].split(".")
+    return f"{list_name}.{order}", int(start)
 
 
 def _files_under(directory: Path) -> Iterable[str]:
