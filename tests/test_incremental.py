@@ -218,3 +218,46 @@ def _at(minutes: int) -> Any:
     from tests.conftest import at
 
     return at(minutes * 60)
+
+
+def test_incremental_disk_full_changes_nothing_and_the_next_run_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from convsum.errors import PublishError
+    from convsum.publish.update import TreeUpdate
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    _night(inputs, 0, [message("m1", recipient="4601")], [status("m1", 201)])
+    run_job(_config(inputs, out))
+    before = published(out)
+    _night(inputs, 1, [message("m2", recipient="4601", created=_at(5))], [status("m2", 201)])
+
+    def full(self: TreeUpdate, conversation: str, name: str, body: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.scratch / "0"))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TreeUpdate, "write", full)
+        with pytest.raises(PublishError, match="No space left on device"):
+            run_job(_config(inputs, out))
+    assert published(out) == before
+    report = run_job(_config(inputs, out))
+    assert report["files_read"] == {"messages": 1, "statuses": 1}  # the failed run recorded none
+    fresh = tmp_path / "fresh"
+    run_job(_config(inputs, fresh))
+    assert published(out) == published(fresh)
+
+
+def test_incremental_unreadable_state_store_rebuilds_or_is_refused(tmp_path: Path) -> None:
+    from convsum.state import CATALOG, STATE
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    _night(inputs, 0, [message("m1")], [status("m1", 201)])
+    run_job(_config(inputs, out))
+    (out / "current" / STATE / CATALOG).write_bytes(b"not a database")
+    with pytest.raises(RebuildRefusedError, match=r"state store .* cannot be read"):
+        run_job(_config(inputs, out, rebuild=False))
+    report = run_job(_config(inputs, out))
+    assert report["mode"] == "full" and "cannot be read" in report["rebuild_reason"]
+    assert run_job(_config(inputs, out))["mode"] == "incremental"

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import duckdb
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,7 +28,7 @@ from convsum import __version__
 from convsum.config import RunConfig
 from convsum.engines import EngineSettings, get_engine
 from convsum.engines.base import report_counts
-from convsum.errors import PublishError, RebuildRefusedError
+from convsum.errors import PublishError, RebuildRefusedError, first_line
 from convsum.inputs import Source, StagedInputs, list_inputs, stage_inputs
 from convsum.log import RunLog, Stage
 from convsum.publish.manifest import (
@@ -87,9 +88,11 @@ def run_job(config: RunConfig, log: RunLog | None = None, full: bool = False) ->
             sources = list_inputs(config)
             stage.set(files=len(sources))
         published = root.published()
-        state = State.open(published / STATE) if published else None
+        state_dir = published / STATE if published else None
+        state = State.open(state_dir) if state_dir and State.exists(state_dir) else None
         try:
-            plan = _plan(config, state, sources, full)
+            unreadable = state is None and state_dir is not None and State.exists(state_dir)
+            plan = _plan(config, state, sources, full, unreadable)
             reason = {"reason": plan.reason} if plan.reason else {}
             log.event("mode", mode="full" if plan.full else "incremental", **reason)
             if plan.full or state is None or published is None:
@@ -103,16 +106,20 @@ def run_job(config: RunConfig, log: RunLog | None = None, full: bool = False) ->
                 state.close()
 
 
-def _plan(config: RunConfig, state: State | None, sources: list[Source], full: bool) -> _Plan:
+def _plan(
+    config: RunConfig, state: State | None, sources: list[Source], full: bool, unreadable: bool
+) -> _Plan:
     """Decide between a full and an incremental run; refuse a rebuild under `rebuild = false`."""
     by_role = {"messages": 0, "statuses": 0}
-    if state is None:
+    if state is None and not unreadable:
         return _Plan(True, "no state store yet", sources, by_role)
     if full:
         return _Plan(True, "--full", sources, by_role)
     reason = ""
-    known = state.known()
-    if state.meta("fingerprint") != fingerprint(config):
+    known = state.known() if state else {}
+    if state is None:
+        reason = f"the state store in {config.out} cannot be read"
+    elif state.meta("fingerprint") != fingerprint(config):
         reason = "the output settings or the convsum version changed"
     else:
         listed = {source.key: source for source in sources}
@@ -261,6 +268,9 @@ def _writing(out: str) -> Iterator[None]:
         msg = (
             f"{out}: cannot write the output at {where} ({exc.strerror or exc}); nothing published"
         )
+        raise PublishError(msg) from exc
+    except duckdb.IOException as exc:  # the state store's catalog, or DuckDB's spill files
+        msg = f"{out}: cannot write the output ({first_line(exc)}); nothing published"
         raise PublishError(msg) from exc
 
 

@@ -113,14 +113,22 @@ class State:
 
     @classmethod
     def open(cls, directory: Path) -> State | None:
-        """Open the state store in `directory`; None if there is none or it is of another format."""
-        if not (directory / CATALOG).is_file():
+        """Open the state store in `directory`; None if unreadable or of another format."""
+        try:
+            state = cls(directory, duckdb.connect(str(directory / CATALOG)))
+        except duckdb.Error:
             return None
-        state = cls(directory, duckdb.connect(str(directory / CATALOG)))
-        if state.meta("format") != FORMAT:
-            state.close()
-            return None
-        return state
+        try:
+            if state.meta("format") == FORMAT:
+                return state
+        except duckdb.Error:
+            pass
+        state.close()
+        return None
+
+    @staticmethod
+    def exists(directory: Path) -> bool:
+        return (directory / CATALOG).is_file()
 
     def close(self) -> None:
         self.con.close()
