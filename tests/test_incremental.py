@@ -125,6 +125,32 @@ def test_incremental_any_nightly_split_gives_the_full_run_tree(
             assert all(other == first for other in others), f"night {night}"
 
 
+def test_incremental_nights_of_late_statuses_orphans_and_nothing(tmp_path: Path) -> None:
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    nights = [
+        ([message("m1", recipient="4601"), message("m2", recipient="4602")], [status("m1", 101)]),
+        ([], [status("m1", 201, created=_at(1)), status("m2", 402, created=_at(1))]),  # late
+        ([], [status("m3", 101, created=_at(2))]),  # an orphan: m3 has not arrived
+        ([], []),  # nothing landed
+        ([message("m3", recipient="4601", created=_at(2))], []),  # the orphan's message
+    ]
+    for night, (messages, statuses) in enumerate(nights):
+        _night(inputs, night, messages, statuses)
+        report = run_job(_config(inputs, out, page_size=1))
+        fresh = tmp_path / f"fresh-{night}"
+        full = run_job(_config(inputs, fresh, page_size=1))
+        assert published(out) == published(fresh), f"night {night}"
+        assert {k: report[k] for k in DATA_COUNTS} == {k: full[k] for k in DATA_COUNTS}
+    summary = orjson.loads(
+        (out / "current" / "api" / conversation_dir("acme", "4601") / "summary.json").read_bytes()
+    )
+    assert summary["mobileTerminatedMessages"] == {
+        "101": {"messages": 1, "sms": 1},
+        "201": {"messages": 1, "sms": 1},
+    }
+    assert report["orphan_statuses"] == 0 and report["files_read"]["messages"] == 1
+
+
 def test_incremental_touches_only_the_changed_conversations(tmp_path: Path, engine: str) -> None:
     inputs, out = tmp_path / "in", tmp_path / "out"
     first = [message(f"a{i}", recipient="4601", created=_at(i)) for i in range(5)]
