@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from convsum.bench import format_table, run_bench
+from convsum.bench import ensure_data, format_table, run_bench, run_nightly
 
 
 def test_bench_smoke_measures_every_run_and_both_floors(tmp_path: Path) -> None:
@@ -18,3 +18,15 @@ def test_bench_smoke_measures_every_run_and_both_floors(tmp_path: Path) -> None:
     table = format_table(results, 2_000)
     assert "| duckdb full |" in table and "x (query + writer)" in table
     assert (tmp_path / "data" / "generated.json").exists()
+
+
+def test_bench_nightly_smoke_measures_a_full_run_then_an_increment(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    ensure_data(data, 2_000, seed=1)
+    full, increment = run_nightly(data, "duckdb", tmp_path / "work", threads=1)
+    assert (full.label, increment.label) == ("duckdb nightly full", "duckdb nightly increment")
+    assert (full.report["mode"], increment.report["mode"]) == ("full", "incremental")
+    assert increment.report["files_read"] == {"messages": 1, "statuses": 1}
+    assert increment.report["files_skipped"] == {"messages": 1, "statuses": 1}
+    assert 0 < increment.report["rows_read"]["messages"] < full.report["rows_read"]["messages"]
+    assert "x full" in format_table([full, increment], 2_000)

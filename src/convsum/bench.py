@@ -251,7 +251,9 @@ def _commands(
 def format_table(results: list[Measurement], messages: int) -> str:
     """Return the results as a Markdown table, with the ratios to the floors."""
     by_label = {m.label: m for m in results}
-    query, writer = by_label["bare query"].wall, by_label["bare writer"].wall
+    nan = Measurement("", float("nan"), 0.0, 0.0)
+    query = by_label.get("bare query", nan).wall
+    writer = by_label.get("bare writer", nan).wall
     header = ["run", *STAGES, "wall s", "cpu s", "peak MiB", "ratio to floor"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in results:
@@ -268,7 +270,7 @@ def format_table(results: list[Measurement], messages: int) -> str:
         stages = [f"{m.stages[s]:.1f}" if s in m.stages else "" for s in STAGES]
         row = [m.label, *stages, f"{m.wall:.1f}", f"{m.cpu:.1f}", f"{m.peak_mib:.0f}", ratio]
         lines.append("| " + " | ".join(row) + " |")
-    full = [m for m in results if m.label.endswith(" full")]
+    full = [m for m in results if m.label.endswith(" full") and "nightly" not in m.label]
     if full:
         report = full[0].report
         lines.append("")
