@@ -35,6 +35,31 @@ LOCK = ".lock"
 _MADE_CACHE = 4096
 
 
+class Directories:
+    """Make the parent directories of files under a root, each once.
+
+    Creating directories costs more than creating files on most file systems, so each directory
+    is made once; the cache is bounded, and a forgotten one costs one mkdir.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._made: set[str] = set()
+
+    def make_parent(self, relative: str) -> None:
+        """Make sure the directory of `relative` (a path under the root) exists."""
+        directory = relative.rpartition("/")[0]
+        if directory not in self._made:
+            if len(self._made) > _MADE_CACHE:
+                self._made.clear()
+            (self.root / directory).mkdir(parents=True, exist_ok=True)
+            self._made.add(directory)
+
+    def forget(self) -> None:
+        """Forget what was made (after directories were removed)."""
+        self._made.clear()
+
+
 class TreeWriter:
     """Write the files of one new tree and record every path written."""
 
@@ -45,21 +70,12 @@ class TreeWriter:
         self.files = 0
         self.bytes = 0
         self._list = (root / (FILE_LIST + ".unsorted")).open("w", encoding="utf-8")
-        self._made: set[str] = set()
+        self._directories = Directories(self.api)
 
     def write(self, conversation: str, name: str, body: bytes) -> None:
-        """Write `body` as file `name` of a conversation directory (paths from publish.paths).
-
-        Creating directories costs more than creating files on most file systems, so each
-        directory is made once; the cache is bounded, and a forgotten one costs one mkdir.
-        """
+        """Write `body` as file `name` of a conversation directory (paths from publish.paths)."""
         relative = f"{conversation}/{name}"
-        directory = relative.rpartition("/")[0]
-        if directory not in self._made:
-            if len(self._made) > _MADE_CACHE:
-                self._made.clear()
-            (self.api / directory).mkdir(parents=True, exist_ok=True)
-            self._made.add(directory)
+        self._directories.make_parent(relative)
         with (self.api / relative).open("wb") as handle:
             handle.write(body)
         self.files += 1

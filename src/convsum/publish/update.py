@@ -18,10 +18,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from convsum.publish.paths import SUMMARY_FILE
+from convsum.publish.tree import Directories
 
 WRITE = "+"
 REMOVE = "-"
-_MADE_CACHE = 4096
 
 
 class TreeUpdate:
@@ -37,7 +37,7 @@ class TreeUpdate:
         self._produced: dict[str, set[str]] = {}
         self._writes: dict[str, list[tuple[str, Path]]] = {}
         self._removals: dict[str, list[str]] = {}
-        self._made: set[str] = set()
+        self._directories = Directories(api)
 
     def write(self, conversation: str, name: str, body: bytes) -> None:
         """Stage `body` as file `name` of `conversation`, unless the served file equals it."""
@@ -89,23 +89,15 @@ class TreeUpdate:
             writes = sorted(self._writes.get(conversation, ()), key=_summary_last)
             for name, staged in writes:
                 target = f"{conversation}/{name}"
-                self._make_parent(target)
+                self._directories.make_parent(target)
                 staged.rename(self.api / target)
             for name in self._removals.get(conversation, ()):
                 (self.api / conversation / name).unlink(missing_ok=True)
                 self._prune((self.api / conversation / name).parent)
 
-    def _make_parent(self, relative: str) -> None:
-        directory = relative.rpartition("/")[0]
-        if directory not in self._made:
-            if len(self._made) > _MADE_CACHE:
-                self._made.clear()
-            (self.api / directory).mkdir(parents=True, exist_ok=True)
-            self._made.add(directory)
-
     def _prune(self, directory: Path) -> None:
         """Remove `directory` and its parents up to the API root while they are empty."""
-        self._made.clear()
+        self._directories.forget()
         while directory != self.api:
             try:
                 directory.rmdir()
