@@ -194,7 +194,8 @@ def nightly_inputs(data: Path, work: Path) -> tuple[Path, dict[str, Path]]:
 
     root, night = work / "nightly" / "in", work / "nightly" / "night"
     shutil.rmtree(work / "nightly", ignore_errors=True)
-    con = duckdb.connect(config={"enable_progress_bar": False})
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     source = {role: str(data / role / "*.parquet") for role in ("messages", "statuses")}
     cutoff = con.execute(
         "SELECT quantile_disc(created, $q) FROM read_parquet($m)",
