@@ -189,11 +189,21 @@ def run_bench(
 
 def nightly_inputs(data: Path, work: Path) -> tuple[Path, dict[str, Path]]:
     """Split `data` at its last night; return the input root (the earlier part) and the night's
-    files, to be moved into it, by role."""
+    files, to be moved into it, by role.
+
+    The split runs as its own process, for the same reason as the generator (`ensure_data`).
+    """
+    root, night = work / "nightly" / "in", work / "nightly" / "night"
+    here = [sys.executable, "-m", "convsum.bench"]
+    subprocess.run([*here, "split", str(data), str(root), str(night)], check=True)
+    return root, {role: night / f"{role}.parquet" for role in ("messages", "statuses")}
+
+
+def split_night(data: Path, root: Path, night: Path) -> None:
+    """Write the data before its last night under `root`, and that night's under `night`."""
     import duckdb
 
-    root, night = work / "nightly" / "in", work / "nightly" / "night"
-    shutil.rmtree(work / "nightly", ignore_errors=True)
+    shutil.rmtree(root.parent, ignore_errors=True)
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")
     source = {role: str(data / role / "*.parquet") for role in ("messages", "statuses")}
@@ -201,17 +211,15 @@ def nightly_inputs(data: Path, work: Path) -> tuple[Path, dict[str, Path]]:
         "SELECT quantile_disc(created, $q) FROM read_parquet($m)",
         {"q": 1 - NIGHTLY_SHARE, "m": source["messages"]},
     ).fetchone()
-    files = {}
+    night.mkdir(parents=True)
     for role in ("messages", "statuses"):
         (root / role).mkdir(parents=True)
-        night.mkdir(parents=True, exist_ok=True)
-        files[role] = night / f"{role}.parquet"
-        for target, is_night in ((root / role / "before.parquet", False), (files[role], True)):
+        for target, is_night in ((root / role / "before.parquet", False),
+                                 (night / f"{role}.parquet", True)):  # fmt: skip
             sql = _NIGHT_SPLIT.format(target=str(target).replace("'", "''"))
             con.execute(sql, {"source": source[role], "cutoff": cutoff[0] if cutoff else None,
                               "night": is_night})  # fmt: skip
     con.close()
-    return root, files
 
 
 def run_nightly(
@@ -297,8 +305,11 @@ def format_table(results: list[Measurement], messages: int) -> str:
 
 
 def _main(argv: list[str]) -> None:
-    """Run one floor process: `query MESSAGES STATUSES THREADS` or `writer DIR FILES BYTES`."""
-    if argv[0] == "query":
+    """Run one helper process: the floors `query MESSAGES STATUSES THREADS` and `writer DIR FILES
+    BYTES`, or `split DATA ROOT NIGHT` (see `nightly_inputs`)."""
+    if argv[0] == "split":
+        split_night(Path(argv[1]), Path(argv[2]), Path(argv[3]))
+    elif argv[0] == "query":
         messages, statuses = (str(Path(p) / "*.parquet") for p in argv[1:3])
         bare_query(messages, statuses, int(argv[3]) or None)
     elif argv[0] == "writer":
