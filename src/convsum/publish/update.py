@@ -1,7 +1,9 @@
 """Update a served tree in place: rewrite only the files that differ, one conversation at a time.
 
-An incremental run recomputes some conversations. For each file they now have, `TreeUpdate`
-compares the new bytes with the served file: equal files are left alone (not even touched);
+An incremental run recomputes some conversations, and of their ascending lists only the pages
+from the first that may have changed to the last (see EngineSettings.conversations). For each
+file it is given, `TreeUpdate` compares the new bytes with the served file: equal files are left
+alone (not even touched);
 different or new ones are written to a scratch directory on the same file system. Nothing in the
 served tree changes until `apply`, which goes conversation by conversation: it renames the new
 page files into place, then the summary, then removes the files the conversation no longer has.
