@@ -178,6 +178,8 @@ def test_incremental_touches_only_the_changed_conversations(tmp_path: Path, engi
     assert report["files_unchanged"] > 0
     manifest = orjson.loads((out / "current" / "manifest.json").read_bytes())
     assert manifest["changes"]["full"] is False
+    listed = (out / "current" / "files.txt").read_text().splitlines()
+    assert manifest["files"]["count"] == len(listed) == len(after)
     written = (out / "current" / manifest["changes"]["written"]).read_text().splitlines()
     assert set(written) == {f"api/{p}".removeprefix("api/") for p in changed}
     fresh = tmp_path / "fresh"

@@ -225,7 +225,7 @@ def _incremental_run(
             totals = state.rows_read()
             for role, rows in staged.rows_read.items():
                 totals[role] += rows
-            inputs = StagedInputs(state.messages, state.statuses, totals, state.files_read())
+            inputs = StagedInputs(state.messages, state.statuses, totals, staged.files_read)
             update = TreeUpdate(tree / API, work / "files")
             counts = _derive_and_write(config, inputs, work, update, log, touched)
             with log.stage("swap") as stage:
@@ -234,7 +234,7 @@ def _incremental_run(
                 update.apply()
                 stage.set(files=update.files, removed=update.removed)
             with log.stage("index"):
-                written, removed = update_file_list(tree, changes, state.unreported())
+                total, written, removed = update_file_list(tree, changes, state.unreported())
             report = _report(run_id, plan, staged, counts, log)
             report.update(
                 conversations_changed=update.conversations_changed,
@@ -244,7 +244,6 @@ def _incremental_run(
                 bytes_written=update.bytes,
                 stages=dict(log.seconds),
             )
-            total = _count_lines(tree / FILE_LIST)
             changes_listed = {"written": written, "removed": removed}
             write_json(tree / REPORT, report)
             write_json(
@@ -364,11 +363,6 @@ def _conversation_dirs(conversations: Path) -> Iterator[str]:
     owners, participants = (column.to_pylist() for column in table.columns)
     for owner, participant in zip(owners, participants, strict=True):
         yield conversation_dir(owner, participant)
-
-
-def _count_lines(path: Path) -> int:
-    with path.open("rb") as handle:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
 
 
 def _write_pages(

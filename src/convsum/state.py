@@ -172,15 +172,6 @@ class State:
         row = self.con.execute("SELECT count(*) FROM inputs WHERE nested IS NOT NULL").fetchone()
         return bool(row and row[0])
 
-    def files_read(self) -> dict[str, list[Path]]:
-        """Return every input file read so far, per role, in path order."""
-        out: dict[str, list[Path]] = {"messages": [], "statuses": []}
-        for role, path in self.con.execute(
-            "SELECT role, path FROM inputs ORDER BY path"
-        ).fetchall():
-            out[role].append(Path(path))
-        return out
-
     def staged_files(self) -> set[Path]:
         """Return the staging files the catalog lists (with the two empty ones)."""
         files = {self.messages / EMPTY, self.statuses / EMPTY}

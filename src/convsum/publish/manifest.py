@@ -48,13 +48,14 @@ def sort_file_list(unsorted: Path, tree: Path, previous: Path | None) -> int:
     return removed
 
 
-def update_file_list(tree: Path, changes: pa.Table, earlier: pa.Table) -> tuple[int, int]:
+def update_file_list(tree: Path, changes: pa.Table, earlier: pa.Table) -> tuple[int, int, int]:
     """Apply an update's changes to the tree's `files.txt`; write its change lists.
 
     `changes` and `earlier` hold (path, op) rows, op "+" written or "-" removed; `earlier` are
     the changes of an update that was killed before it finished, applied and reported again
     now (the served files already have them; `files.txt` and the lists may not). Writes
-    `written.txt` and `removed.txt` (sorted) and returns how many paths each lists.
+    `written.txt` and `removed.txt` (sorted); returns how many paths `files.txt` and each of
+    those list.
     """
     con = duckdb.connect()
     try:
@@ -70,12 +71,12 @@ def update_file_list(tree: Path, changes: pa.Table, earlier: pa.Table) -> tuple[
             "UNION SELECT path FROM final WHERE op = '+'"
         )
         old = tree / FILE_LIST
-        _copy_sorted(con, listed, tree / FILE_LIST, old=old)
+        total = _copy_sorted(con, listed, tree / FILE_LIST, old=old)
         written = _copy_sorted(con, "SELECT path FROM final WHERE op = '+'", tree / WRITTEN_LIST)
         removed = _copy_sorted(con, "SELECT path FROM final WHERE op = '-'", tree / REMOVED_LIST)
     finally:
         con.close()
-    return written, removed
+    return total, written, removed
 
 
 def _copy_sorted(
