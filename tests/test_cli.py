@@ -180,6 +180,20 @@ def test_cli_bad_status_column_names_file_and_column(
             ["run", "--messages", "m", "--out", "o", "--threads", "0"],
             "Invalid value for '--threads'",
         ),
+        (
+            ["run", "--messages", "m", "--out", "o", "--memory-limit", "banana"],
+            "Invalid value for '--memory-limit': memory limit 'banana': expected a size",
+        ),
+        (
+            ["run", "--messages", "m", "--out", "o", "--engine", "polars", "--memory-limit", "4"],
+            "Invalid value for '--memory-limit'",
+        ),
+        (["run", "--messages", "in", "--out", "in/out"], "messages in and out in/out overlap"),
+        (["run", "--messages", "in/*.parquet", "--out", "in"], "and out in overlap"),
+        (
+            ["run", "--messages", "m.parquet", "--statuses", "out/s", "--out", "out"],
+            "statuses out/s and out out overlap",
+        ),
         (["nginx-conf"], "Missing argument"),
     ],
 )
@@ -195,6 +209,14 @@ def test_cli_bad_config_file_exits_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["run", "--config", str(config)])
     assert result.exit_code == 2
     assert "unknown key 'page_sise'" in result.stderr
+
+
+def test_cli_bad_memory_limit_in_config_file_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "job.toml"
+    config.write_text('messages = "m"\nout = "o"\nmemory_limit = "lots"\n')
+    result = CliRunner().invoke(cli, ["run", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "memory limit 'lots': expected a size of at least 64MiB" in result.stderr
 
 
 def test_cli_config_file_supplies_options_and_flags_win(

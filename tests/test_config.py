@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from convsum.config import RunConfig, build_config, check_page_size, load_toml
+from convsum.config import (
+    RunConfig,
+    build_config,
+    check_apart,
+    check_memory_limit,
+    check_page_size,
+    load_toml,
+)
 from convsum.errors import ConfigError
 
 
@@ -57,3 +64,27 @@ def test_config_page_sizes_that_cannot_be_served(page_size: int) -> None:
 def test_config_command_line_wins_over_file() -> None:
     config = build_config({"messages": "a", "out": "o", "page_size": 20}, {"page_size": 10})
     assert (config.messages, config.page_size) == ("a", 10)
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [("4GB", "4GB"), ("512MiB", "512MiB"), (" 1.5 gb ", "1.5gb"), ("64MiB", "64MiB")],
+)
+def test_config_memory_limits_engines_take(text: str, canonical: str) -> None:
+    assert check_memory_limit(text) == canonical
+
+
+@pytest.mark.parametrize("text", ["banana", "4", "4 G", "-1GB", "63MiB", "0GB", "1e9B", ""])
+def test_config_memory_limits_refused(text: str) -> None:
+    with pytest.raises(ConfigError, match="expected a size of at least 64MiB"):
+        check_memory_limit(text)
+
+
+@pytest.mark.parametrize(
+    ("messages", "statuses", "out"),
+    [("m.parquet", None, "out"), ("in/", "st/*.parquet", "out"), ("in/*.parquet", None, "in2")],
+)
+def test_config_inputs_apart_from_the_output_root(
+    messages: str, statuses: str | None, out: str
+) -> None:
+    check_apart(out, {"messages": messages, "statuses": statuses})

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import orjson
 
 from convsum import __version__
-from convsum.config import ENGINES, LOG_FORMATS, ONLY, build_config, check_page_size, load_toml
+from convsum.config import (
+    ENGINES,
+    LOG_FORMATS,
+    ONLY,
+    build_config,
+    check_memory_limit,
+    check_page_size,
+    load_toml,
+)
 from convsum.errors import ConfigError, ConvsumError, RunLockedError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -27,13 +36,23 @@ def cli() -> None:
     """Turn SMS message and delivery-report logs into a static conversations API."""
 
 
-def _page_size(_ctx: click.Context, _param: click.Parameter, value: int | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return check_page_size(value)
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc)) from exc
+T = TypeVar("T")
+
+
+def _checked(
+    check: Callable[[T], T],
+) -> Callable[[click.Context, click.Parameter, T | None], T | None]:
+    """Return a Click callback applying one of the configuration's checks (a bad value exits 2)."""
+
+    def callback(_ctx: click.Context, _param: click.Parameter, value: T | None) -> T | None:
+        if value is None:
+            return None
+        try:
+            return check(value)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc)) from exc
+
+    return callback
 
 
 @cli.command(context_settings=CONTEXT)
@@ -51,7 +70,7 @@ def _page_size(_ctx: click.Context, _param: click.Parameter, value: int | None) 
 @click.option(
     "--page-size",
     type=int,
-    callback=_page_size,
+    callback=_checked(check_page_size),
     help="Messages per page; must divide 10000 [default: 50].",
 )
 @click.option(
@@ -66,7 +85,10 @@ def _page_size(_ctx: click.Context, _param: click.Parameter, value: int | None) 
 )
 @click.option("--threads", type=click.IntRange(min=1), help="Engine threads [default: all cores].")
 @click.option(
-    "--memory-limit", metavar="SIZE", help="Engine memory cap, as 4GB [default: engine's]."
+    "--memory-limit",
+    metavar="SIZE",
+    callback=_checked(check_memory_limit),
+    help="Engine memory cap, as 4GB or 512MiB [default: engine's].",
 )
 @click.option(
     "--rebuild/--no-rebuild",

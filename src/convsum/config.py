@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import glob
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -75,6 +77,58 @@ def check_page_size(page_size: int) -> int:
         )
         raise ConfigError(msg)
     return page_size
+
+
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B)\s*", re.IGNORECASE)
+_SIZE_UNITS = {"kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4}
+_SIZE_UNITS |= {"kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+MIN_MEMORY_LIMIT = 64 * 1024**2
+
+
+def check_memory_limit(text: str) -> str:
+    """Return a memory limit as an engine takes it ("4GB", "512MiB"), else raise ConfigError.
+
+    The units are DuckDB's own: KB, MB, GB, TB are powers of 1000, KiB to TiB of 1024.
+    """
+    match = _SIZE.fullmatch(text)
+    size = float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()] if match else 0
+    if size < MIN_MEMORY_LIMIT:
+        msg = (
+            f"memory limit {text!r}: expected a size of at least 64MiB, a number and a unit "
+            "(KB, MB, GB, TB or KiB, MiB, GiB, TiB), as in 4GB or 512MiB"
+        )
+        raise ConfigError(msg)
+    return f"{match.group(1)}{match.group(2)}" if match else text
+
+
+def pattern_base(pattern: str) -> Path:
+    """Return the file or directory an input pattern reads from.
+
+    For a glob, that is the directories before its first wildcard.
+    """
+    if not glob.has_magic(pattern):
+        return Path(pattern)
+    prefix = re.split(r"[*?[]", pattern, maxsplit=1)[0]
+    return Path(prefix) if prefix.endswith("/") else Path(prefix).parent
+
+
+def check_apart(out: str, inputs: Mapping[str, str | None]) -> None:
+    """Raise ConfigError when the output root and an input overlap.
+
+    An output root inside an input directory would have the next run read its own state files as
+    input; an input inside the output root would be removed with an old tree.
+    """
+    root = Path(out).resolve()
+    for role, pattern in inputs.items():
+        if pattern is None:
+            continue
+        base = pattern_base(pattern).resolve()
+        if root.is_relative_to(base) or base.is_relative_to(root):
+            msg = (
+                f"{role} {pattern} and out {out} overlap; put the output root outside the "
+                "inputs (and the inputs outside the output root)"
+            )
+            raise ConfigError(msg)
 
 
 _PATH_KEYS = ("messages", "statuses", "out")
@@ -188,6 +242,8 @@ def build_config(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]) 
         msg = f"unknown engine {merged['engine']!r}; expected one of {', '.join(ENGINES)}"
         raise ConfigError(msg)
     check_page_size(int(merged.get("page_size", 50)))
+    if merged.get("memory_limit") is not None:
+        merged["memory_limit"] = check_memory_limit(merged["memory_limit"])
     if merged.get("only") not in (None, *ONLY):
         msg = f"unknown only {merged['only']!r}; expected one of {', '.join(ONLY)}"
         raise ConfigError(msg)
@@ -195,6 +251,7 @@ def build_config(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]) 
         expected = ", ".join(LOG_FORMATS)
         msg = f"unknown log_format {merged['log_format']!r}; expected one of {expected}"
         raise ConfigError(msg)
+    check_apart(merged["out"], {k: merged.get(k) for k in ("messages", "statuses")})
     threads = merged.get("threads")
     if threads is not None and threads < 1:
         msg = f"threads must be at least 1, found {threads}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -21,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from convsum.config import RunConfig
+from convsum.config import RunConfig, pattern_base
 from convsum.errors import InputError, InputSchemaError, InputValueError, first_line
 from convsum.normalise import (
     MESSAGE_COLUMNS,
@@ -117,8 +116,7 @@ def column_key(name: str) -> str:
 def find_sources(pattern: str, role: str) -> list[Source]:
     """List the Parquet files behind a file, directory or glob, in a stable order."""
     if glob.has_magic(pattern):
-        prefix = re.split(r"[*?[]", pattern, maxsplit=1)[0]  # the directories before any wildcard
-        base = Path(prefix) if prefix.endswith("/") else Path(prefix).parent
+        base = pattern_base(pattern)
         paths = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
     elif Path(pattern).is_dir():
         base = Path(pattern)
