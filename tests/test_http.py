@@ -266,6 +266,6 @@ def test_http_every_servable_name_is_reachable(server: Server, name: str) -> Non
 def test_http_no_file_is_written_outside_the_output_root(server: Server) -> None:
     assert sorted(p.name for p in server.root.iterdir()) == ["in", "nginx", "out"]
     out = server.root / "out"
-    assert sorted(p.name for p in out.iterdir()) == [".lock", "current", "trees"]
+    assert sorted(p.name for p in out.iterdir()) == [".convsum", ".lock", "current", "trees"]
     for path in out.rglob("*"):
         assert path.resolve().is_relative_to(out.resolve()), path

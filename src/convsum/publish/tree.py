@@ -2,6 +2,7 @@
 
 Layout of an output root:
 
+    .convsum                      marks the directory as an output root (see `OutputRoot`)
     .lock                         held (flock) by the one run writing this root
     current -> trees/<run id>     the published tree (a symbolic link, swapped with rename(2))
     trees/<run id>/api/...        the served API tree (see publish/paths.py)
@@ -14,6 +15,10 @@ Layout of an output root:
 A full run builds a new tree beside the served one: a reader following `current` sees either the
 old tree or the new one, whole, and the switch is one rename of a symbolic link. An incremental
 run updates the served tree file by file instead (see publish/update.py).
+
+convsum deletes only what it can prove it made: a tree or work directory holding its `.convsum`
+mark. It writes into an existing directory only if that directory is empty or marked, so a
+mistyped `--out` never removes anyone's files.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ TREES = "trees"
 API = "api"
 FILE_LIST = "files.txt"
 LOCK = ".lock"
+MARK = ".convsum"
 _MADE_CACHE = 4096
 
 
@@ -105,6 +111,30 @@ class OutputRoot:
             msg = f"{self.current} exists and is not a link to a tree; is {path} an output root?"
             raise PublishError(msg)
 
+    def claim(self) -> None:
+        """Mark the directory as an output root; refuse a non-empty one that is not marked.
+
+        A root published before marks existed (a `current` link to a tree with a manifest) is
+        marked, with its served tree; its other directories are never removed.
+        """
+        if (self.path / MARK).exists():
+            return
+        published = self.published()
+        legacy = (
+            published is not None
+            and published.parent == self.trees
+            and (published / "manifest.json").is_file()
+        )
+        if any(self.path.iterdir()) and not legacy:
+            msg = (
+                f"{self.path}: not empty and not a convsum output root (no {MARK} file); "
+                "refusing to write there: choose a new or empty directory"
+            )
+            raise PublishError(msg)
+        if published is not None and legacy:
+            _mark(published)
+        _mark(self.path)
+
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the output root's lock for a run; raise RunLockedError if another run holds it.
@@ -114,6 +144,7 @@ class OutputRoot:
         """
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+            self.claim()
             handle = (self.path / LOCK).open("a+")
         except OSError as exc:
             msg = f"{self.path}: cannot prepare the output root ({exc.strerror})"
@@ -137,6 +168,7 @@ class OutputRoot:
             self.trees.mkdir(parents=True, exist_ok=True)
             work = self.path / f".work-{run_id}"
             work.mkdir()
+            _mark(work)
         except OSError as exc:
             msg = f"{self.path}: cannot prepare the output root ({exc.strerror})"
             raise PublishError(msg) from exc
@@ -146,6 +178,7 @@ class OutputRoot:
         """Create and return the directory in which a run builds a whole new tree."""
         partial = self.trees / f".{run_id}.partial"
         partial.mkdir()
+        _mark(partial)
         return partial
 
     def published(self) -> Path | None:
@@ -165,16 +198,24 @@ class OutputRoot:
         return final
 
     def remove_stale(self, keep: Path | None) -> None:
-        """Remove every tree, partial tree and work directory other than `keep`."""
-        for child in self.trees.iterdir() if self.trees.exists() else []:
-            if child != keep:
+        """Remove every marked tree, partial tree and work directory other than `keep`."""
+        trees = list(self.trees.iterdir()) if self.trees.exists() else []
+        for child in [*trees, *self.path.glob(".work-*")]:
+            if child != keep and _is_marked(child):
                 shutil.rmtree(child, ignore_errors=True)
-        for child in self.path.glob(".work-*"):
-            shutil.rmtree(child, ignore_errors=True)
         for child in self.path.glob(f".{CURRENT}.*"):
-            child.unlink(missing_ok=True)
+            if child.is_symlink():
+                child.unlink(missing_ok=True)
 
     def discard(self, *paths: Path) -> None:
         """Remove a failed run's partial tree and work directory."""
         for path in paths:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _mark(directory: Path) -> None:
+    (directory / MARK).write_bytes(b"made by convsum; removed by convsum when no longer needed\n")
+
+
+def _is_marked(path: Path) -> bool:
+    return not path.is_symlink() and path.is_dir() and (path / MARK).is_file()

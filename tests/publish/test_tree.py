@@ -1,0 +1,67 @@
+"""The output root: convsum writes only into its own roots and deletes only what it made."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from convsum.config import RunConfig
+from convsum.errors import PublishError
+from convsum.publish.tree import MARK
+from convsum.run import run_job
+from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, message, status, write_parquet
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> RunConfig:
+    m = write_parquet(tmp_path / "in" / "messages.parquet", [message("m1")], MESSAGE_TYPES)
+    s = write_parquet(tmp_path / "in" / "statuses.parquet", [status("m1", 201)], STATUS_TYPES)
+    return RunConfig(messages=str(m), statuses=str(s), out=str(tmp_path / "out"))
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_tree_foreign_directory_is_refused_and_left_alone(config: RunConfig) -> None:
+    out = Path(config.out)
+    (out / "trees" / "keepme").mkdir(parents=True)
+    (out / "trees" / "keepme" / "f").write_text("x")
+    with pytest.raises(PublishError, match=f"{out}: not empty and not a convsum output root"):
+        run_job(config)
+    assert _files(out) == {"trees/keepme/f": b"x"}
+
+
+def test_tree_empty_directory_becomes_an_output_root(config: RunConfig) -> None:
+    Path(config.out).mkdir()
+    run_job(config)
+    assert (Path(config.out) / MARK).is_file()
+    assert (Path(config.out) / "current" / MARK).is_file()
+
+
+def test_tree_unmarked_directory_in_trees_survives_every_run(config: RunConfig) -> None:
+    out = Path(config.out)
+    run_job(config)
+    (out / "trees" / "keepme").mkdir()
+    (out / "trees" / "keepme" / "f").write_text("x")
+    (out / ".work-keepme").mkdir()
+    first = (out / "current").readlink()
+    run_job(config, full=True)
+    assert (out / "current").readlink() != first
+    assert not (out / first).exists()  # the replaced tree was convsum's own: removed
+    assert (out / "trees" / "keepme" / "f").read_text() == "x"
+    assert (out / ".work-keepme").is_dir()
+
+
+def test_tree_root_published_before_marks_is_adopted(config: RunConfig) -> None:
+    out = Path(config.out)
+    run_job(config)
+    served = out / (out / "current").readlink()
+    for mark in (out / MARK, served / MARK):
+        mark.unlink()
+    (out / "trees" / "old-unmarked").mkdir()
+    run_job(config, full=True)
+    assert (out / MARK).is_file()
+    assert not served.exists()  # marked on adoption, then replaced by the full run
+    assert (out / "trees" / "old-unmarked").is_dir()
