@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import Counter
 from pathlib import PurePosixPath
@@ -124,7 +125,22 @@ def test_paths_fanout_bounds_directory_sizes() -> None:
 
 @given(st.text(max_size=400))
 def test_paths_encoding_round_trips(name: str) -> None:
-    assert name_from_segments(name_segments(name)) == name
+    segments = name_segments(name)
+    if segments[-1].startswith("h"):
+        raw = name.encode("utf-8", "surrogatepass")
+        assert len(raw) > 100 and name_from_segments(segments) is None
+        assert segments[-1] == "h" + hashlib.sha256(raw).hexdigest()
+    else:
+        assert name_from_segments(segments) == name
+
+
+@pytest.mark.parametrize("size", [101, 2_100, 4_097, 65_536])
+@pytest.mark.parametrize("char", ["\x01", "/", "é"])
+def test_paths_long_names_have_short_paths(size: int, char: str) -> None:
+    name = (char * size)[: size // len(char.encode())]
+    path = conversation_dir(name, name)
+    assert len(path.encode()) < 400
+    assert max(len(segment.encode()) for segment in path.split("/")) <= 255
 
 
 @given(st.text(max_size=300), st.text(max_size=300))

@@ -10,7 +10,7 @@ from convsum.config import RunConfig
 from convsum.errors import PublishError
 from convsum.publish.tree import MARK
 from convsum.run import run_job
-from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, message, status, write_parquet
+from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, RunTree, message, status, write_parquet
 
 
 @pytest.fixture
@@ -65,3 +65,16 @@ def test_tree_root_published_before_marks_is_adopted(config: RunConfig) -> None:
     assert (out / MARK).is_file()
     assert not served.exists()  # marked on adoption, then replaced by the full run
     assert (out / "trees" / "old-unmarked").is_dir()
+
+
+@pytest.mark.parametrize("size", [2_100, 65_536])
+def test_tree_names_of_any_length_are_published(run_tree: RunTree, size: int) -> None:
+    long_sender, long_owner = "S" * size, "o\x01" * (size // 2)
+    tree = run_tree(
+        [message("m1", sender=long_sender), message("m2", owner=long_owner)],
+        [status("m1", 201)],
+    )
+    assert tree.summary(long_sender)["totalMessageCount"] == 1  # type: ignore[index]
+    assert tree.ids(long_sender) == ["m1"]
+    assert tree.summary("46700000001", owner=long_owner)["totalMessageCount"] == 1  # type: ignore[index]
+    assert max(len(path.encode()) for path in tree.files()) < 600

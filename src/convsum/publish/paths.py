@@ -3,9 +3,9 @@
 A name that can stand in a URL path segment (SPEC section 4: at most `MAX_SERVED_BYTES` bytes,
 no `/`, no control character, not `.` or `..`) keeps its own text as its directory name, behind
 two fan-out directories taken from its last four bytes, so that a web server can find it from the
-URL alone (see `publish/nginx.py`). Every other name is written as hexadecimal under the reserved
-fan-out directory `~`, which no servable name's fan-out directory can equal. Neither form can
-leave the output root, and no two names share a path.
+URL alone (see `publish/nginx.py`). Every other name is written as hexadecimal (or, when long, as
+its SHA-256) under the reserved fan-out directory `~`, which no servable name's fan-out directory
+can equal. Neither form can leave the output root, and no two names share a path.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import unicodedata
 MAX_SERVED_BYTES = 200
 SUMMARY_FILE = "summary.json"
 MIN_PAGES_PER_GROUP = 100
-HEX_CHUNK = 200  # hexadecimal characters per directory level for unservable names
+MAX_HEX = 200  # an unservable name of up to 100 bytes is stored as its hexadecimal text
 RESERVED_FANOUT = "~"
 _ALNUM = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
@@ -49,24 +49,28 @@ def fanout(name: str) -> tuple[str, str]:
 
 
 def name_segments(name: str) -> tuple[str, ...]:
-    """Return the path segments under which `name`'s files live."""
+    """Return the path segments under which `name`'s files live.
+
+    An unservable name is stored as `~/<shard>/x<hex of its bytes>` when that fits one directory
+    name, else as `~/<shard>/h<SHA-256 of its bytes>`, so every stored path stays short whatever
+    the name's length (names of 64 KiB are tested). `x` and `h` names never equal each other.
+    """
     if is_servable(name):
         return (*fanout(name), name)
-    hexed = name.encode("utf-8", "surrogatepass").hex()
-    chunks = [hexed[i : i + HEX_CHUNK] for i in range(0, len(hexed), HEX_CHUNK)] or [""]
-    # Intermediate levels end in "+" and the last does not, so a long name's intermediate
-    # directory never equals a shorter name's final one.
-    levels = [f"x{chunk}+" for chunk in chunks[:-1]] + [f"x{chunks[-1]}"]
+    raw = name.encode("utf-8", "surrogatepass")
+    hexed = raw.hex()
     shard = hashlib.sha256(hexed.encode()).hexdigest()[:2]
-    return (RESERVED_FANOUT, shard, *levels)
+    leaf = f"x{hexed}" if len(hexed) <= MAX_HEX else f"h{hashlib.sha256(raw).hexdigest()}"
+    return (RESERVED_FANOUT, shard, leaf)
 
 
-def name_from_segments(segments: tuple[str, ...]) -> str:
-    """Return the name that `name_segments` mapped to `segments` (its inverse)."""
+def name_from_segments(segments: tuple[str, ...]) -> str | None:
+    """Return the name that `name_segments` mapped to `segments`; None for a hashed name."""
     if segments[0] != RESERVED_FANOUT:
         return segments[-1]
-    hexed = "".join(level[1:].removesuffix("+") for level in segments[2:])
-    return bytes.fromhex(hexed).decode("utf-8", "surrogatepass")
+    if segments[-1].startswith("h"):
+        return None
+    return bytes.fromhex(segments[-1][1:]).decode("utf-8", "surrogatepass")
 
 
 def conversation_dir(owner: str, participant: str) -> str:
