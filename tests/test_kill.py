@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import orjson
@@ -57,23 +58,32 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return published(base / "out")
 
 
-def _killed_run(config: RunConfig, stage: str, delay: float, full: bool) -> int:
-    """Start the job; SIGKILL it `delay` seconds after it starts `stage`; return its exit code."""
+def _killed_run(
+    config: RunConfig, stage: str, delay: float, full: bool, sig: int = signal.SIGKILL
+) -> tuple[int, list[dict[str, Any]]]:
+    """Start the job; send `sig` `delay` seconds after it starts `stage`.
+
+    Returns its exit code and the JSON log events it wrote after the signal.
+    """
     command = [
         CONVSUM, "run", "--messages", config.messages, "--statuses", str(config.statuses),
         "--out", config.out, "--page-size", str(config.page_size), "--desc-pages",
         "--log-format", "json", *(["--full"] if full else []),
     ]  # fmt: skip
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    assert process.stderr is not None
-    for line in process.stderr:
-        event = orjson.loads(line)
-        if event["event"] == "stage_start" and event["stage"] == stage:
-            time.sleep(delay)
-            process.send_signal(signal.SIGKILL)
-            break
-    process.stderr.close()
-    return process.wait()
+    with subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL) as process:
+        assert process.stderr is not None
+        try:
+            for line in process.stderr:
+                event = orjson.loads(line)
+                if event["event"] == "stage_start" and event["stage"] == stage:
+                    time.sleep(delay)
+                    process.send_signal(sig)
+                    break
+            after = [orjson.loads(line) for line in process.stderr]  # a traceback fails here
+        finally:
+            if process.poll() is None:
+                process.wait(timeout=60)
+    return process.returncode, after
 
 
 def _state_answers(out: Path) -> int:
@@ -105,7 +115,7 @@ def _first_day_then_killed(
     run_job(_config(inputs, out))
     before = published(out)
     _land(inputs, DAYS[1:])
-    code = _killed_run(_config(inputs, out), stage, delay, full=full)
+    code, _ = _killed_run(_config(inputs, out), stage, delay, full=full)
     where = f"{stage} + {delay:.4f} s"
     assert code == -signal.SIGKILL, f"the run ended ({code}) before the kill at {where}"
     return inputs, out, before, where
@@ -137,3 +147,33 @@ def test_kill_during_a_full_run_then_rerun_gives_the_clean_tree(
     assert published(out) == before  # a full run publishes nothing until its switch
     run_job(_config(inputs, out))
     assert published(out) == clean, f"killed at {where}"
+
+
+@pytest.mark.parametrize(
+    ("sig", "stage", "full"),
+    [
+        (signal.SIGINT, "derive", False),
+        (signal.SIGTERM, "swap", False),
+        (signal.SIGTERM, "pages", True),
+        (signal.SIGINT, "state", True),
+    ],
+)
+def test_kill_stop_signal_ends_the_run_cleanly(
+    tmp_path: Path, clean: dict[str, bytes], sig: signal.Signals, stage: str, full: bool
+) -> None:
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    _land(inputs, DAYS[:1])
+    run_job(_config(inputs, out))
+    before = published(out)
+    _land(inputs, DAYS[1:])
+    code, events = _killed_run(_config(inputs, out), stage, 0.0, full=full, sig=sig)
+    assert code == 128 + sig, events
+    errors = [e for e in events if e["event"] == "error"]
+    assert [(e["message"].split(";")[0], e["exit_code"]) for e in errors] == [
+        (f"interrupted by {sig.name}", 128 + sig)
+    ]
+    if full:
+        assert published(out) == before
+    assert not list(out.glob(".work-*"))  # the run cleaned up after itself
+    run_job(_config(inputs, out))
+    assert published(out) == clean

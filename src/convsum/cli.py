@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +22,8 @@ from convsum.config import (
     load_toml,
 )
 from convsum.errors import ConfigError, ConvsumError, RunLockedError
+from convsum.interrupts import Received, interruptible
+from convsum.log import RunLog
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the output root; try again later
@@ -112,7 +115,6 @@ def run(config_file: Path | None, report: bool, full: bool, **options: Any) -> N
     the command line exits with 2; a second run on an output root that a run is writing exits at
     once with 75.
     """
-    from convsum.log import RunLog
     from convsum.run import run_job
 
     try:
@@ -121,17 +123,20 @@ def run(config_file: Path | None, report: bool, full: bool, **options: Any) -> N
     except ConfigError as exc:
         raise _UsageFromConfig(str(exc)) from exc
     with RunLog(config.log_format) as log:
-        try:
-            result = run_job(config, log, full=full)
-        except ConvsumError as exc:
-            code = EXIT_LOCKED if isinstance(exc, RunLockedError) else 1
-            if config.log_format == "json":
-                log.event("error", message=str(exc), exit_code=code)
+        say_error = partial(_say_error, log)
+        with interruptible(lambda got: say_error(_interrupted(got), got.exit_code)) as received:
+            try:
+                result = run_job(config, log, full=full)
+            except BaseException as exc:
+                if received.signum is not None:  # whatever the engine raised on its way out
+                    code, message = received.exit_code, _interrupted(received)
+                elif isinstance(exc, ConvsumError):
+                    code = EXIT_LOCKED if isinstance(exc, RunLockedError) else 1
+                    message = str(exc)
+                else:
+                    raise
+                say_error(message, code)
                 raise click.exceptions.Exit(code) from exc
-            if code == EXIT_LOCKED:
-                click.echo(f"Error: {exc}", err=True)
-                raise click.exceptions.Exit(EXIT_LOCKED) from exc
-            raise click.ClickException(str(exc)) from exc
         out = Path(config.out)
         log.event(
             "published",
@@ -151,6 +156,22 @@ def run(config_file: Path | None, report: bool, full: bool, **options: Any) -> N
         )
     if report:
         sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def _say_error(log: RunLog, message: str, code: int) -> None:
+    """Report a failed run: one `Error:` line, or an `error` event in the JSON log."""
+    if log.fmt == "json":
+        log.event("error", message=message, exit_code=code)
+    log.close()
+    if log.fmt != "json":
+        click.echo(f"Error: {message}", err=True)
+
+
+def _interrupted(received: Received) -> str:
+    return (
+        f"interrupted by {received.name}; nothing more was published, and the next run "
+        "finishes the job"
+    )
 
 
 @cli.command("nginx-conf", context_settings=CONTEXT)

@@ -1,0 +1,36 @@
+"""A stop signal ends a run promptly, even while a query holds the main thread in native code."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+# A DuckDB query that runs for about a minute without giving Python's signal handlers a turn.
+_HELD = """
+import duckdb, sys
+from convsum.interrupts import interruptible
+with interruptible(lambda got: print("last words", got.name, flush=True), grace=0.5):
+    print("started", flush=True)
+    duckdb.connect().execute("SELECT sum(hash(range)) FROM range(10000000000)").fetchall()
+print("the query ended", flush=True)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupts_end_a_query_held_in_native_code(sig: signal.Signals) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", _HELD], stdout=subprocess.PIPE, text=True
+    ) as process:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "started\n"
+        time.sleep(0.5)
+        process.send_signal(sig)
+        try:
+            code = process.wait(timeout=30)  # the query alone would run for about a minute
+        finally:
+            process.kill()
+        assert (code, process.stdout.read()) == (128 + sig, f"last words {sig.name}\n")
