@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import orjson
 from convsum import __version__
 from convsum.config import ENGINES, LOG_FORMATS, ONLY, build_config, check_page_size, load_toml
 from convsum.errors import ConfigError, ConvsumError, RunLockedError
+from convsum.publish.nginx import check_listen, check_user, render
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the output root; try again later
@@ -131,11 +133,36 @@ def run(config_file: Path | None, report: bool, full: bool, **options: Any) -> N
         sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
 
 
+def _nginx_token(check: Callable[[str], str]) -> Callable[..., str | None]:
+    """Return a Click callback that refuses a value `check` cannot put into an nginx config."""
+
+    def callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            check(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from exc
+        return value
+
+    return callback
+
+
 @cli.command("nginx-conf", context_settings=CONTEXT)
 @click.version_option(__version__, "-V", "--version", prog_name="convsum")
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--listen", default="127.0.0.1:8080", show_default=True, help="nginx listen address.")
-@click.option("--user", help="Worker user, for an nginx started as root (emits `user NAME;`).")
+@click.option(
+    "--listen",
+    default="127.0.0.1:8080",
+    show_default=True,
+    callback=_nginx_token(check_listen),
+    help="nginx listen address: PORT, HOST:PORT, [IPV6]:PORT or unix:/PATH.",
+)
+@click.option(
+    "--user",
+    callback=_nginx_token(check_user),
+    help="Worker user, for an nginx started as root (emits `user NAME;`).",
+)
 def nginx_conf(out: Path, listen: str, user: str | None) -> None:
     """Print an nginx configuration that serves the tree published in OUT as the read API.
 
@@ -143,7 +170,6 @@ def nginx_conf(out: Path, listen: str, user: str | None) -> None:
     `nginx -p PREFIX -c FILE`; its pid, logs and temporary files go under PREFIX.
     """
     from convsum.publish.manifest import MANIFEST
-    from convsum.publish.nginx import render
     from convsum.publish.tree import API, CURRENT
 
     manifest_path = out / CURRENT / MANIFEST
@@ -154,7 +180,9 @@ def nginx_conf(out: Path, listen: str, user: str | None) -> None:
         msg = f"{manifest_path}: no published manifest; run `convsum run --out {out}` first"
         raise click.ClickException(msg) from exc
     api_root = out.resolve() / CURRENT / API
-    click.echo(render(api_root, listen, layout["page_size"], layout["orders"], user), nl=False)
+    conf = render(api_root, listen, layout["page_size"], layout["orders"], user)
+    # A path that is not UTF-8 reaches nginx as the same bytes.
+    sys.stdout.buffer.write(conf.encode("utf-8", "surrogateescape"))
 
 
 @cli.command(context_settings=CONTEXT)
