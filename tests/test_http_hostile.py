@@ -1,13 +1,16 @@
-"""End to end against hostile input: an output root whose path nginx's syntax gives meaning to."""
+"""End to end against hostile clients (odd methods, broken requests), served from an output root
+whose path nginx's syntax gives meaning to."""
 
 from __future__ import annotations
 
 import http.client
+import socket
 import subprocess
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import pytest
 
 from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, message, status, write_parquet
@@ -21,6 +24,14 @@ HOSTILE_DIR = "out a;b{c}\"d'e\\f#g\nh\tü $uri ${host} $"
 PARTICIPANT = "46700000001"
 # Two owners whose names are prefixes of each other, with different data for one participant.
 OWNERS = {"acm": 1, "acme": 2}
+
+MALFORMED = {"status": 400, "error": "Bad Request", "message": "malformed request"}
+NO_ROUTE = {"status": 404, "error": "Not Found", "message": "no such endpoint"}
+NOT_ALLOWED = {
+    "status": 405,
+    "error": "Method Not Allowed",
+    "message": "only GET and HEAD are served",
+}
 
 
 def _summary(count: int) -> dict[str, Any]:
@@ -68,6 +79,16 @@ def _request(base: str, method: str, path: str, headers: dict[str, str] | None =
         connection.close()
 
 
+def _raw(base: str, request: bytes) -> tuple[int, str, Any]:
+    """Send bytes no HTTP client would, and return the status, content type and parsed body."""
+    address = urlsplit(base)
+    with socket.create_connection((address.hostname or "", address.port or 80), 10) as sock:
+        sock.sendall(request)
+        reply = http.client.HTTPResponse(sock)
+        reply.begin()
+        return reply.status, reply.headers["Content-Type"], orjson.loads(reply.read())
+
+
 def test_http_hostile_root_path_is_served(base: str) -> None:
     reply = _request(base, "GET", f"/acme/v2/conversations/{PARTICIPANT}/summary")
     assert (reply.status, reply.content_type, reply.json()) == (
@@ -75,3 +96,88 @@ def test_http_hostile_root_path_is_served(base: str) -> None:
         "application/json",
         _summary(OWNERS["acme"]),
     )
+
+
+SUMMARY = "v2/conversations/46700000001/summary"
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "FOO"])
+@pytest.mark.parametrize(
+    "path", [f"/acm/{SUMMARY}", "/acm/v2/conversations/46700000001", "/nowhere"]
+)
+def test_http_hostile_method_is_a_json_405_with_allow(base: str, method: str, path: str) -> None:
+    address = urlsplit(base)
+    connection = http.client.HTTPConnection(address.hostname or "", address.port, timeout=10)
+    try:
+        connection.request(method, path, body=b"{}" if method in ("POST", "PUT") else None)
+        reply = connection.getresponse()
+        answer = (reply.status, reply.headers["Content-Type"], reply.headers["Allow"])
+        assert (*answer, orjson.loads(reply.read())) == (
+            405,
+            "application/json",
+            "GET, HEAD",
+            NOT_ALLOWED,
+        )
+    finally:
+        connection.close()
+
+
+def test_http_hostile_head_answers_the_headers_of_get(base: str) -> None:
+    get = _request(base, "GET", f"/acm/{SUMMARY}")
+    head = _request(base, "HEAD", f"/acm/{SUMMARY}")
+    assert (head.status, head.content_type, head.body) == (200, "application/json", b"")
+    assert get.json() == _summary(OWNERS["acm"])
+
+
+def test_http_hostile_range_answers_the_whole_page(base: str) -> None:
+    whole = _request(base, "GET", f"/acm/{SUMMARY}")
+    for ranges in ("bytes=0-9", "bytes=999999-"):
+        part = _request(base, "GET", f"/acm/{SUMMARY}", {"Range": ranges})
+        assert part == whole, ranges
+
+
+HOST = b"Host: localhost\r\n"
+ERROR_REQUESTS = [
+    (b"GARBAGE\r\n\r\n", 400, MALFORMED),
+    (b"get / HTTP/1.1\r\n" + HOST + b"\r\n", 400, MALFORMED),
+    (b"GET / HTTP/1.1\r\n\r\n", 400, MALFORMED),
+    (b"GET /acm%zz HTTP/1.1\r\n" + HOST + b"\r\n", 400, MALFORMED),
+    (b"GET /acm/" + SUMMARY.encode() + b"%00 HTTP/1.1\r\n" + HOST + b"\r\n", 400, MALFORMED),
+    (
+        b"GET / HTTP/1.1\r\n" + HOST + b"X-Big: " + b"x" * 9000 + b"\r\n\r\n",
+        400,
+        {"status": 400, "error": "Bad Request", "message": "request header too large"},
+    ),
+    (
+        b"GET /" + b"x" * 9000 + b" HTTP/1.1\r\n" + HOST + b"\r\n",
+        414,
+        {"status": 414, "error": "URI Too Long", "message": "request URI too long"},
+    ),
+    (
+        b"GET / HTTP/1.1\r\n" + HOST + b"Content-Length: 2000000\r\n\r\n",
+        413,
+        {"status": 413, "error": "Content Too Large", "message": "request body too large"},
+    ),
+    (
+        b"GET / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: gzip\r\n\r\n",
+        501,
+        {"status": 501, "error": "Not Implemented", "message": "not implemented"},
+    ),
+    (
+        b"GET / HTTP/2.0\r\n" + HOST + b"\r\n",
+        505,
+        {
+            "status": 505,
+            "error": "HTTP Version Not Supported",
+            "message": "HTTP version not supported",
+        },
+    ),
+    (b"GET /.convsum-error/500 HTTP/1.1\r\n" + HOST + b"\r\n", 404, NO_ROUTE),
+]
+
+
+@pytest.mark.parametrize(("request_bytes", "code", "body"), ERROR_REQUESTS)
+def test_http_hostile_error_nginx_raises_is_json(
+    base: str, request_bytes: bytes, code: int, body: dict[str, Any]
+) -> None:
+    assert _raw(base, request_bytes) == (code, "application/json", body)

@@ -123,6 +123,18 @@ def test_nginx_check_user_rejects_anything_else(user: str) -> None:
         check_user(user)
 
 
+def test_nginx_render_answers_every_error_status_in_json() -> None:
+    conf = render(Path("/srv/api"), "8080", 50, ["asc"], None)
+    pages = re.findall(r"error_page (\d+) =(\d+) (\S+);", conf)
+    answers = dict(re.findall(r"location = (\S+) \{ internal;[^}]*? return \d+ '([^']*)'", conf))
+    bodies = {int(code): (int(sent), orjson.loads(answers[uri])) for code, sent, uri in pages}
+    assert {code: (sent, body["status"]) for code, (sent, body) in bodies.items()} == {
+        **{code: (code, code) for code in (400, 403, 404, 405, 408, 413, 414, 416, 429)},
+        494: (400, 400),
+        **{code: (code, code) for code in (500, 501, 502, 503, 504, 505)},
+    }
+
+
 def _published(tmp_path: Path) -> Path:
     """Return an output root holding just the manifest `nginx-conf` reads."""
     (tmp_path / "current").mkdir(parents=True)
