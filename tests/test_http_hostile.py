@@ -1,5 +1,5 @@
-"""End to end against hostile clients (odd methods, broken requests), served from an output root
-whose path nginx's syntax gives meaning to."""
+"""End to end against hostile clients: odd methods, broken requests, and paths that try to cross
+from one owner's tree into another's, served from an output root whose path is hostile too."""
 
 from __future__ import annotations
 
@@ -25,8 +25,14 @@ PARTICIPANT = "46700000001"
 # Two owners whose names are prefixes of each other, with different data for one participant.
 OWNERS = {"acm": 1, "acme": 2}
 
+HOSTILE = {
+    "status": 400,
+    "error": "Bad Request",
+    "message": "the path must not hold a dot segment or an encoded slash",
+}
 MALFORMED = {"status": 400, "error": "Bad Request", "message": "malformed request"}
 NO_ROUTE = {"status": 404, "error": "Not Found", "message": "no such endpoint"}
+UNKNOWN = {"status": 404, "error": "Not Found", "message": "unknown participant"}
 NOT_ALLOWED = {
     "status": 405,
     "error": "Method Not Allowed",
@@ -99,11 +105,69 @@ def test_http_hostile_root_path_is_served(base: str) -> None:
 
 
 SUMMARY = "v2/conversations/46700000001/summary"
+# (path template, status, body): `{a}` is the owner a proxy put first, `{b}` the other owner.
+TRAVERSALS = [
+    ("/{a}/../{b}/" + SUMMARY, HOSTILE),
+    ("/{a}/./../{b}/" + SUMMARY, HOSTILE),
+    ("/{a}//../{b}/" + SUMMARY, HOSTILE),
+    ("/{a}/..%2F{b}/" + SUMMARY, HOSTILE),
+    ("/{a}/..%2f{b}/" + SUMMARY, HOSTILE),
+    ("/{a}%2F..%2F{b}/" + SUMMARY, HOSTILE),
+    ("/{a}/%2e%2e/{b}/" + SUMMARY, HOSTILE),
+    ("/{a}/%2E%2e/{b}/" + SUMMARY, HOSTILE),
+    ("/{a}/.%2E/{b}/" + SUMMARY, HOSTILE),
+    ("/{a}/%2e./{b}/" + SUMMARY, HOSTILE),
+    ("/{a}/%2e%2e%2f{b}/" + SUMMARY, HOSTILE),
+    ("/{a}/%2e/../{b}/" + SUMMARY, HOSTILE),
+    ("/{a}/v2/../../{b}/" + SUMMARY, HOSTILE),
+    ("/{a}/v2/conversations/..%2F..%2F..%2F{b}%2F" + SUMMARY, HOSTILE),
+    ("/{a}/" + SUMMARY + "/../../../../../{b}/" + SUMMARY, HOSTILE),
+    ("/{a}/" + SUMMARY + "/%2e%2e", HOSTILE),
+    ("/{a}/..?/{b}/" + SUMMARY, HOSTILE),
+    ("/{a}/..#/{b}/" + SUMMARY, HOSTILE),
+    ("/{a}/%c0%ae%c0%ae/{b}/" + SUMMARY, HOSTILE),
+    ("/{a}/%C0%AE./{b}/" + SUMMARY, HOSTILE),
+    ("/{a}/..%c0%af{b}/" + SUMMARY, HOSTILE),
+    ("/{a}/%e0%80%ae%e0%80%ae/{b}/" + SUMMARY, HOSTILE),
+    ("/{a}/%f0%80%80%ae%f0%80%80%ae/{b}/" + SUMMARY, HOSTILE),
+    ("/{a}/..%00/{b}/" + SUMMARY, MALFORMED),
+    ("/{a}/%u002e%u002e/{b}/" + SUMMARY, MALFORMED),
+    # Spellings only other servers normalise: to nginx each is a literal name, so the path has
+    # the wrong shape (no route) or names an owner that does not exist.
+    ("/{a}/%252e%252e/{b}/" + SUMMARY, NO_ROUTE),
+    ("/{a}/%252e%252e%252f{b}/" + SUMMARY, NO_ROUTE),
+    ("/{a}/..%252f{b}/" + SUMMARY, NO_ROUTE),
+    ("/{a}/..;/{b}/" + SUMMARY, NO_ROUTE),
+    ("/{a}/..%3B/{b}/" + SUMMARY, NO_ROUTE),
+    ("/{a}/.../{b}/" + SUMMARY, NO_ROUTE),
+    ("/{a}/%ef%bc%8e%ef%bc%8e/{b}/" + SUMMARY, NO_ROUTE),
+    ("/{a}/..\\{b}/" + SUMMARY, NO_ROUTE),
+    ("/{a}/..%5C{b}/" + SUMMARY, NO_ROUTE),
+    ("/{a}/%2e%2e%5c{b}/" + SUMMARY, NO_ROUTE),
+    ("/{a}\\..\\{b}/" + SUMMARY, UNKNOWN),
+    ("/{a}%5C..%5C{b}/" + SUMMARY, UNKNOWN),
+    ("/{a}/{b}/" + SUMMARY, NO_ROUTE),
+    ("/{a}//{b}/" + SUMMARY, NO_ROUTE),
+    ("//{b}/" + SUMMARY, NO_ROUTE),
+]
+
+
+@pytest.mark.parametrize(("owner", "other"), [("acme", "acm"), ("acm", "acme")])
+@pytest.mark.parametrize(("template", "body"), TRAVERSALS)
+def test_http_hostile_traversal_never_reaches_another_owner(
+    base: str, owner: str, other: str, template: str, body: dict[str, Any]
+) -> None:
+    reply = _request(base, "GET", template.format(a=owner, b=other))
+    assert (reply.status, reply.content_type, reply.json()) == (
+        body["status"],
+        "application/json",
+        body,
+    )
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "FOO"])
 @pytest.mark.parametrize(
-    "path", [f"/acm/{SUMMARY}", "/acm/v2/conversations/46700000001", "/nowhere"]
+    "path", [f"/acm/{SUMMARY}", "/acm/v2/conversations/46700000001", "/nowhere", "/acm/../x"]
 )
 def test_http_hostile_method_is_a_json_405_with_allow(base: str, method: str, path: str) -> None:
     address = urlsplit(base)
@@ -173,6 +237,11 @@ ERROR_REQUESTS = [
         },
     ),
     (b"GET /.convsum-error/500 HTTP/1.1\r\n" + HOST + b"\r\n", 404, NO_ROUTE),
+    (
+        b"GET http://x/acme/../acm/" + SUMMARY.encode() + b" HTTP/1.1\r\n" + HOST + b"\r\n",
+        400,
+        HOSTILE,
+    ),
 ]
 
 
