@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -24,6 +25,7 @@ from convsum.config import (
 from convsum.errors import ConfigError, ConvsumError, RunLockedError
 from convsum.interrupts import Received, interruptible
 from convsum.log import RunLog
+from convsum.publish.nginx import check_listen, check_user, render
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the output root; try again later
@@ -150,7 +152,7 @@ def run(config_file: Path | None, report: bool, full: bool, **options: Any) -> N
         )
     if config.log_format == "text":
         click.echo(
-            f"convsum: serve it with: convsum nginx-conf {out} --listen 127.0.0.1:8080 "
+            f"convsum: serve it with: convsum nginx-conf {shlex.quote(str(out))} --listen 127.0.0.1:8080 "
             '> nginx.conf && nginx -p "$PWD" -c "$PWD/nginx.conf"',
             err=True,
         )
@@ -177,8 +179,18 @@ def _interrupted(received: Received) -> str:
 @cli.command("nginx-conf", context_settings=CONTEXT)
 @click.version_option(__version__, "-V", "--version", prog_name="convsum")
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--listen", default="127.0.0.1:8080", show_default=True, help="nginx listen address.")
-@click.option("--user", help="Worker user, for an nginx started as root (emits `user NAME;`).")
+@click.option(
+    "--listen",
+    default="127.0.0.1:8080",
+    show_default=True,
+    callback=_checked(check_listen),
+    help="nginx listen address: PORT, HOST:PORT, [IPV6]:PORT or unix:/PATH.",
+)
+@click.option(
+    "--user",
+    callback=_checked(check_user),
+    help="Worker user, for an nginx started as root (emits `user NAME;`).",
+)
 def nginx_conf(out: Path, listen: str, user: str | None) -> None:
     """Print an nginx configuration that serves the tree published in OUT as the read API.
 
@@ -186,7 +198,6 @@ def nginx_conf(out: Path, listen: str, user: str | None) -> None:
     `nginx -p PREFIX -c FILE`; its pid, logs and temporary files go under PREFIX.
     """
     from convsum.publish.manifest import MANIFEST
-    from convsum.publish.nginx import render
     from convsum.publish.tree import API, CURRENT
 
     manifest_path = out / CURRENT / MANIFEST
@@ -197,7 +208,9 @@ def nginx_conf(out: Path, listen: str, user: str | None) -> None:
         msg = f"{manifest_path}: no published manifest; run `convsum run --out {out}` first"
         raise click.ClickException(msg) from exc
     api_root = out.resolve() / CURRENT / API
-    click.echo(render(api_root, listen, layout["page_size"], layout["orders"], user), nl=False)
+    conf = render(api_root, listen, layout["page_size"], layout["orders"], user)
+    # A path that is not UTF-8 reaches nginx as the same bytes.
+    sys.stdout.buffer.write(conf.encode("utf-8", "surrogateescape"))
 
 
 @cli.command(context_settings=CONTEXT)

@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
+import orjson
 import pytest
+from click.testing import CliRunner
 
+from convsum.cli import cli
 from convsum.config import ALIGNMENT_MODULUS
-from convsum.publish.nginx import page_group_pattern, start_pattern
+from convsum.errors import ConfigError
+from convsum.publish.nginx import (
+    check_listen,
+    check_user,
+    page_group_pattern,
+    quote,
+    quote_path,
+    render,
+    start_pattern,
+)
 from convsum.publish.paths import page_file
 
 PAGE_SIZES = [d for d in range(1, ALIGNMENT_MODULUS + 1) if ALIGNMENT_MODULUS % d == 0]
@@ -42,3 +58,125 @@ def test_nginx_page_group_agrees_with_page_file(page_size: int) -> None:
         match = pattern.match(str(start))
         group = match.group(1) if match else ""
         assert page_file(page_size, "all", "asc", start) == f"p{group}/all.asc.{start}.json"
+
+
+def test_nginx_quote_escapes_what_the_parser_unescapes() -> None:
+    assert quote("a b;c{d}'e\"f\\g\nh\ri\tj#$k") == '"a b;c{d}\'e\\"f\\\\g\\nh\\ri\\tj#$k"'
+
+
+def test_nginx_quote_path_spells_dollar_through_a_variable() -> None:
+    assert quote_path(Path("/srv/$uri/a")) == '"/srv/${cs_dollar}uri/a"'
+
+
+@pytest.mark.parametrize(
+    ("listen", "token"),
+    [
+        ("8080", "8080"),
+        ("127.0.0.1:8080", "127.0.0.1:8080"),
+        ("*:80", "*:80"),
+        ("[::1]:8080", "[::1]:8080"),
+        ("localhost:8080", "localhost:8080"),
+        ("api.example.com:443", "api.example.com:443"),
+        ("unix:/run/a b;c$d.sock", "unix:/run/a b;c$d.sock"),
+    ],
+)
+def test_nginx_check_listen_accepts_an_address(listen: str, token: str) -> None:
+    assert check_listen(listen) == token
+
+
+@pytest.mark.parametrize(
+    "listen",
+    [
+        "",
+        "0",
+        "65536",
+        "\uff18\uff10",  # fullwidth digits: str.isdigit() accepts them
+        "8080 ssl",
+        "80;",
+        "127.0.0.1:80; user root",
+        ":80",
+        "::1:80",
+        "[::1]",
+        "[zz]:80",
+        "300.1.1.1:80",
+        "host name:80",
+        "-a.example:80",
+        "-abc:80",
+        "1.2.3:80",
+        "unix:relative.sock",
+    ],
+)
+def test_nginx_check_listen_rejects_anything_else(listen: str) -> None:
+    with pytest.raises(ConfigError, match=r"expected PORT|is not an IP address"):
+        check_listen(listen)
+
+
+@pytest.mark.parametrize("user", ["root", "www-data", "_nginx", "svc.web"])
+def test_nginx_check_user_accepts_a_user_name(user: str) -> None:
+    assert check_user(user) == user
+
+
+@pytest.mark.parametrize(
+    "user", ["", "root;", "root; worker_processes 64", "a b", "$x", '"x"', "1st", "x" * 33]
+)
+def test_nginx_check_user_rejects_anything_else(user: str) -> None:
+    with pytest.raises(ConfigError, match="is not a user name"):
+        check_user(user)
+
+
+def test_nginx_render_answers_every_error_status_in_json() -> None:
+    conf = render(Path("/srv/api"), "8080", 50, ["asc"], None)
+    pages = re.findall(r"error_page (\d+) =(\d+) (\S+);", conf)
+    answers = dict(re.findall(r"location = (\S+) \{ internal;[^}]*? return \d+ '([^']*)'", conf))
+    bodies = {int(code): (int(sent), orjson.loads(answers[uri])) for code, sent, uri in pages}
+    assert {code: (sent, body["status"]) for code, (sent, body) in bodies.items()} == {
+        **{code: (code, code) for code in (400, 403, 404, 405, 408, 413, 414, 416, 429)},
+        494: (400, 400),
+        **{code: (code, code) for code in (500, 501, 502, 503, 504, 505)},
+    }
+
+
+def _published(tmp_path: Path) -> Path:
+    """Return an output root holding just the manifest `nginx-conf` reads."""
+    (tmp_path / "current").mkdir(parents=True)
+    layout = {"layout": {"page_size": 50, "orders": ["asc"]}}
+    (tmp_path / "current" / "manifest.json").write_bytes(orjson.dumps(layout))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("--listen", "80; include /etc/passwd", "Invalid value for '--listen'"),
+        ("--user", "root; worker_processes 64", "Invalid value for '--user'"),
+    ],
+)
+def test_nginx_conf_cli_rejects_what_nginx_cannot_take_with_exit_2(
+    tmp_path: Path, option: str, value: str, words: str
+) -> None:
+    result = CliRunner().invoke(cli, ["nginx-conf", str(_published(tmp_path)), option, value])
+    assert result.exit_code == 2, result.output
+    assert words in result.stderr
+    assert result.stdout == ""
+
+
+def test_nginx_conf_cli_keeps_a_path_that_is_not_utf8(tmp_path: Path) -> None:
+    root = _published(tmp_path / os.fsdecode(b"caf\xe9"))
+    result = CliRunner().invoke(cli, ["nginx-conf", str(root)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert b'root "' + os.fsencode(root.resolve()) + b'/current/api";' in result.stdout_bytes
+
+
+@pytest.mark.http
+def test_nginx_conf_with_hostile_paths_passes_nginx_t(tmp_path: Path) -> None:
+    root = _published(tmp_path / "out a;b{c}\"d'e\\f#g\nh\tü $uri ${host} $")
+    socket_path = f"unix:{tmp_path}/a b;c$d.sock"
+    conf = render(root.resolve() / "current" / "api", socket_path, 50, ["asc"], "root")
+    (tmp_path / "nginx.conf").write_text(conf)
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    check = subprocess.run(
+        [nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stderr

@@ -2,20 +2,133 @@
 
 The server computes each name's fan-out directories from the URL with `map` blocks that repeat
 `publish.paths.fanout`, checks `start`, `limit` and `order` with regular expressions, and answers
-from the files alone: no module beyond a stock build, no script.
+from the files alone: no module beyond a stock build, no script. Every answer, the errors nginx
+raises itself included, is JSON.
+
+Tenant isolation: nginx decodes `%XX` once and resolves `.` and `..` segments before it matches a
+location, so a raw path like `/acme/..%2Facm/...` would be served from owner `acm`. The
+configuration therefore refuses, on the raw `$request_uri`, every path with a segment that is `.`
+or `..` once decoded, or with an encoded slash; with `merge_slashes off` as well, the segments
+nginx matches are then exactly the raw segments, each decoded once, so the owner served is always
+the first raw segment.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 
 from convsum.config import ALIGNMENT_MODULUS
+from convsum.errors import ConfigError
 from convsum.publish.paths import SUMMARY_FILE, page_group_digits
 
 _ALNUM = "[0-9A-Za-z]"
 _NOT_FOUND = '{"status":404,"error":"Not Found","message":"unknown participant"}'
 _NO_LISTS = '{"status":404,"error":"Not Found","message":"this run published summaries only"}'
 _NO_ROUTE = '{"status":404,"error":"Not Found","message":"no such endpoint"}'
+_HOSTILE_PATH = (
+    '{"status":400,"error":"Bad Request",'
+    '"message":"the path must not hold a dot segment or an encoded slash"}'
+)
+METHODS = ("GET", "HEAD")
+ERROR_URI = "/.convsum-error/"
+
+# The statuses nginx can answer by itself, each with the JSON body that replaces its HTML page.
+# 494 (request header too large) goes on the wire as 400, as nginx does by default.
+ERROR_PAGES: dict[int, tuple[int, str, str]] = {
+    400: (400, "Bad Request", "malformed request"),
+    403: (403, "Forbidden", "forbidden"),
+    404: (404, "Not Found", "no such endpoint"),
+    405: (405, "Method Not Allowed", f"only {' and '.join(METHODS)} are served"),
+    408: (408, "Request Timeout", "the request took too long to arrive"),
+    413: (413, "Content Too Large", "request body too large"),
+    414: (414, "URI Too Long", "request URI too long"),
+    416: (416, "Range Not Satisfiable", "range not satisfiable"),
+    429: (429, "Too Many Requests", "too many requests"),
+    494: (400, "Bad Request", "request header too large"),
+    500: (500, "Internal Server Error", "internal server error"),
+    501: (501, "Not Implemented", "not implemented"),
+    502: (502, "Bad Gateway", "bad gateway"),
+    503: (503, "Service Unavailable", "service unavailable"),
+    504: (504, "Gateway Timeout", "gateway timeout"),
+    505: (505, "HTTP Version Not Supported", "HTTP version not supported"),
+}
+
+# Raw request paths refused before routing (matched case-insensitively on `$request_uri`, up to
+# its query): a dot segment in any single-decoded spelling, an encoded slash, and overlong UTF-8
+# (`%c0%ae` is `.` to a lax decoder; no servable name's UTF-8 holds these bytes).
+HOSTILE_PATH_PATTERNS = (
+    r"^[^?]*/(?:\.|%2e){1,2}(?:[/?#]|$)",
+    r"^[^?]*%2f",
+    r"^[^?]*%(?:c0|c1|e0%[89]|f0%8)",
+)
+
+_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+_LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}")
+
+
+def quote(text: str) -> str:
+    """Return `text` as one nginx double-quoted token that the parser reads back unchanged.
+
+    Inside quotes nginx unescapes a backslash before `\\`, `"`, `'`, `t`, `r` and `n` and takes
+    every other byte as it is. Newlines are escaped too, so the token also fits on a comment
+    line. `$` is left alone: see `quote_path`.
+    """
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    escaped = escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    return f'"{escaped}"'
+
+
+def quote_path(path: Path) -> str:
+    """Return `path` as a quoted token for a directive that interpolates variables (`root`).
+
+    Such directives have no escape for `$`, so each `$` becomes `${cs_dollar}`, a `geo` variable
+    whose value is a literal `$` (geo values are never interpolated). Bytes that are not UTF-8
+    stay as surrogate escapes; write the text with `surrogateescape` to get them back.
+    """
+    return quote(str(path)).replace("$", "${cs_dollar}")
+
+
+def check_user(user: str) -> str:
+    """Return `user` if it is a plain user name (what nginx's `user` directive looks up)."""
+    if not _USER.fullmatch(user):
+        msg = f"{user!r} is not a user name (letters, digits, '_', '.', '-'; at most 32)"
+        raise ConfigError(msg)
+    return user
+
+
+def check_listen(listen: str) -> str:
+    """Return `listen` if nginx can listen there: PORT, HOST:PORT, [IPV6]:PORT or unix:/PATH."""
+    if listen.startswith("unix:/"):
+        return listen
+    host, colon, port = listen.rpartition(":")
+    if not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+        msg = f"{listen!r}: expected PORT, HOST:PORT, [IPV6]:PORT or unix:/PATH"
+        raise ConfigError(msg)
+    if colon and not _valid_host(host):
+        msg = f"{listen!r}: {host!r} is not an IP address, `*` or a host name"
+        raise ConfigError(msg)
+    return f"{host}{colon}{int(port)}"
+
+
+def _valid_host(host: str) -> bool:
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+        return True
+    if host == "*":
+        return True
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return False
+        return True
+    return bool(host.isascii() and _HOST_NAME.fullmatch(host))
 
 
 def start_pattern(page_size: int) -> str:
@@ -48,13 +161,50 @@ def _fanout_maps(variable: str, prefix: str) -> str:
     return "\n".join(blocks)
 
 
+def _error_pages() -> str:
+    """Return the `error_page` lines and the internal locations that answer them in JSON.
+
+    The pages are URIs, not named locations: nginx cannot redirect a request whose line it
+    could not parse (no URI yet) to a named location, and would answer with its HTML 500.
+    """
+    lines = []
+    for code, (sent, error, message) in ERROR_PAGES.items():
+        body = f'{{"status":{sent},"error":"{error}","message":"{message}"}}'
+        allow = f' add_header Allow "{", ".join(METHODS)}" always;' if code == 405 else ""
+        lines.append(f"        error_page {code} ={sent} {ERROR_URI}{code};")
+        lines.append(
+            f"        location = {ERROR_URI}{code} {{ internal;{allow} return {sent} '{body}'; }}"
+        )
+    return "\n".join(lines)
+
+
+def _hostile_path_map() -> str:
+    """Return the maps that say why a request is refused before routing, if it is."""
+    rules = "".join(f'        "~*{pattern}" 1;\n' for pattern in HOSTILE_PATH_PATTERNS)
+    methods = "|".join(METHODS)
+    return (
+        f"    map $request_uri $cs_hostile_path {{\n{rules}        default 0;\n    }}\n"
+        f'    map "$request_method:$cs_hostile_path" $cs_refusal {{\n'
+        f'        "~^(?:{methods}):0$" "";\n'
+        f'        "~^(?:{methods}):" 400;\n'
+        f"        default 405;\n    }}"
+    )
+
+
 def render(api_root: Path, listen: str, page_size: int, orders: list[str], user: str | None) -> str:
-    """Return the nginx configuration text for the tree under `api_root`."""
+    """Return the nginx configuration text for the tree under `api_root`.
+
+    Raises:
+        ConfigError: `listen` or `user` cannot be written into the configuration.
+    """
+    root = quote_path(api_root)
+    listen = check_listen(listen)
+    listen_token = quote(listen) if listen.startswith("unix:") else listen
+    user_line = f"user {check_user(user)};\n" if user else ""
     desc = "desc" if "desc" in orders else '""'
     owner_dir = "$cs_o2$cs_o1/$cs_o4$cs_o3/$cs_owner"
     participant_dir = "$cs_p2$cs_p1/$cs_p4$cs_p3/$cs_participant"
     conversation = f"/{owner_dir}/v2/conversations/{participant_dir}"
-    user_line = f"user {user};\n" if user else ""
     orders_text = "ASC or DESC" if desc == "desc" else "ASC"
     bad_request = (
         '{"status":400,"error":"Bad Request","message":"start must be a multiple of '
@@ -63,7 +213,14 @@ def render(api_root: Path, listen: str, page_size: int, orders: list[str], user:
     name = "(?<cs_owner>[^/]+)/v2/conversations/(?<cs_participant>[^/]+)"
     page = f"{conversation}/p$cs_page_group/$cs_list.$cs_order.$cs_start.json"
     list_answer = f"try_files {page} @past_end;" if orders else f"return 404 '{_NO_LISTS}';"
-    return f"""# nginx configuration generated by convsum: serves {api_root} as the read API.
+    # Checked in each public location rather than once in the server, so that the internal
+    # redirects of error_page (which run the server's rewrites again) are never refused.
+    refuse = (
+        "if ($cs_refusal = 405) { return 405; }\n"
+        f"            if ($cs_refusal = 400) {{ return 400 '{_HOSTILE_PATH}'; }}"
+    )
+    shown = quote(str(api_root))
+    return f"""# nginx configuration generated by convsum: serves {shown} as the read API.
 # Start it as: nginx -p PREFIX -c THIS_FILE   (pid, logs and temp files live under PREFIX)
 {user_line}worker_processes 1;
 daemon off;
@@ -85,6 +242,11 @@ http {{
     default_type application/json;
     server_tokens off;
     etag on;
+    # A byte range of a JSON page is not JSON: always answer the whole file.
+    max_ranges 0;
+
+    # A literal `$` for the root path (see convsum.publish.nginx.quote_path).
+    geo $cs_dollar {{ default "$"; }}
 
     # Fan-out directories (convsum.publish.paths.fanout): the last four bytes of each name.
 {_fanout_maps("cs_owner", "cs_o")}
@@ -101,16 +263,25 @@ http {{
         "~^[0-9]+:1:(asc|desc)$" 0;
         default 1;
     }}
+    # Tenant isolation: nginx would resolve these before matching, and so could move a request
+    # from the owner in its first segment to another.
+{_hostile_path_map()}
 
     server {{
-        listen {listen};
-        root {api_root};
+        listen {listen_token};
+        root {root};
+        # Keep one matched segment per raw segment: the owner is always the first raw one.
+        merge_slashes off;
+
+{_error_pages()}
 
         location ~ "^/{name}/summary$" {{
+            {refuse}
             try_files {conversation}/{SUMMARY_FILE} @unknown;
         }}
 
         location ~ "^/{name}(?:/(?<cs_list_suffix>mt|mo))?$" {{
+            {refuse}
             if ($cs_bad_request) {{
                 return 400 '{bad_request}';
             }}
@@ -130,6 +301,7 @@ http {{
         }}
 
         location / {{
+            {refuse}
             return 404 '{_NO_ROUTE}';
         }}
     }}
