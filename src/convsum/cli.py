@@ -152,8 +152,8 @@ def run(config_file: Path | None, report: bool, full: bool, **options: Any) -> N
         )
     if config.log_format == "text":
         click.echo(
-            f"convsum: serve it with: convsum nginx-conf {shlex.quote(str(out))} --listen 127.0.0.1:8080 "
-            '> nginx.conf && nginx -p "$PWD" -c "$PWD/nginx.conf"',
+            f"convsum: serve it with: convsum nginx-conf {shlex.quote(str(out))} "
+            '--listen 127.0.0.1:8080 > nginx.conf && nginx -p "$PWD" -c "$PWD/nginx.conf"',
             err=True,
         )
     if report:
