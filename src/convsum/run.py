@@ -95,12 +95,13 @@ def run_job(config: RunConfig, log: RunLog | None = None, full: bool = False) ->
             plan = _plan(config, state, sources, full, unreadable)
             reason = {"reason": plan.reason} if plan.reason else {}
             log.event("mode", mode="full" if plan.full else "incremental", **reason)
-            if plan.full or state is None or published is None:
-                if state is not None:
-                    state.close()
-                    state = None
-                return _full_run(config, root, run_id, sources, plan, log)
-            return _incremental_run(config, root, published, state, run_id, sources, plan, log)
+            with _writing(config.out):
+                if plan.full or state is None or published is None:
+                    if state is not None:
+                        state.close()
+                        state = None
+                    return _full_run(config, root, run_id, sources, plan, log)
+                return _incremental_run(config, root, published, state, run_id, sources, plan, log)
         finally:
             if state is not None:
                 state.close()
@@ -162,34 +163,31 @@ def _full_run(
         with log.stage("read") as stage:
             staged = stage_inputs(config, work, sources, prefix=f"{run_id}-")
             stage.set(files=len(sources), **staged.rows_read)
-        with _writing(config.out):
-            partial = root.partial(run_id)
-            with State.create(partial / STATE, fingerprint(config), run_id) as state:
-                state.adopt(staged.files, staged.messages, staged.statuses)
-                inputs = StagedInputs(
-                    state.messages, state.statuses, staged.rows_read, staged.files_read
-                )
-                with TreeWriter(partial) as writer:
-                    counts = _derive_and_write(config, inputs, work, writer, log, None)
-                    with log.stage("index") as stage:
-                        removed = sort_file_list(writer.close(), partial, root.published())
-                        stage.set(files=writer.files, removed=removed)
-                with log.stage("state"):
-                    state.record(run_id, staged.files)
-            report = _report(run_id, plan, staged, counts, log)
-            report.update(
-                conversations_changed=counts["participants"],
-                files_written=writer.files,
-                files_unchanged=0,
-                files_removed=removed,
-                bytes_written=writer.bytes,
-                stages=dict(log.seconds),
+        partial = root.partial(run_id)
+        with State.create(partial / STATE, fingerprint(config), run_id) as state:
+            state.adopt(staged.files, staged.messages, staged.statuses)
+            inputs = StagedInputs(
+                state.messages, state.statuses, staged.rows_read, staged.files_read
             )
-            write_json(partial / REPORT, report)
-            write_json(
-                partial / MANIFEST, _manifest(config, sources, report, writer.files, started)
-            )
-            root.publish(partial, run_id)
+            with TreeWriter(partial) as writer:
+                counts = _derive_and_write(config, inputs, work, writer, log, None)
+                with log.stage("index") as stage:
+                    removed = sort_file_list(writer.close(), partial, root.published())
+                    stage.set(files=writer.files, removed=removed)
+            with log.stage("state"):
+                state.record(run_id, staged.files)
+        report = _report(run_id, plan, staged, counts, log)
+        report.update(
+            conversations_changed=counts["participants"],
+            files_written=writer.files,
+            files_unchanged=0,
+            files_removed=removed,
+            bytes_written=writer.bytes,
+            stages=dict(log.seconds),
+        )
+        write_json(partial / REPORT, report)
+        write_json(partial / MANIFEST, _manifest(config, sources, report, writer.files, started))
+        root.publish(partial, run_id)
     except BaseException:
         root.discard(*([partial] if partial else []), work)
         raise
@@ -217,41 +215,40 @@ def _incremental_run(
                 config, work, plan.new, prefix=f"{run_id}-", nested_known=state.nested_known()
             )
             stage.set(files=len(plan.new), skipped=sum(plan.skipped.values()), **staged.rows_read)
-        with _writing(config.out):
-            state.adopt(staged.files, staged.messages, staged.statuses)
-            touched = work / "conversations.parquet"
-            with log.stage("plan") as stage:
-                stage.set(conversations=state.affected(staged.files, touched))
-            totals = state.rows_read()
-            for role, rows in staged.rows_read.items():
-                totals[role] += rows
-            inputs = StagedInputs(state.messages, state.statuses, totals, staged.files_read)
-            update = TreeUpdate(tree / API, work / "files")
-            counts = _derive_and_write(config, inputs, work, update, log, touched)
-            with log.stage("swap") as stage:
-                changes = update.plan(_conversation_dirs(touched))
-                state.begin_update(touched, changes)
-                update.apply()
-                stage.set(files=update.files, removed=update.removed)
-            with log.stage("index"):
-                total, written, removed = update_file_list(tree, changes, state.unreported())
-            report = _report(run_id, plan, staged, counts, log)
-            report.update(
-                conversations_changed=update.conversations_changed,
-                files_written=update.files,
-                files_unchanged=update.unchanged,
-                files_removed=update.removed,
-                bytes_written=update.bytes,
-                stages=dict(log.seconds),
-            )
-            changes_listed = {"written": written, "removed": removed}
-            write_json(tree / REPORT, report)
-            write_json(
-                tree / MANIFEST,
-                _manifest(config, sources, report, total, started, changes_listed),
-            )
-            with log.stage("state"):
-                state.record(run_id, staged.files)
+        state.adopt(staged.files, staged.messages, staged.statuses)
+        touched = work / "conversations.parquet"
+        with log.stage("plan") as stage:
+            stage.set(conversations=state.affected(staged.files, touched))
+        totals = state.rows_read()
+        for role, rows in staged.rows_read.items():
+            totals[role] += rows
+        inputs = StagedInputs(state.messages, state.statuses, totals, staged.files_read)
+        update = TreeUpdate(tree / API, work / "files")
+        counts = _derive_and_write(config, inputs, work, update, log, touched)
+        with log.stage("swap") as stage:
+            changes = update.plan(_conversation_dirs(touched))
+            state.begin_update(touched, changes)
+            update.apply()
+            stage.set(files=update.files, removed=update.removed)
+        with log.stage("index"):
+            total, written, removed = update_file_list(tree, changes, state.unreported())
+        report = _report(run_id, plan, staged, counts, log)
+        report.update(
+            conversations_changed=update.conversations_changed,
+            files_written=update.files,
+            files_unchanged=update.unchanged,
+            files_removed=update.removed,
+            bytes_written=update.bytes,
+            stages=dict(log.seconds),
+        )
+        changes_listed = {"written": written, "removed": removed}
+        write_json(tree / REPORT, report)
+        write_json(
+            tree / MANIFEST,
+            _manifest(config, sources, report, total, started, changes_listed),
+        )
+        with log.stage("state"):
+            state.record(run_id, staged.files)
     finally:
         root.discard(work)
     return report
@@ -268,7 +265,9 @@ def _writing(out: str) -> Iterator[None]:
             f"{out}: cannot write the output at {where} ({exc.strerror or exc}); nothing published"
         )
         raise PublishError(msg) from exc
-    except duckdb.IOException as exc:  # the state store's catalog, or DuckDB's spill files
+    # The state store's catalog (a commit that cannot write its log fails as a transaction; a
+    # checkpoint as "fatal" to the connection only, which the run drops), or DuckDB's spill files.
+    except (duckdb.IOException, duckdb.TransactionException, duckdb.FatalException) as exc:
         msg = f"{out}: cannot write the output ({first_line(exc)}); nothing published"
         raise PublishError(msg) from exc
 

@@ -9,6 +9,8 @@ DuckDB engine spills those to disk under its memory limit. `memory_limit` has no
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +28,8 @@ from convsum.engines.base import (
     message_object_parts,
 )
 from convsum.inputs import StagedInputs
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 
 class PolarsEngine:
@@ -60,7 +64,16 @@ class _PolarsDerivation:
 
     def _sink(self, frame: pl.LazyFrame, name: str) -> Path:
         path = self.work / f"{name}.parquet"
-        frame.sink_parquet(path, engine="streaming")
+        try:
+            frame.sink_parquet(path, engine="streaming")
+        except pl.exceptions.PolarsError as exc:
+            # Polars wraps the operating system's error (disk full, no inode) in its own: give
+            # it back as the OSError that the run reports as an output it cannot write.
+            found = _OS_ERROR.search(str(exc))
+            if found is None:
+                raise
+            errno = int(found.group(1))
+            raise OSError(errno, os.strerror(errno), str(path)) from exc
         return path
 
     def counts(self) -> dict[str, Any]:
