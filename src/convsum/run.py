@@ -31,6 +31,7 @@ from convsum.engines.base import report_counts
 from convsum.errors import PublishError, RebuildRefusedError, first_line
 from convsum.inputs import Source, StagedInputs, list_inputs, stage_inputs
 from convsum.log import RunLog, Stage
+from convsum.publish import durable
 from convsum.publish.manifest import (
     MANIFEST,
     REMOVED_LIST,
@@ -248,6 +249,7 @@ def _incremental_run(
             _manifest(config, sources, report, total, started, changes_listed),
         )
         with log.stage("state"):
+            durable.sync_filesystem(tree)  # the swaps, lists and manifest, before the commit
             state.record(run_id, staged.files)
     finally:
         root.discard(work)

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from convsum.errors import PublishError, RunLockedError
+from convsum.publish import durable
 
 CURRENT = "current"
 TREES = "trees"
@@ -190,10 +191,13 @@ class OutputRoot:
     def publish(self, partial: Path, run_id: str) -> Path:
         """Make a finished partial tree the served one; remove the trees it replaces."""
         final = self.trees / run_id
+        durable.sync_filesystem(partial)  # every file of the tree, before anything points at it
         partial.rename(final)
+        durable.sync_directory(self.trees)
         link = self.path / f".{CURRENT}.{run_id}"
         link.symlink_to(Path(TREES) / run_id)
         link.replace(self.current)
+        durable.sync_directory(self.path)
         self.remove_stale(keep=final)
         return final
 

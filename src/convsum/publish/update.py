@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from convsum.publish import durable
 from convsum.publish.paths import SUMMARY_FILE
 from convsum.publish.tree import Directories
 
@@ -86,7 +87,12 @@ class TreeUpdate:
         return len(self._writes.keys() | self._removals.keys())
 
     def apply(self) -> None:
-        """Swap the staged files in, conversation by conversation: pages, summary, removals."""
+        """Swap the staged files in, conversation by conversation: pages, summary, removals.
+
+        The staged files are flushed to disk first; the caller flushes the renames (see
+        publish/durable.py) before it records the update as done.
+        """
+        durable.sync_filesystem(self.scratch)
         for conversation in sorted(self._writes.keys() | self._removals.keys()):
             writes = sorted(self._writes.get(conversation, ()), key=_summary_last)
             for name, staged in writes:
