@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -68,6 +69,22 @@ def published(tmp_path: Path, good_inputs: tuple[Path, Path]) -> Path:
     return out
 
 
+def _unchecked_text(values: list[bytes]) -> pa.Array:
+    """Return a string array holding `values` as they are, valid UTF-8 or not."""
+    raw = pa.array(values, pa.binary())
+    return pa.Array.from_buffers(pa.string(), len(raw), raw.buffers())
+
+
+def _with_column(path: Path, rows: list[dict[str, Any]], name: str, array: pa.Array) -> Path:
+    """Write message rows with column `name` replaced by `array`."""
+    table = pa.Table.from_pylist(rows, schema=pa.schema(list(MESSAGE_TYPES.items())))
+    if name in table.column_names:
+        table = table.drop_columns([name])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.append_column(name, array), path)
+    return path
+
+
 def _bad_messages(tmp_path: Path, case: str) -> tuple[Path, str]:
     """Write a bad messages input; return it and the words the error must contain."""
     path = tmp_path / "bad" / "messages.parquet"
@@ -108,6 +125,28 @@ def _bad_messages(tmp_path: Path, case: str) -> tuple[Path, str]:
         return write_parquet(path, rows, {**MESSAGE_TYPES, "created": pa.string()}), (
             "column 'created': expected an ISO-8601 timestamp, found 'yesterday'"
         )
+    if case == "invalid utf-8":
+        rows = [message("m1"), message("m2")]
+        body = _unchecked_text([b"fine", b"caf\xe9"])
+        return _with_column(path, rows, "body", body), (
+            "column 'body': text is not valid UTF-8; expected UTF-8 text (row index 1)"
+        )
+    if case == "invalid utf-8 in nested statuses":
+        rows = [message("m1"), message("m2"), message("m3")]  # m3 holds statuses 0 and 1
+        created = _unchecked_text([b"2024-01-01T12:00:00Z", b"2024-01-01T12:00:0\xff"])
+        items = pa.StructArray.from_arrays([pa.array([201, 201]), created], ["code", "created"])
+        statuses = pa.ListArray.from_arrays(pa.array([0, 0, 0, 2], pa.int32()), items)
+        return _with_column(path, rows, "statuses", statuses), (
+            "column 'statuses.created': text is not valid UTF-8; expected UTF-8 text (row index 2)"
+        )
+    if case == "invalid utf-8 in a partition value":
+        row = message("m1")
+        del row["owner"]
+        write_parquet(tmp_path / "bad" / "owner=caf%E9" / "part-0.parquet", [row])
+        return tmp_path / "bad", (
+            "owner=caf%E9/part-0.parquet: column 'owner': text is not valid UTF-8; "
+            "expected UTF-8 text (row index 0)"
+        )
     raise AssertionError(case)
 
 
@@ -121,6 +160,9 @@ BAD_CASES = [
     "unknown direction",
     "unknown direction code",
     "bad timestamp text",
+    "invalid utf-8",
+    "invalid utf-8 in nested statuses",
+    "invalid utf-8 in a partition value",
 ]
 
 

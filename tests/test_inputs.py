@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from convsum.config import RunConfig
+from convsum.errors import InputError, InputValueError
 from convsum.inputs import stage_inputs
 from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, T0, message, status, write_parquet
 
@@ -286,3 +288,34 @@ def test_inputs_zoned_created_equals_utc(tmp_path: Path) -> None:
     s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
     got, _ = _stage(tmp_path, str(m), str(s))
     assert got[0]["created"] == datetime(2024, 1, 1, 12, 0, tzinfo=UTC).replace(tzinfo=None)
+
+
+def test_inputs_file_name_not_utf8_is_rejected(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    # pathlib cannot hold a name that is not UTF-8 text; open() takes the bytes.
+    with open(os.fsencode(folder) + b"/caf\xe9.parquet", "wb") as file:  # noqa: PTH123
+        pq.write_table(pa.Table.from_pylist([message("m1")]), file)
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    expected = (
+        f"messages {folder}/caf\\xe9.parquet: file name is not valid UTF-8; expected a UTF-8 path"
+    )
+    with pytest.raises(InputError) as caught:
+        _stage(tmp_path, str(folder), str(s))
+    assert str(caught.value) == expected
+
+
+def test_inputs_null_in_nested_statuses_names_the_message_row(tmp_path: Path) -> None:
+    nested = pa.list_(pa.struct([("code", pa.int32()), ("created", pa.timestamp("ms", "UTC"))]))
+    rows = [
+        message("m1", statuses=[{"code": 201, "created": T0}]),
+        message("m2", statuses=[{"code": 201, "created": T0}, {"code": None, "created": T0}]),
+    ]
+    m = write_parquet(tmp_path / "m.parquet", rows, {**MESSAGE_TYPES, "statuses": nested})
+    expected = (
+        f"{m}: column 'statuses.code': null value inside a statuses list; expected a value "
+        "(row index 1)"
+    )
+    with pytest.raises(InputValueError) as caught:
+        _stage(tmp_path, str(m), None)
+    assert str(caught.value) == expected

@@ -21,20 +21,56 @@ Normaliser = Callable[["Column"], pa.Array]
 
 @dataclass
 class Column:
-    """One source column of one batch, with what is needed to explain a bad value."""
+    """One source column of one batch, with what is needed to explain a bad value.
+
+    `rows` gives the batch row of each value when values are not one per row (the items of a
+    nested list); otherwise value i is row i. A string column is checked for valid UTF-8 on
+    creation: Parquet readers do not check it, and the engines fail on it later without saying
+    where.
+    """
 
     array: pa.Array
     file: Path
     name: str
     first_row: int
     config: RunConfig
+    rows: pa.Array | None = None
+
+    def __post_init__(self) -> None:
+        if pa.types.is_string(self.array.type) and not _valid_utf8(self.array):
+            index = first_failing(self.array, _valid_utf8)
+            raise self.fail_at(index, "text is not valid UTF-8; expected UTF-8 text")
 
     def fail(self, what: str, cls: type[InputError] = InputSchemaError) -> InputError:
         return cls(f"{self.file}: column {self.name!r}: {what}")
 
     def fail_at(self, index: int, what: str) -> InputError:
-        row = self.first_row + index
+        row = self.first_row + (index if self.rows is None else self.rows[index].as_py())
         return self.fail(f"{what} (row index {row})", InputValueError)
+
+
+def _valid_utf8(array: pa.Array) -> bool:
+    try:
+        array.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def first_failing(array: pa.Array, ok: Callable[[pa.Array], bool]) -> int:
+    """Return the index of the first value for which `ok` fails, given that it fails somewhere.
+
+    `ok` checks a whole slice at once (a cast, a validation); bisecting keeps the search to a
+    logarithmic number of vectorised checks. For the error path only.
+    """
+    lo, hi = 0, len(array)  # the first failing value lies in [lo, hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(array.slice(lo, mid - lo)):
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def plain(array: pa.Array | pa.ChunkedArray) -> pa.Array:
