@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from click.testing import CliRunner
 
 from convsum import __version__
 from convsum.cli import cli
-from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, message, status, write_parquet
+from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, Tree, message, status, write_parquet
 
 
 def _invoke(*args: str) -> Any:
@@ -121,9 +122,16 @@ def _bad_messages(tmp_path: Path, case: str) -> tuple[Path, str]:
             path, rows, {**MESSAGE_TYPES, "direction": pa.int32()}
         ), "direction 7 is not one of"
     if case == "bad timestamp text":
-        rows = [message("m1", created="yesterday")]
+        rows = [message("m1", created="2024-01-01T12:00:00Z"), message("m2", created="yesterday")]
         return write_parquet(path, rows, {**MESSAGE_TYPES, "created": pa.string()}), (
-            "column 'created': expected an ISO-8601 timestamp, found 'yesterday'"
+            "column 'created': expected an ISO-8601 timestamp, found 'yesterday' (row index 1)"
+        )
+    if case == "timestamp text past year 9999":
+        rows = [message("m1", created="2024-01-01T12:00:00Z")] * 2
+        rows.append(message("m3", created="9999-12-31T23:00:00-02:00"))
+        return write_parquet(path, rows, {**MESSAGE_TYPES, "created": pa.string()}), (
+            "column 'created': timestamp '9999-12-31T23:00:00-02:00' outside the years 0001-9999; "
+            "expected 0001-01-01T00:00:00 to 9999-12-31T23:59:59.999999 (UTC) (row index 2)"
         )
     if case == "invalid utf-8":
         rows = [message("m1"), message("m2")]
@@ -160,6 +168,7 @@ BAD_CASES = [
     "unknown direction",
     "unknown direction code",
     "bad timestamp text",
+    "timestamp text past year 9999",
     "invalid utf-8",
     "invalid utf-8 in nested statuses",
     "invalid utf-8 in a partition value",
@@ -379,3 +388,31 @@ def test_cli_report_counts_files_removed_since_the_previous_tree(tmp_path: Path)
     # 4672's summary and its all and mt pages are gone; Acme's pages are rewritten in place.
     assert orjson.loads(first.stdout)["files_removed"] == 0
     assert orjson.loads(second.stdout)["files_removed"] == 3
+
+
+def test_cli_years_1_and_9999_render_alike_from_text_and_timestamps(
+    tmp_path: Path, engine: str
+) -> None:
+    texts = ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999999Z"]
+    times = [datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)]
+    m_text = write_parquet(
+        tmp_path / "text" / "m.parquet",
+        [message(f"m{i}", created=t) for i, t in enumerate(texts)],
+        {**MESSAGE_TYPES, "created": pa.string()},
+    )
+    m_typed = write_parquet(
+        tmp_path / "typed" / "m.parquet",
+        [message(f"m{i}", created=t) for i, t in enumerate(times)],
+        {**MESSAGE_TYPES, "created": pa.timestamp("us", "UTC")},
+    )
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    created = []
+    for m in (m_text, m_typed):
+        out = m.parent / "out"
+        args = ["run", "--messages", str(m), "--statuses", str(s), "--out", str(out)]
+        result = _invoke(*args, "--engine", engine)
+        assert result.exit_code == 0, result.output
+        tree = Tree(out, {})
+        created.append([row["created"] for row in tree.messages("Acme")])
+    expected = ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999Z"]
+    assert created == [expected, expected]

@@ -14,6 +14,7 @@ import pytest
 from convsum.config import RunConfig
 from convsum.errors import InputError, InputValueError
 from convsum.inputs import stage_inputs
+from convsum.normalise import MAX_MICROS, MIN_MICROS
 from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, T0, message, status, write_parquet
 
 NAIVE_T0 = T0.replace(tzinfo=None)
@@ -318,4 +319,59 @@ def test_inputs_null_in_nested_statuses_names_the_message_row(tmp_path: Path) ->
     )
     with pytest.raises(InputValueError) as caught:
         _stage(tmp_path, str(m), None)
+    assert str(caught.value) == expected
+
+
+def test_inputs_iso_strings_of_years_1_and_9999(tmp_path: Path) -> None:
+    texts = [
+        "0001-01-01T00:00:00Z",
+        "0001-01-01T01:00:00.5+01:00",
+        "9999-12-31 23:59:59.999999999",
+        "1969-12-31T23:59:59.9999999Z",
+    ]
+    rows = [message(f"m{i}", created=t) for i, t in enumerate(texts)]
+    m = write_parquet(tmp_path / "m.parquet", rows, {**MESSAGE_TYPES, "created": pa.string()})
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    got, _ = _stage(tmp_path, str(m), str(s))
+    assert [r["created"] for r in got] == [
+        datetime(1, 1, 1),
+        datetime(1, 1, 1, 0, 0, 0, 500000),
+        datetime(9999, 12, 31, 23, 59, 59, 999999),
+        datetime(1969, 12, 31, 23, 59, 59, 999999),
+    ]
+
+
+@pytest.mark.parametrize("text", ["0000-12-31T23:59:59Z", "0001-01-01T00:30+01:00"])
+def test_inputs_iso_string_before_year_1_is_rejected(tmp_path: Path, text: str) -> None:
+    rows = [message("m1", created="2024-01-01T12:00:00Z"), message("m2", created=text)]
+    m = write_parquet(tmp_path / "m.parquet", rows, {**MESSAGE_TYPES, "created": pa.string()})
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    expected = (
+        f"{m}: column 'created': timestamp {text!r} outside the years 0001-9999; "
+        "expected 0001-01-01T00:00:00 to 9999-12-31T23:59:59.999999 (UTC) (row index 1)"
+    )
+    with pytest.raises(InputValueError) as caught:
+        _stage(tmp_path, str(m), str(s))
+    assert str(caught.value) == expected
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us"])
+@pytest.mark.parametrize("micros", [MIN_MICROS - 1_000_000, MAX_MICROS + 1_000_000])
+def test_inputs_typed_timestamp_outside_years_1_to_9999_is_rejected(
+    tmp_path: Path, unit: str, micros: int
+) -> None:
+    per_micro = {"s": 1_000_000, "ms": 1_000, "us": 1}[unit]
+    raw = pa.array([0, 0, micros // per_micro], pa.int64()).view(pa.timestamp(unit, "UTC"))
+    table = pa.Table.from_pylist(
+        [message(f"m{i}") for i in range(3)], schema=pa.schema(list(MESSAGE_TYPES.items()))
+    )
+    table = table.set_column(table.schema.get_field_index("created"), "created", raw)
+    pq.write_table(table, tmp_path / "m.parquet")
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    expected = (
+        f"{tmp_path / 'm.parquet'}: column 'created': timestamp outside the years 0001-9999; "
+        "expected 0001-01-01T00:00:00 to 9999-12-31T23:59:59.999999 (UTC) (row index 2)"
+    )
+    with pytest.raises(InputValueError) as caught:
+        _stage(tmp_path, str(tmp_path / "m.parquet"), str(s))
     assert str(caught.value) == expected

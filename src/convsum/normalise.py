@@ -15,6 +15,10 @@ from convsum.errors import InputError, InputSchemaError, InputValueError
 
 TIME = pa.timestamp("us")  # UTC, naive: the zone is implied everywhere downstream
 _OFFSET = re.compile(r"(?:[Zz]|[+-]\d\d(?::?\d\d)?)$")
+_SUB_MICRO = re.compile(r"^([^.]*\.[0-9]{6})[0-9]+")  # a fraction's digits past the sixth
+MIN_MICROS = -62_135_596_800_000_000  # 0001-01-01T00:00:00
+MAX_MICROS = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999
+_TIME_RANGE = "0001-01-01T00:00:00 to 9999-12-31T23:59:59.999999"
 
 Normaliser = Callable[["Column"], pa.Array]
 
@@ -113,20 +117,32 @@ def as_price(col: Column) -> pa.Array:
 
 
 def as_time(col: Column) -> pa.Array:
-    """Timestamps of any unit (naive means UTC) or ISO-8601 strings as naive UTC microseconds."""
+    """Timestamps of any unit (naive means UTC) or ISO-8601 strings as naive UTC microseconds.
+
+    Both kinds accept the years 0001 to 9999 (UTC), which every engine renders alike;
+    sub-microsecond digits are floored.
+    """
     t = col.array.type
     if pa.types.is_string(t):
         return _parse_iso(col)
     if not pa.types.is_timestamp(t):
         raise col.fail(f"type {t}; expected a timestamp or an ISO-8601 string")
     raw = col.array.view(pa.int64())  # epoch values in the column's unit, UTC for zoned types
-    if t.unit in ("s", "ms"):
-        try:
-            micros = pc.multiply_checked(raw, 1_000_000 if t.unit == "s" else 1_000)
-        except pa.ArrowInvalid as exc:
-            raise col.fail("timestamp out of range", InputValueError) from exc
-        return micros.view(TIME)
-    return (_floor_divide(raw, 1_000) if t.unit == "ns" else raw).view(TIME)
+    per_micro = {"s": 1_000_000, "ms": 1_000, "us": 1}.get(t.unit)
+    if per_micro is None:  # nanoseconds: every value lies within the years 1677-2262
+        return _floor_divide(raw, 1_000).view(TIME)
+    _check_range(col, raw, MIN_MICROS // per_micro, MAX_MICROS // per_micro)
+    return pc.multiply(raw, per_micro).view(TIME)
+
+
+def _check_range(col: Column, values: pa.Array, low: int, high: int) -> None:
+    outside = pc.fill_null(pc.or_(pc.less(values, low), pc.greater(values, high)), False)
+    if pc.any(outside).as_py():
+        index = pc.index(outside, True).as_py()
+        found = f"{col.array[index].as_py()!r} " if pa.types.is_string(col.array.type) else ""
+        raise col.fail_at(
+            index, f"timestamp {found}outside the years 0001-9999; expected {_TIME_RANGE} (UTC)"
+        )
 
 
 def _floor_divide(values: pa.Array, divisor: int) -> pa.Array:
@@ -139,24 +155,36 @@ def _floor_divide(values: pa.Array, divisor: int) -> pa.Array:
 
 
 def _parse_iso(col: Column) -> pa.Array:
-    zoned = pc.match_substring_regex(col.array, _OFFSET.pattern)
-    zoned = pc.fill_null(zoned, False)
-    out = pa.nulls(len(col.array), pa.int64())
-    for mask, target in (
-        (zoned, pa.timestamp("ns", "UTC")),
-        (pc.invert(zoned), pa.timestamp("ns")),
-    ):
-        part = col.array.filter(mask)
+    """Parse ISO-8601 text, with a zone offset (then converted to UTC) or without (UTC)."""
+    # Digits past the microsecond are dropped before parsing: that floors the time, since a
+    # fraction always counts forwards from its second.
+    text = pc.replace_substring_regex(col.array, _SUB_MICRO.pattern, r"\1")
+    zoned = pc.fill_null(pc.match_substring_regex(text, _OFFSET.pattern), False)
+    out = pa.nulls(len(text), pa.int64())
+    for mask, target in ((zoned, pa.timestamp("us", "UTC")), (pc.invert(zoned), TIME)):
+        part = text.filter(mask)
         if not len(part):
             continue
         try:
-            parsed = part.cast(target).view(pa.int64())
-        except pa.ArrowInvalid as exc:
-            found = re.search(r"'([^']*)'", str(exc))
-            value = f", found {found.group(1)!r}" if found else ""
-            raise col.fail(f"expected an ISO-8601 timestamp{value}", InputValueError) from exc
-        out = pc.replace_with_mask(out, mask, parsed)
-    return _floor_divide(out, 1_000).view(TIME)
+            parsed = part.cast(target)
+        except pa.ArrowInvalid:
+            index = pc.indices_nonzero(mask)[first_failing(part, _parses(target))].as_py()
+            found = col.array[index].as_py()
+            raise col.fail_at(index, f"expected an ISO-8601 timestamp, found {found!r}") from None
+        out = pc.replace_with_mask(out, mask, parsed.view(pa.int64()))
+    _check_range(col, out, MIN_MICROS, MAX_MICROS)
+    return out.view(TIME)
+
+
+def _parses(target: pa.DataType) -> Callable[[pa.Array], bool]:
+    def parses(text: pa.Array) -> bool:
+        try:
+            text.cast(target)
+        except pa.ArrowInvalid:
+            return False
+        return True
+
+    return parses
 
 
 def _coded(col: Column, table: Mapping[int, str], what: str) -> pa.Array:
