@@ -133,6 +133,16 @@ def _bad_messages(tmp_path: Path, case: str) -> tuple[Path, str]:
             "column 'created': timestamp '9999-12-31T23:00:00-02:00' outside the years 0001-9999; "
             "expected 0001-01-01T00:00:00 to 9999-12-31T23:59:59.999999 (UTC) (row index 2)"
         )
+    if case == "negative segments":
+        rows = [message("m1"), message("m2", segments=-3)]
+        return write_parquet(path, rows, MESSAGE_TYPES), (
+            "column 'segments': value -3; expected an integer from 0 to 255 (row index 1)"
+        )
+    if case == "too many segments":
+        rows = [message("m1", segments=256)]
+        return write_parquet(path, rows, MESSAGE_TYPES), (
+            "column 'segments': value 256; expected an integer from 0 to 255 (row index 0)"
+        )
     if case == "invalid utf-8":
         rows = [message("m1"), message("m2")]
         body = _unchecked_text([b"fine", b"caf\xe9"])
@@ -169,6 +179,8 @@ BAD_CASES = [
     "unknown direction code",
     "bad timestamp text",
     "timestamp text past year 9999",
+    "negative segments",
+    "too many segments",
     "invalid utf-8",
     "invalid utf-8 in nested statuses",
     "invalid utf-8 in a partition value",
@@ -196,6 +208,21 @@ def test_cli_bad_messages_exit_1_and_publish_nothing(
     if case != "missing file":
         assert str(bad) in error_lines[0]
     assert "Traceback" not in result.output
+    assert _snapshot(published) == before
+
+
+def test_cli_negative_status_duration_exits_1_and_publishes_nothing(
+    tmp_path: Path, published: Path, good_inputs: tuple[Path, Path], engine: str
+) -> None:
+    before = _snapshot(published)
+    rows = [status("m1", 101), status("m1", 201, duration=-2)]
+    bad = write_parquet(tmp_path / "bad" / "st.parquet", rows, STATUS_TYPES)
+    args = ["run", "--messages", str(good_inputs[0]), "--statuses", str(bad)]
+    result = CliRunner().invoke(cli, [*args, "--out", str(published), "--engine", engine])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: {bad}: column 'duration': value -2; expected an integer of 0 or more (row index 1)"
+    )
     assert _snapshot(published) == before
 
 

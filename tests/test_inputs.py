@@ -375,3 +375,34 @@ def test_inputs_typed_timestamp_outside_years_1_to_9999_is_rejected(
     with pytest.raises(InputValueError) as caught:
         _stage(tmp_path, str(tmp_path / "m.parquet"), str(s))
     assert str(caught.value) == expected
+
+
+def test_inputs_segments_0_and_255_and_negative_prices_are_kept(tmp_path: Path) -> None:
+    rows = [message("m1", segments=0, price=-0.05), message("m2", segments=255, price=-12.5)]
+    m = write_parquet(tmp_path / "m.parquet", rows, MESSAGE_TYPES)
+    s = write_parquet(tmp_path / "s.parquet", [status("m1", 104, duration=0)], STATUS_TYPES)
+    assert _stage(tmp_path, str(m), str(s)) == (
+        [
+            _canonical_message("m1", segments=0, price=-0.05),
+            _canonical_message("m2", segments=255, price=-12.5),
+        ],
+        [_canonical_status("m1", 104)],
+    )
+
+
+def test_inputs_negative_duration_in_nested_statuses_is_rejected(tmp_path: Path) -> None:
+    nested = pa.list_(
+        pa.struct([("code", pa.int32()), ("duration", pa.int32()), ("created", pa.timestamp("ms"))])
+    )
+    statuses = [{"code": 201, "duration": 1, "created": NAIVE_T0}]
+    rows = [
+        message("m1", statuses=statuses),
+        message("m2", statuses=[*statuses, {"code": 201, "duration": -1, "created": NAIVE_T0}]),
+    ]
+    m = write_parquet(tmp_path / "m.parquet", rows, {**MESSAGE_TYPES, "statuses": nested})
+    expected = (
+        f"{m}: column 'statuses.duration': value -1; expected an integer of 0 or more (row index 1)"
+    )
+    with pytest.raises(InputValueError) as caught:
+        _stage(tmp_path, str(m), None)
+    assert str(caught.value) == expected

@@ -108,8 +108,36 @@ def as_integer(col: Column) -> pa.Array:
     raise col.fail(f"type {t}; expected an integer")
 
 
+def _bounded(low: int, high: int | None = None) -> Normaliser:
+    """Integers of any width as int64, each from `low` to `high` (no upper limit when None)."""
+    expected = f"from {low} to {high}" if high is not None else f"of {low} or more"
+
+    def normalise(col: Column) -> pa.Array:
+        values = as_integer(col)
+        outside = pc.less(values, low)
+        if high is not None:
+            outside = pc.or_(outside, pc.greater(values, high))
+        outside = pc.fill_null(outside, False)
+        if pc.any(outside).as_py():
+            index = pc.index(outside, True).as_py()
+            raise col.fail_at(
+                index, f"value {values[index].as_py()}; expected an integer {expected}"
+            )
+        return values
+
+    return normalise
+
+
+# A concatenated SMS counts its parts in one byte, so a message has at most 255 segments; 0 is a
+# message never split (rejected before sending). The limit also keeps sums of segments far from
+# 64-bit overflow, where the engines would disagree.
+as_segments = _bounded(0, 255)
+# A duration is elapsed time; a negative one is a broken clock or a broken export.
+as_duration = _bounded(0)
+
+
 def as_price(col: Column) -> pa.Array:
-    """Floats, decimals and integers as float64."""
+    """Floats, decimals and integers as float64; negative prices (refunds, credits) are kept."""
     t = col.array.type
     if pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_integer(t):
         return col.array.cast(pa.float64())
@@ -245,7 +273,7 @@ MESSAGE_COLUMNS: dict[str, Normaliser] = {
     "recipient": as_string,
     "body": as_string,
     "direction": as_direction,
-    "segments": as_integer,
+    "segments": as_segments,
     "type": _enum("type_codes", "type"),
     "datacoding": _enum("datacoding_codes", "datacoding"),
     "priority": as_integer,
@@ -261,5 +289,5 @@ STATUS_COLUMNS: dict[str, Normaliser] = {
     "message_id": as_string,
     "code": as_integer,
     "created": as_time,
-    "duration": as_integer,
+    "duration": as_duration,
 }
