@@ -406,3 +406,30 @@ def test_inputs_negative_duration_in_nested_statuses_is_rejected(tmp_path: Path)
     with pytest.raises(InputValueError) as caught:
         _stage(tmp_path, str(m), None)
     assert str(caught.value) == expected
+
+
+@pytest.mark.parametrize("column", ["type", "priority"])
+def test_inputs_uint64_past_int64_is_rejected_with_its_row(tmp_path: Path, column: str) -> None:
+    rows = [message("m1", **{column: 1}), message("m2", **{column: 2**64 - 1})]
+    m = write_parquet(tmp_path / "m.parquet", rows, {**MESSAGE_TYPES, column: pa.uint64()})
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    expected = (
+        f"{m}: column {column!r}: value 18446744073709551615; expected a 64-bit integer "
+        "(row index 1)"
+    )
+    with pytest.raises(InputValueError) as caught:
+        _stage(tmp_path, str(m), str(s))
+    assert str(caught.value) == expected
+
+
+def test_inputs_direction_of_twenty_digits_is_rejected(tmp_path: Path) -> None:
+    digits = "9" * 20
+    m = write_parquet(tmp_path / "m.parquet", [message("m1", direction=digits)], MESSAGE_TYPES)
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    expected = (
+        f"{m}: column 'direction': direction {digits!r}; expected 'mt' or 'mo' (any case) "
+        "(row index 0)"
+    )
+    with pytest.raises(InputValueError) as caught:
+        _stage(tmp_path, str(m), str(s))
+    assert str(caught.value) == expected

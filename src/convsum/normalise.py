@@ -101,11 +101,19 @@ def as_integer(col: Column) -> pa.Array:
     """Integers of any width as int64."""
     t = col.array.type
     if pa.types.is_integer(t):
-        try:
-            return col.array.cast(pa.int64())
-        except pa.ArrowInvalid as exc:
-            raise col.fail("value does not fit a 64-bit integer", InputValueError) from exc
+        return _int64(col)
     raise col.fail(f"type {t}; expected an integer")
+
+
+def _int64(col: Column) -> pa.Array:
+    """Cast an integer column to int64; only a uint64 past 2**63 - 1 does not fit."""
+    try:
+        return col.array.cast(pa.int64())
+    except pa.ArrowInvalid:
+        too_big = pc.fill_null(pc.greater(col.array, pa.scalar(2**63 - 1, pa.uint64())), False)
+        index = pc.index(too_big, True).as_py()
+        found = col.array[index].as_py()
+        raise col.fail_at(index, f"value {found}; expected a 64-bit integer") from None
 
 
 def _bounded(low: int, high: int | None = None) -> Normaliser:
@@ -217,7 +225,7 @@ def _parses(target: pa.DataType) -> Callable[[pa.Array], bool]:
 
 def _coded(col: Column, table: Mapping[int, str], what: str) -> pa.Array:
     """Map an integer enum through `table`; an unknown integer is an error."""
-    ints = col.array.cast(pa.int64())
+    ints = _int64(col)
     known = pa.array(sorted(table), pa.int64())
     unknown = pc.and_(pc.invert(pc.is_in(ints, value_set=known)), ints.is_valid())
     if pc.any(unknown).as_py():
@@ -236,7 +244,8 @@ def as_direction(col: Column) -> pa.Array:
     if not pa.types.is_string(t):
         raise col.fail(f"type {t}; expected 'mt'/'mo' or an integer")
     lowered = pc.utf8_lower(col.array)
-    digits = pc.fill_null(pc.match_substring_regex(lowered, r"^[0-9]+$"), False)
+    # Longer digit strings cannot be a 64-bit code; they fail below as an unknown direction.
+    digits = pc.fill_null(pc.match_substring_regex(lowered, r"^[0-9]{1,18}$"), False)
     if pc.any(digits).as_py():
         as_int = pc.if_else(digits, lowered, None).cast(pa.int64())
         mapped = _coded(
