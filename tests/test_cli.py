@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
 from convsum import __version__
 from convsum.cli import cli
-from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, message, status, write_parquet
+from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, Tree, message, status, write_parquet
 
 
 def _invoke(*args: str) -> Any:
@@ -68,6 +70,22 @@ def published(tmp_path: Path, good_inputs: tuple[Path, Path]) -> Path:
     return out
 
 
+def _unchecked_text(values: list[bytes]) -> pa.Array:
+    """Return a string array holding `values` as they are, valid UTF-8 or not."""
+    raw = pa.array(values, pa.binary())
+    return pa.Array.from_buffers(pa.string(), len(raw), raw.buffers())
+
+
+def _with_column(path: Path, rows: list[dict[str, Any]], name: str, array: pa.Array) -> Path:
+    """Write message rows with column `name` replaced by `array`."""
+    table = pa.Table.from_pylist(rows, schema=pa.schema(list(MESSAGE_TYPES.items())))
+    if name in table.column_names:
+        table = table.drop_columns([name])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.append_column(name, array), path)
+    return path
+
+
 def _bad_messages(tmp_path: Path, case: str) -> tuple[Path, str]:
     """Write a bad messages input; return it and the words the error must contain."""
     path = tmp_path / "bad" / "messages.parquet"
@@ -104,9 +122,48 @@ def _bad_messages(tmp_path: Path, case: str) -> tuple[Path, str]:
             path, rows, {**MESSAGE_TYPES, "direction": pa.int32()}
         ), "direction 7 is not one of"
     if case == "bad timestamp text":
-        rows = [message("m1", created="yesterday")]
+        rows = [message("m1", created="2024-01-01T12:00:00Z"), message("m2", created="yesterday")]
         return write_parquet(path, rows, {**MESSAGE_TYPES, "created": pa.string()}), (
-            "column 'created': expected an ISO-8601 timestamp, found 'yesterday'"
+            "column 'created': expected an ISO-8601 timestamp, found 'yesterday' (row index 1)"
+        )
+    if case == "timestamp text past year 9999":
+        rows = [message("m1", created="2024-01-01T12:00:00Z")] * 2
+        rows.append(message("m3", created="9999-12-31T23:00:00-02:00"))
+        return write_parquet(path, rows, {**MESSAGE_TYPES, "created": pa.string()}), (
+            "column 'created': timestamp '9999-12-31T23:00:00-02:00' outside the years 0001-9999; "
+            "expected 0001-01-01T00:00:00 to 9999-12-31T23:59:59.999999 (UTC) (row index 2)"
+        )
+    if case == "negative segments":
+        rows = [message("m1"), message("m2", segments=-3)]
+        return write_parquet(path, rows, MESSAGE_TYPES), (
+            "column 'segments': value -3; expected an integer from 0 to 255 (row index 1)"
+        )
+    if case == "too many segments":
+        rows = [message("m1", segments=256)]
+        return write_parquet(path, rows, MESSAGE_TYPES), (
+            "column 'segments': value 256; expected an integer from 0 to 255 (row index 0)"
+        )
+    if case == "invalid utf-8":
+        rows = [message("m1"), message("m2")]
+        body = _unchecked_text([b"fine", b"caf\xe9"])
+        return _with_column(path, rows, "body", body), (
+            "column 'body': text is not valid UTF-8; expected UTF-8 text (row index 1)"
+        )
+    if case == "invalid utf-8 in nested statuses":
+        rows = [message("m1"), message("m2"), message("m3")]  # m3 holds statuses 0 and 1
+        created = _unchecked_text([b"2024-01-01T12:00:00Z", b"2024-01-01T12:00:0\xff"])
+        items = pa.StructArray.from_arrays([pa.array([201, 201]), created], ["code", "created"])
+        statuses = pa.ListArray.from_arrays(pa.array([0, 0, 0, 2], pa.int32()), items)
+        return _with_column(path, rows, "statuses", statuses), (
+            "column 'statuses.created': text is not valid UTF-8; expected UTF-8 text (row index 2)"
+        )
+    if case == "invalid utf-8 in a partition value":
+        row = message("m1")
+        del row["owner"]
+        write_parquet(tmp_path / "bad" / "owner=caf%E9" / "part-0.parquet", [row])
+        return tmp_path / "bad", (
+            "owner=caf%E9/part-0.parquet: column 'owner': text is not valid UTF-8; "
+            "expected UTF-8 text (row index 0)"
         )
     raise AssertionError(case)
 
@@ -121,6 +178,12 @@ BAD_CASES = [
     "unknown direction",
     "unknown direction code",
     "bad timestamp text",
+    "timestamp text past year 9999",
+    "negative segments",
+    "too many segments",
+    "invalid utf-8",
+    "invalid utf-8 in nested statuses",
+    "invalid utf-8 in a partition value",
 ]
 
 
@@ -145,6 +208,21 @@ def test_cli_bad_messages_exit_1_and_publish_nothing(
     if case != "missing file":
         assert str(bad) in error_lines[0]
     assert "Traceback" not in result.output
+    assert _snapshot(published) == before
+
+
+def test_cli_negative_status_duration_exits_1_and_publishes_nothing(
+    tmp_path: Path, published: Path, good_inputs: tuple[Path, Path], engine: str
+) -> None:
+    before = _snapshot(published)
+    rows = [status("m1", 101), status("m1", 201, duration=-2)]
+    bad = write_parquet(tmp_path / "bad" / "st.parquet", rows, STATUS_TYPES)
+    args = ["run", "--messages", str(good_inputs[0]), "--statuses", str(bad)]
+    result = CliRunner().invoke(cli, [*args, "--out", str(published), "--engine", engine])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: {bad}: column 'duration': value -2; expected an integer of 0 or more (row index 1)"
+    )
     assert _snapshot(published) == before
 
 
@@ -359,3 +437,31 @@ def test_cli_report_counts_files_removed_since_the_previous_tree(tmp_path: Path)
     # 4672's summary and its all and mt pages are gone; Acme's pages are rewritten in place.
     assert orjson.loads(first.stdout)["files_removed"] == 0
     assert orjson.loads(second.stdout)["files_removed"] == 3
+
+
+def test_cli_years_1_and_9999_render_alike_from_text_and_timestamps(
+    tmp_path: Path, engine: str
+) -> None:
+    texts = ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999999Z"]
+    times = [datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)]
+    m_text = write_parquet(
+        tmp_path / "text" / "m.parquet",
+        [message(f"m{i}", created=t) for i, t in enumerate(texts)],
+        {**MESSAGE_TYPES, "created": pa.string()},
+    )
+    m_typed = write_parquet(
+        tmp_path / "typed" / "m.parquet",
+        [message(f"m{i}", created=t) for i, t in enumerate(times)],
+        {**MESSAGE_TYPES, "created": pa.timestamp("us", "UTC")},
+    )
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    created = []
+    for m in (m_text, m_typed):
+        out = m.parent / "out"
+        args = ["run", "--messages", str(m), "--statuses", str(s), "--out", str(out)]
+        result = _invoke(*args, "--engine", engine)
+        assert result.exit_code == 0, result.output
+        tree = Tree(out, {})
+        created.append([row["created"] for row in tree.messages("Acme")])
+    expected = ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999Z"]
+    assert created == [expected, expected]

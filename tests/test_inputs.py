@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from convsum.config import RunConfig
+from convsum.errors import InputError, InputValueError
 from convsum.inputs import stage_inputs
+from convsum.normalise import MAX_MICROS, MIN_MICROS
 from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, T0, message, status, write_parquet
 
 NAIVE_T0 = T0.replace(tzinfo=None)
@@ -286,3 +289,147 @@ def test_inputs_zoned_created_equals_utc(tmp_path: Path) -> None:
     s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
     got, _ = _stage(tmp_path, str(m), str(s))
     assert got[0]["created"] == datetime(2024, 1, 1, 12, 0, tzinfo=UTC).replace(tzinfo=None)
+
+
+def test_inputs_file_name_not_utf8_is_rejected(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    # pathlib cannot hold a name that is not UTF-8 text; open() takes the bytes.
+    with open(os.fsencode(folder) + b"/caf\xe9.parquet", "wb") as file:  # noqa: PTH123
+        pq.write_table(pa.Table.from_pylist([message("m1")]), file)
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    expected = (
+        f"messages {folder}/caf\\xe9.parquet: file name is not valid UTF-8; expected a UTF-8 path"
+    )
+    with pytest.raises(InputError) as caught:
+        _stage(tmp_path, str(folder), str(s))
+    assert str(caught.value) == expected
+
+
+def test_inputs_null_in_nested_statuses_names_the_message_row(tmp_path: Path) -> None:
+    nested = pa.list_(pa.struct([("code", pa.int32()), ("created", pa.timestamp("ms", "UTC"))]))
+    rows = [
+        message("m1", statuses=[{"code": 201, "created": T0}]),
+        message("m2", statuses=[{"code": 201, "created": T0}, {"code": None, "created": T0}]),
+    ]
+    m = write_parquet(tmp_path / "m.parquet", rows, {**MESSAGE_TYPES, "statuses": nested})
+    expected = (
+        f"{m}: column 'statuses.code': null value inside a statuses list; expected a value "
+        "(row index 1)"
+    )
+    with pytest.raises(InputValueError) as caught:
+        _stage(tmp_path, str(m), None)
+    assert str(caught.value) == expected
+
+
+def test_inputs_iso_strings_of_years_1_and_9999(tmp_path: Path) -> None:
+    texts = [
+        "0001-01-01T00:00:00Z",
+        "0001-01-01T01:00:00.5+01:00",
+        "9999-12-31 23:59:59.999999999",
+        "1969-12-31T23:59:59.9999999Z",
+    ]
+    rows = [message(f"m{i}", created=t) for i, t in enumerate(texts)]
+    m = write_parquet(tmp_path / "m.parquet", rows, {**MESSAGE_TYPES, "created": pa.string()})
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    got, _ = _stage(tmp_path, str(m), str(s))
+    assert [r["created"] for r in got] == [
+        datetime(1, 1, 1),
+        datetime(1, 1, 1, 0, 0, 0, 500000),
+        datetime(9999, 12, 31, 23, 59, 59, 999999),
+        datetime(1969, 12, 31, 23, 59, 59, 999999),
+    ]
+
+
+@pytest.mark.parametrize("text", ["0000-12-31T23:59:59Z", "0001-01-01T00:30+01:00"])
+def test_inputs_iso_string_before_year_1_is_rejected(tmp_path: Path, text: str) -> None:
+    rows = [message("m1", created="2024-01-01T12:00:00Z"), message("m2", created=text)]
+    m = write_parquet(tmp_path / "m.parquet", rows, {**MESSAGE_TYPES, "created": pa.string()})
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    expected = (
+        f"{m}: column 'created': timestamp {text!r} outside the years 0001-9999; "
+        "expected 0001-01-01T00:00:00 to 9999-12-31T23:59:59.999999 (UTC) (row index 1)"
+    )
+    with pytest.raises(InputValueError) as caught:
+        _stage(tmp_path, str(m), str(s))
+    assert str(caught.value) == expected
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us"])
+@pytest.mark.parametrize("micros", [MIN_MICROS - 1_000_000, MAX_MICROS + 1_000_000])
+def test_inputs_typed_timestamp_outside_years_1_to_9999_is_rejected(
+    tmp_path: Path, unit: str, micros: int
+) -> None:
+    per_micro = {"s": 1_000_000, "ms": 1_000, "us": 1}[unit]
+    raw = pa.array([0, 0, micros // per_micro], pa.int64()).view(pa.timestamp(unit, "UTC"))
+    table = pa.Table.from_pylist(
+        [message(f"m{i}") for i in range(3)], schema=pa.schema(list(MESSAGE_TYPES.items()))
+    )
+    table = table.set_column(table.schema.get_field_index("created"), "created", raw)
+    pq.write_table(table, tmp_path / "m.parquet")
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    expected = (
+        f"{tmp_path / 'm.parquet'}: column 'created': timestamp outside the years 0001-9999; "
+        "expected 0001-01-01T00:00:00 to 9999-12-31T23:59:59.999999 (UTC) (row index 2)"
+    )
+    with pytest.raises(InputValueError) as caught:
+        _stage(tmp_path, str(tmp_path / "m.parquet"), str(s))
+    assert str(caught.value) == expected
+
+
+def test_inputs_segments_0_and_255_and_negative_prices_are_kept(tmp_path: Path) -> None:
+    rows = [message("m1", segments=0, price=-0.05), message("m2", segments=255, price=-12.5)]
+    m = write_parquet(tmp_path / "m.parquet", rows, MESSAGE_TYPES)
+    s = write_parquet(tmp_path / "s.parquet", [status("m1", 104, duration=0)], STATUS_TYPES)
+    assert _stage(tmp_path, str(m), str(s)) == (
+        [
+            _canonical_message("m1", segments=0, price=-0.05),
+            _canonical_message("m2", segments=255, price=-12.5),
+        ],
+        [_canonical_status("m1", 104)],
+    )
+
+
+def test_inputs_negative_duration_in_nested_statuses_is_rejected(tmp_path: Path) -> None:
+    nested = pa.list_(
+        pa.struct([("code", pa.int32()), ("duration", pa.int32()), ("created", pa.timestamp("ms"))])
+    )
+    statuses = [{"code": 201, "duration": 1, "created": NAIVE_T0}]
+    rows = [
+        message("m1", statuses=statuses),
+        message("m2", statuses=[*statuses, {"code": 201, "duration": -1, "created": NAIVE_T0}]),
+    ]
+    m = write_parquet(tmp_path / "m.parquet", rows, {**MESSAGE_TYPES, "statuses": nested})
+    expected = (
+        f"{m}: column 'statuses.duration': value -1; expected an integer of 0 or more (row index 1)"
+    )
+    with pytest.raises(InputValueError) as caught:
+        _stage(tmp_path, str(m), None)
+    assert str(caught.value) == expected
+
+
+@pytest.mark.parametrize("column", ["type", "priority"])
+def test_inputs_uint64_past_int64_is_rejected_with_its_row(tmp_path: Path, column: str) -> None:
+    rows = [message("m1", **{column: 1}), message("m2", **{column: 2**64 - 1})]
+    m = write_parquet(tmp_path / "m.parquet", rows, {**MESSAGE_TYPES, column: pa.uint64()})
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    expected = (
+        f"{m}: column {column!r}: value 18446744073709551615; expected a 64-bit integer "
+        "(row index 1)"
+    )
+    with pytest.raises(InputValueError) as caught:
+        _stage(tmp_path, str(m), str(s))
+    assert str(caught.value) == expected
+
+
+def test_inputs_direction_of_twenty_digits_is_rejected(tmp_path: Path) -> None:
+    digits = "9" * 20
+    m = write_parquet(tmp_path / "m.parquet", [message("m1", direction=digits)], MESSAGE_TYPES)
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    expected = (
+        f"{m}: column 'direction': direction {digits!r}; expected 'mt' or 'mo' (any case) "
+        "(row index 0)"
+    )
+    with pytest.raises(InputValueError) as caught:
+        _stage(tmp_path, str(m), str(s))
+    assert str(caught.value) == expected

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from convsum.config import RunConfig, pattern_base
-from convsum.errors import InputError, InputSchemaError, InputValueError, first_line
+from convsum.errors import InputError, InputSchemaError, first_line
 from convsum.normalise import (
     MESSAGE_COLUMNS,
     STATUS_COLUMNS,
@@ -137,6 +137,14 @@ def find_sources(pattern: str, role: str) -> list[Source]:
 
 
 def _source(role: str, path: Path, partitions: dict[str, str]) -> Source:
+    name = os.fsencode(path)
+    try:
+        name.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # The manifest and the state store record every input path as text.
+        shown = name.decode("utf-8", "backslashreplace")
+        msg = f"{role} {shown}: file name is not valid UTF-8; expected a UTF-8 path"
+        raise InputError(msg) from exc
     try:
         stat = path.stat()
     except OSError as exc:
@@ -158,7 +166,13 @@ def _hive_values(path: Path, base: Path) -> dict[str, str]:
         parts = path.relative_to(base).parts[:-1]
     except ValueError:
         parts = path.parts[:-1]
-    return {k: unquote(v) for k, _, v in (p.partition("=") for p in parts if "=" in p) if k}
+    # Bytes that are not UTF-8 (raw in the name, or percent-encoded) stay as surrogates, so the
+    # value check reports them like any other column's.
+    return {
+        k: unquote(v, errors="surrogateescape")
+        for k, _, v in (p.partition("=") for p in parts if "=" in p)
+        if k
+    }
 
 
 def stage_inputs(
@@ -284,7 +298,8 @@ class _FileReader:
             return None
         if name in batch.schema.names:
             return batch.column(name)
-        return pa.repeat(pa.scalar(self.source.partitions[name], pa.string()), batch.num_rows)
+        value = self.source.partitions[name].encode("utf-8", "surrogateescape")
+        return pa.repeat(pa.scalar(value, pa.binary()), batch.num_rows).view(pa.string())
 
     def normalise(
         self, batch: pa.RecordBatch, columns: Mapping[str, Normaliser], schema: pa.Schema
@@ -353,9 +368,17 @@ def _nested_statuses(
                 raise InputSchemaError(msg)
             arrays.append(pa.nulls(len(items), STATUSES_SCHEMA.field(target).type))
             continue
-        col = Column(plain(field_array), reader.source.path, f"{name}.{target}", 0, reader.config)
+        col = Column(
+            plain(field_array),
+            reader.source.path,
+            f"{name}.{target}",
+            reader.rows_done,
+            reader.config,
+            rows=parents,
+        )
         result = STATUS_COLUMNS[target](col)
         if required and result.null_count:
-            raise col.fail("null value inside a statuses list; expected a value", InputValueError)
+            index = pc.index(result.is_null(), True).as_py()
+            raise col.fail_at(index, "null value inside a statuses list; expected a value")
         arrays.append(result)
     return pa.RecordBatch.from_arrays(arrays, schema=STATUSES_SCHEMA)

@@ -15,26 +15,66 @@ from convsum.errors import InputError, InputSchemaError, InputValueError
 
 TIME = pa.timestamp("us")  # UTC, naive: the zone is implied everywhere downstream
 _OFFSET = re.compile(r"(?:[Zz]|[+-]\d\d(?::?\d\d)?)$")
+_SUB_MICRO = re.compile(r"^([^.]*\.[0-9]{6})[0-9]+")  # a fraction's digits past the sixth
+MIN_MICROS = -62_135_596_800_000_000  # 0001-01-01T00:00:00
+MAX_MICROS = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999
+_TIME_RANGE = "0001-01-01T00:00:00 to 9999-12-31T23:59:59.999999"
 
 Normaliser = Callable[["Column"], pa.Array]
 
 
 @dataclass
 class Column:
-    """One source column of one batch, with what is needed to explain a bad value."""
+    """One source column of one batch, with what is needed to explain a bad value.
+
+    `rows` gives the batch row of each value when values are not one per row (the items of a
+    nested list); otherwise value i is row i. A string column is checked for valid UTF-8 on
+    creation: Parquet readers do not check it, and the engines fail on it later without saying
+    where.
+    """
 
     array: pa.Array
     file: Path
     name: str
     first_row: int
     config: RunConfig
+    rows: pa.Array | None = None
+
+    def __post_init__(self) -> None:
+        if pa.types.is_string(self.array.type) and not _valid_utf8(self.array):
+            index = first_failing(self.array, _valid_utf8)
+            raise self.fail_at(index, "text is not valid UTF-8; expected UTF-8 text")
 
     def fail(self, what: str, cls: type[InputError] = InputSchemaError) -> InputError:
         return cls(f"{self.file}: column {self.name!r}: {what}")
 
     def fail_at(self, index: int, what: str) -> InputError:
-        row = self.first_row + index
+        row = self.first_row + (index if self.rows is None else self.rows[index].as_py())
         return self.fail(f"{what} (row index {row})", InputValueError)
+
+
+def _valid_utf8(array: pa.Array) -> bool:
+    try:
+        array.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def first_failing(array: pa.Array, ok: Callable[[pa.Array], bool]) -> int:
+    """Return the index of the first value for which `ok` fails, given that it fails somewhere.
+
+    `ok` checks a whole slice at once (a cast, a validation); bisecting keeps the search to a
+    logarithmic number of vectorised checks. For the error path only.
+    """
+    lo, hi = 0, len(array)  # the first failing value lies in [lo, hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(array.slice(lo, mid - lo)):
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def plain(array: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -61,15 +101,51 @@ def as_integer(col: Column) -> pa.Array:
     """Integers of any width as int64."""
     t = col.array.type
     if pa.types.is_integer(t):
-        try:
-            return col.array.cast(pa.int64())
-        except pa.ArrowInvalid as exc:
-            raise col.fail("value does not fit a 64-bit integer", InputValueError) from exc
+        return _int64(col)
     raise col.fail(f"type {t}; expected an integer")
 
 
+def _int64(col: Column) -> pa.Array:
+    """Cast an integer column to int64; only a uint64 past 2**63 - 1 does not fit."""
+    try:
+        return col.array.cast(pa.int64())
+    except pa.ArrowInvalid:
+        too_big = pc.fill_null(pc.greater(col.array, pa.scalar(2**63 - 1, pa.uint64())), False)
+        index = pc.index(too_big, True).as_py()
+        found = col.array[index].as_py()
+        raise col.fail_at(index, f"value {found}; expected a 64-bit integer") from None
+
+
+def _bounded(low: int, high: int | None = None) -> Normaliser:
+    """Integers of any width as int64, each from `low` to `high` (no upper limit when None)."""
+    expected = f"from {low} to {high}" if high is not None else f"of {low} or more"
+
+    def normalise(col: Column) -> pa.Array:
+        values = as_integer(col)
+        outside = pc.less(values, low)
+        if high is not None:
+            outside = pc.or_(outside, pc.greater(values, high))
+        outside = pc.fill_null(outside, False)
+        if pc.any(outside).as_py():
+            index = pc.index(outside, True).as_py()
+            raise col.fail_at(
+                index, f"value {values[index].as_py()}; expected an integer {expected}"
+            )
+        return values
+
+    return normalise
+
+
+# A concatenated SMS counts its parts in one byte, so a message has at most 255 segments; 0 is a
+# message never split (rejected before sending). The limit also keeps sums of segments far from
+# 64-bit overflow, where the engines would disagree.
+as_segments = _bounded(0, 255)
+# A duration is elapsed time; a negative one is a broken clock or a broken export.
+as_duration = _bounded(0)
+
+
 def as_price(col: Column) -> pa.Array:
-    """Floats, decimals and integers as float64."""
+    """Floats, decimals and integers as float64; negative prices (refunds, credits) are kept."""
     t = col.array.type
     if pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_integer(t):
         return col.array.cast(pa.float64())
@@ -77,20 +153,32 @@ def as_price(col: Column) -> pa.Array:
 
 
 def as_time(col: Column) -> pa.Array:
-    """Timestamps of any unit (naive means UTC) or ISO-8601 strings as naive UTC microseconds."""
+    """Timestamps of any unit (naive means UTC) or ISO-8601 strings as naive UTC microseconds.
+
+    Both kinds accept the years 0001 to 9999 (UTC), which every engine renders alike;
+    sub-microsecond digits are floored.
+    """
     t = col.array.type
     if pa.types.is_string(t):
         return _parse_iso(col)
     if not pa.types.is_timestamp(t):
         raise col.fail(f"type {t}; expected a timestamp or an ISO-8601 string")
     raw = col.array.view(pa.int64())  # epoch values in the column's unit, UTC for zoned types
-    if t.unit in ("s", "ms"):
-        try:
-            micros = pc.multiply_checked(raw, 1_000_000 if t.unit == "s" else 1_000)
-        except pa.ArrowInvalid as exc:
-            raise col.fail("timestamp out of range", InputValueError) from exc
-        return micros.view(TIME)
-    return (_floor_divide(raw, 1_000) if t.unit == "ns" else raw).view(TIME)
+    per_micro = {"s": 1_000_000, "ms": 1_000, "us": 1}.get(t.unit)
+    if per_micro is None:  # nanoseconds: every value lies within the years 1677-2262
+        return _floor_divide(raw, 1_000).view(TIME)
+    _check_range(col, raw, MIN_MICROS // per_micro, MAX_MICROS // per_micro)
+    return pc.multiply(raw, per_micro).view(TIME)
+
+
+def _check_range(col: Column, values: pa.Array, low: int, high: int) -> None:
+    outside = pc.fill_null(pc.or_(pc.less(values, low), pc.greater(values, high)), False)
+    if pc.any(outside).as_py():
+        index = pc.index(outside, True).as_py()
+        found = f"{col.array[index].as_py()!r} " if pa.types.is_string(col.array.type) else ""
+        raise col.fail_at(
+            index, f"timestamp {found}outside the years 0001-9999; expected {_TIME_RANGE} (UTC)"
+        )
 
 
 def _floor_divide(values: pa.Array, divisor: int) -> pa.Array:
@@ -103,29 +191,41 @@ def _floor_divide(values: pa.Array, divisor: int) -> pa.Array:
 
 
 def _parse_iso(col: Column) -> pa.Array:
-    zoned = pc.match_substring_regex(col.array, _OFFSET.pattern)
-    zoned = pc.fill_null(zoned, False)
-    out = pa.nulls(len(col.array), pa.int64())
-    for mask, target in (
-        (zoned, pa.timestamp("ns", "UTC")),
-        (pc.invert(zoned), pa.timestamp("ns")),
-    ):
-        part = col.array.filter(mask)
+    """Parse ISO-8601 text, with a zone offset (then converted to UTC) or without (UTC)."""
+    # Digits past the microsecond are dropped before parsing: that floors the time, since a
+    # fraction always counts forwards from its second.
+    text = pc.replace_substring_regex(col.array, _SUB_MICRO.pattern, r"\1")
+    zoned = pc.fill_null(pc.match_substring_regex(text, _OFFSET.pattern), False)
+    out = pa.nulls(len(text), pa.int64())
+    for mask, target in ((zoned, pa.timestamp("us", "UTC")), (pc.invert(zoned), TIME)):
+        part = text.filter(mask)
         if not len(part):
             continue
         try:
-            parsed = part.cast(target).view(pa.int64())
-        except pa.ArrowInvalid as exc:
-            found = re.search(r"'([^']*)'", str(exc))
-            value = f", found {found.group(1)!r}" if found else ""
-            raise col.fail(f"expected an ISO-8601 timestamp{value}", InputValueError) from exc
-        out = pc.replace_with_mask(out, mask, parsed)
-    return _floor_divide(out, 1_000).view(TIME)
+            parsed = part.cast(target)
+        except pa.ArrowInvalid:
+            index = pc.indices_nonzero(mask)[first_failing(part, _parses(target))].as_py()
+            found = col.array[index].as_py()
+            raise col.fail_at(index, f"expected an ISO-8601 timestamp, found {found!r}") from None
+        out = pc.replace_with_mask(out, mask, parsed.view(pa.int64()))
+    _check_range(col, out, MIN_MICROS, MAX_MICROS)
+    return out.view(TIME)
+
+
+def _parses(target: pa.DataType) -> Callable[[pa.Array], bool]:
+    def parses(text: pa.Array) -> bool:
+        try:
+            text.cast(target)
+        except pa.ArrowInvalid:
+            return False
+        return True
+
+    return parses
 
 
 def _coded(col: Column, table: Mapping[int, str], what: str) -> pa.Array:
     """Map an integer enum through `table`; an unknown integer is an error."""
-    ints = col.array.cast(pa.int64())
+    ints = _int64(col)
     known = pa.array(sorted(table), pa.int64())
     unknown = pc.and_(pc.invert(pc.is_in(ints, value_set=known)), ints.is_valid())
     if pc.any(unknown).as_py():
@@ -144,7 +244,8 @@ def as_direction(col: Column) -> pa.Array:
     if not pa.types.is_string(t):
         raise col.fail(f"type {t}; expected 'mt'/'mo' or an integer")
     lowered = pc.utf8_lower(col.array)
-    digits = pc.fill_null(pc.match_substring_regex(lowered, r"^[0-9]+$"), False)
+    # Longer digit strings cannot be a 64-bit code; they fail below as an unknown direction.
+    digits = pc.fill_null(pc.match_substring_regex(lowered, r"^[0-9]{1,18}$"), False)
     if pc.any(digits).as_py():
         as_int = pc.if_else(digits, lowered, None).cast(pa.int64())
         mapped = _coded(
@@ -181,7 +282,7 @@ MESSAGE_COLUMNS: dict[str, Normaliser] = {
     "recipient": as_string,
     "body": as_string,
     "direction": as_direction,
-    "segments": as_integer,
+    "segments": as_segments,
     "type": _enum("type_codes", "type"),
     "datacoding": _enum("datacoding_codes", "datacoding"),
     "priority": as_integer,
@@ -197,5 +298,5 @@ STATUS_COLUMNS: dict[str, Normaliser] = {
     "message_id": as_string,
     "code": as_integer,
     "created": as_time,
-    "duration": as_integer,
+    "duration": as_duration,
 }
