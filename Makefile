@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 LISTEN ?= 127.0.0.1:8080
 OUT ?= out/api_example
 
-.PHONY: run test test-slow bench lint format serve samples clean
+.PHONY: run test test-slow bench lint format serve serve-stop samples clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ serve: $(STAMP)
 	mkdir -p out/nginx
 	$(BIN)/convsum nginx-conf $(OUT) --listen $(LISTEN) $(if $(filter 0,$(shell id -u)),--user root) > out/nginx/nginx.conf
 	nginx -p $(CURDIR)/out/nginx -c $(CURDIR)/out/nginx/nginx.conf
+
+## serve-stop: stop the nginx that `make serve` started
+serve-stop:
+	nginx -p $(CURDIR)/out/nginx -c $(CURDIR)/out/nginx/nginx.conf -s stop
 
 ## test: lint, type checks and the whole test suite
 test: lint

@@ -152,8 +152,9 @@ def run(config_file: Path | None, report: bool, full: bool, **options: Any) -> N
         )
     if config.log_format == "text":
         click.echo(
-            f"convsum: serve it with: convsum nginx-conf {shlex.quote(str(out))} "
-            '--listen 127.0.0.1:8080 > nginx.conf && nginx -p "$PWD" -c "$PWD/nginx.conf"',
+            "convsum: serve it with: mkdir -p nginx && convsum nginx-conf "
+            f"{shlex.quote(str(out))} --listen 127.0.0.1:8080 > nginx/nginx.conf && "
+            'nginx -p "$PWD/nginx" -c "$PWD/nginx/nginx.conf"',
             err=True,
         )
     if report:
