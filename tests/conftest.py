@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -143,6 +144,21 @@ class Tree:
 
 
 RunTree = Callable[..., Tree]
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every path under `root` with a hash of its content (the lock file aside)."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.name == ".lock":
+            continue
+        if path.is_symlink():
+            out[str(path.relative_to(root))] = "-> " + str(path.readlink())
+        elif path.is_file():
+            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            out[str(path.relative_to(root))] = "dir"
+    return out
 
 
 @pytest.fixture(params=ENGINES)

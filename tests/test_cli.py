@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,24 +14,19 @@ from click.testing import CliRunner
 
 from convsum import __version__
 from convsum.cli import cli
-from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, Tree, message, status, write_parquet
+from tests.conftest import (
+    MESSAGE_TYPES,
+    STATUS_TYPES,
+    Tree,
+    message,
+    snapshot,
+    status,
+    write_parquet,
+)
 
 
 def _invoke(*args: str) -> Any:
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-
-def _snapshot(root: Path) -> dict[str, str]:
-    """Every file and link under `root` with a hash of its content (the lock file aside)."""
-    out = {}
-    for path in sorted(root.rglob("*")):
-        if path.name == ".lock":
-            continue
-        if path.is_symlink():
-            out[str(path.relative_to(root))] = "-> " + str(path.readlink())
-        elif path.is_file():
-            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
 
 
 @pytest.mark.parametrize("name", sorted(cli.commands))
@@ -191,7 +185,7 @@ BAD_CASES = [
 def test_cli_bad_messages_exit_1_and_publish_nothing(
     tmp_path: Path, published: Path, good_inputs: tuple[Path, Path], case: str, engine: str
 ) -> None:
-    before = _snapshot(published)
+    before = snapshot(published)
     bad, words = _bad_messages(tmp_path, case)
     result = CliRunner().invoke(
         cli,
@@ -208,13 +202,13 @@ def test_cli_bad_messages_exit_1_and_publish_nothing(
     if case != "missing file":
         assert str(bad) in error_lines[0]
     assert "Traceback" not in result.output
-    assert _snapshot(published) == before
+    assert snapshot(published) == before
 
 
 def test_cli_negative_status_duration_exits_1_and_publishes_nothing(
     tmp_path: Path, published: Path, good_inputs: tuple[Path, Path], engine: str
 ) -> None:
-    before = _snapshot(published)
+    before = snapshot(published)
     rows = [status("m1", 101), status("m1", 201, duration=-2)]
     bad = write_parquet(tmp_path / "bad" / "st.parquet", rows, STATUS_TYPES)
     args = ["run", "--messages", str(good_inputs[0]), "--statuses", str(bad)]
@@ -223,13 +217,13 @@ def test_cli_negative_status_duration_exits_1_and_publishes_nothing(
     assert result.stderr.splitlines()[-1] == (
         f"Error: {bad}: column 'duration': value -2; expected an integer of 0 or more (row index 1)"
     )
-    assert _snapshot(published) == before
+    assert snapshot(published) == before
 
 
 def test_cli_bad_status_column_names_file_and_column(
     tmp_path: Path, published: Path, good_inputs: tuple[Path, Path]
 ) -> None:
-    before = _snapshot(published)
+    before = snapshot(published)
     bad = write_parquet(
         tmp_path / "bad" / "st.parquet",
         [{"messageId": "m1", "code": None, "created": None}],
@@ -241,7 +235,7 @@ def test_cli_bad_status_column_names_file_and_column(
     )
     assert result.exit_code == 1, result.output
     assert f"{bad}: column 'code': null value" in result.stderr
-    assert _snapshot(published) == before
+    assert snapshot(published) == before
 
 
 @pytest.mark.parametrize(
@@ -386,7 +380,7 @@ def test_cli_disk_full_exits_1_and_publishes_nothing(
     def full(self: TreeWriter, conversation: str, name: str, body: bytes) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(self.api / conversation / name))
 
-    before = _snapshot(published)
+    before = snapshot(published)
     monkeypatch.setattr(TreeWriter, "write", full)
     m, s = good_inputs
     result = CliRunner().invoke(
@@ -396,7 +390,7 @@ def test_cli_disk_full_exits_1_and_publishes_nothing(
     assert "cannot write the output" in result.stderr
     assert "No space left on device" in result.stderr
     assert "Traceback" not in result.output
-    assert _snapshot(published) == before
+    assert snapshot(published) == before
 
 
 def test_cli_second_run_on_a_locked_root_exits_75(
@@ -404,7 +398,7 @@ def test_cli_second_run_on_a_locked_root_exits_75(
 ) -> None:
     import fcntl
 
-    before = _snapshot(published)
+    before = snapshot(published)
     m, s = good_inputs
     args = ["run", "--messages", str(m), "--statuses", str(s), "--out", str(published)]
     with (published / ".lock").open("a+") as held:
@@ -415,7 +409,7 @@ def test_cli_second_run_on_a_locked_root_exits_75(
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 75, result.output
         assert "another run (pid 4242) is writing this output root" in result.stderr
-        assert _snapshot(published) == before
+        assert snapshot(published) == before
     assert CliRunner().invoke(cli, args).exit_code == 0  # released with its holder
 
 

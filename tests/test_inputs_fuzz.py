@@ -8,7 +8,6 @@ the same answer: the same exit code, the same error line, the same published API
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from hypothesis import strategies as st
 
 from convsum.cli import cli
 from convsum.config import ENGINES
-from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, message, status, write_parquet
+from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, message, snapshot, status, write_parquet
 
 INT64 = (-(2**63), 2**63 - 1)
 INTEGER_TYPES = [pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint64()]
@@ -244,21 +243,6 @@ def _write(base: Path, files: list[tuple[str, pa.Table]], options: dict[str, Any
     return base if len(files) > 1 or "/" in files[0][0] else base / files[0][0]
 
 
-def _snapshot(root: Path) -> dict[str, str]:
-    """Every path under `root` with a hash of its content (the lock file aside)."""
-    out = {}
-    for path in sorted(root.rglob("*")):
-        if path.name == ".lock":
-            continue
-        if path.is_symlink():
-            out[str(path.relative_to(root))] = "-> " + str(path.readlink())
-        elif path.is_file():
-            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
-        else:
-            out[str(path.relative_to(root))] = "dir"
-    return out
-
-
 @pytest.fixture(scope="module")
 def earlier_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """An output root holding one published run, to copy for each example."""
@@ -276,7 +260,7 @@ def _run(args: list[str], out: Path) -> tuple[int, list[str], dict[str, str]]:
     result = CliRunner().invoke(cli, [*args, "--out", str(out)], catch_exceptions=False)
     assert "Traceback" not in result.output
     errors = [line for line in result.stderr.splitlines() if not line.startswith("convsum: ")]
-    return result.exit_code, errors, _snapshot(out)
+    return result.exit_code, errors, snapshot(out)
 
 
 @settings(
@@ -300,7 +284,7 @@ def test_inputs_fuzz_any_files_exit_0_or_1_with_one_error_line(
         args = ["run", "--messages", str(_write(base / "messages", messages, options))]
         if statuses is not None:
             args += ["--statuses", str(_write(base / "statuses", statuses, options))]
-        before = _snapshot(earlier_run)
+        before = snapshot(earlier_run)
         outcomes = []
         for engine in ENGINES:
             out = base / f"out-{engine}"
