@@ -74,17 +74,32 @@ def test_config_memory_limits_engines_take(text: str, canonical: str) -> None:
     assert check_memory_limit(text) == canonical
 
 
-@pytest.mark.parametrize("text", ["banana", "4", "4 G", "-1GB", "63MiB", "0GB", "1e9B", ""])
+@pytest.mark.parametrize(
+    "text",
+    ["banana", "4", "4 G", "-1GB", "63MiB", "0GB", "1e9B", "", "9999999TB", "9" * 400 + "GB"],
+)
 def test_config_memory_limits_refused(text: str) -> None:
-    with pytest.raises(ConfigError, match="expected a size of at least 64MiB"):
+    with pytest.raises(ConfigError, match="expected a size from 64MiB to 8EiB"):
         check_memory_limit(text)
 
 
 @pytest.mark.parametrize(
-    ("messages", "statuses", "out"),
-    [("m.parquet", None, "out"), ("in/", "st/*.parquet", "out"), ("in/*.parquet", None, "in2")],
+    ("pattern", "out", "overlap"),
+    [
+        ("m.parquet", "out", False),
+        ("messages-*.parquet", "out", False),  # a glob beside the output root
+        ("g/messages-*.parquet", "g/out", False),
+        ("in/date=*/*.parquet", "in/out", False),  # no part can match "out"
+        ("in", "in/out", True),
+        ("in/*.parquet", "in", True),
+        ("in/*/*.parquet", "in/out", True),
+        ("in/**/*.parquet", "in/x/out", True),
+        ("out/s", "out", True),
+    ],
 )
-def test_config_inputs_apart_from_the_output_root(
-    messages: str, statuses: str | None, out: str
-) -> None:
-    check_apart(out, {"messages": messages, "statuses": statuses})
+def test_config_output_root_apart_from_inputs(pattern: str, out: str, overlap: bool) -> None:
+    if overlap:
+        with pytest.raises(ConfigError, match="overlap"):
+            check_apart(out, {"messages": pattern})
+    else:
+        check_apart(out, {"messages": pattern})

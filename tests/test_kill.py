@@ -86,6 +86,13 @@ def _killed_run(
     return process.returncode, after
 
 
+def _leftovers(out: Path) -> list[str]:
+    """Return the work directories and trees that are neither served nor in use."""
+    served = (out / "current").readlink().name
+    trees = [p.name for p in (out / "trees").iterdir() if p.name != served]
+    return sorted(trees + [p.name for p in out.glob(".work-*")])
+
+
 def _state_answers(out: Path) -> int:
     """Open the served tree's state catalog read-only and count the inputs it lists."""
     con = duckdb.connect(str(out / "current" / STATE / CATALOG), read_only=True)
@@ -130,6 +137,7 @@ def test_kill_during_an_incremental_run_then_rerun_gives_the_clean_tree(
     assert _state_answers(out) in ((2, 6) if stage == "state" else (2,))
     report = run_job(_config(inputs, out))
     assert published(out) == clean, f"killed at {where}"
+    assert _leftovers(out) == [], f"killed at {where}"
     assert _state_answers(out) == 6
     if stage == "state":  # the catalog may have been committed: then nothing is left to read
         assert report["mode"] == "incremental"
@@ -147,6 +155,7 @@ def test_kill_during_a_full_run_then_rerun_gives_the_clean_tree(
     assert published(out) == before  # a full run publishes nothing until its switch
     run_job(_config(inputs, out))
     assert published(out) == clean, f"killed at {where}"
+    assert _leftovers(out) == [], f"killed at {where}"
 
 
 @pytest.mark.parametrize(

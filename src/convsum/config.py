@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import re
 import tomllib
@@ -92,9 +93,9 @@ def check_memory_limit(text: str) -> str:
     """
     match = _SIZE.fullmatch(text)
     size = float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()] if match else 0
-    if size < MIN_MEMORY_LIMIT:
+    if not MIN_MEMORY_LIMIT <= size < 2**63:  # DuckDB's bound; a float may also overflow
         msg = (
-            f"memory limit {text!r}: expected a size of at least 64MiB, a number and a unit "
+            f"memory limit {text!r}: expected a size from 64MiB to 8EiB, a number and a unit "
             "(KB, MB, GB, TB or KiB, MiB, GiB, TiB), as in 4GB or 512MiB"
         )
         raise ConfigError(msg)
@@ -115,20 +116,36 @@ def pattern_base(pattern: str) -> Path:
 def check_apart(out: str, inputs: Mapping[str, str | None]) -> None:
     """Raise ConfigError when the output root and an input overlap.
 
-    An output root inside an input directory would have the next run read its own state files as
+    An output root that an input can reach would have the next run read its own state files as
     input; an input inside the output root would be removed with an old tree.
     """
     root = Path(out).resolve()
     for role, pattern in inputs.items():
-        if pattern is None:
-            continue
-        base = pattern_base(pattern).resolve()
-        if root.is_relative_to(base) or base.is_relative_to(root):
+        if pattern is not None and _overlap(pattern, root):
             msg = (
                 f"{role} {pattern} and out {out} overlap; put the output root outside the "
                 "inputs (and the inputs outside the output root)"
             )
             raise ConfigError(msg)
+
+
+def _overlap(pattern: str, root: Path) -> bool:
+    """Return whether files under `root` can match `pattern`, or `pattern` lies under `root`.
+
+    A directory or a recursive glob reaches everything below its base; a glob without `**`
+    reaches only paths as deep as itself, each part matching its own pattern.
+    """
+    base = pattern_base(pattern)
+    resolved = base.resolve()
+    if resolved.is_relative_to(root):
+        return True
+    if not root.is_relative_to(resolved):
+        return False
+    if not glob.has_magic(pattern) or "**" in pattern:
+        return True
+    parts = Path(pattern).parts[len(base.parts) :]
+    below = root.relative_to(resolved).parts
+    return len(parts) > len(below) and all(map(fnmatch.fnmatch, below, parts))
 
 
 _PATH_KEYS = ("messages", "statuses", "out")

@@ -24,8 +24,8 @@ GRACE_SECONDS = 5.0
 _STOP_WATCHING = 0  # written to the wakeup pipe to end the watcher; no signal has number 0
 
 
-class Interrupted(BaseException):
-    """The run was asked to stop by a signal."""
+class Interrupted(KeyboardInterrupt):
+    """The run was asked to stop by a signal (SIGINT or SIGTERM)."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)

@@ -52,6 +52,16 @@ class Column:
         row = self.first_row + (index if self.rows is None else self.rows[index].as_py())
         return self.fail(f"{what} (row index {row})", InputValueError)
 
+    def fail_where(self, mask: pa.Array, what: Callable[[int], str]) -> None:
+        """Raise at the first value where `mask` is true (null counts as false), if any.
+
+        `what` gets that value's index and says what is wrong with it.
+        """
+        mask = pc.fill_null(mask, False)
+        if pc.any(mask).as_py():
+            index = pc.index(mask, True).as_py()
+            raise self.fail_at(index, what(index))
+
 
 def _valid_utf8(array: pa.Array) -> bool:
     try:
@@ -110,10 +120,9 @@ def _int64(col: Column) -> pa.Array:
     try:
         return col.array.cast(pa.int64())
     except pa.ArrowInvalid:
-        too_big = pc.fill_null(pc.greater(col.array, pa.scalar(2**63 - 1, pa.uint64())), False)
-        index = pc.index(too_big, True).as_py()
-        found = col.array[index].as_py()
-        raise col.fail_at(index, f"value {found}; expected a 64-bit integer") from None
+        too_big = pc.greater(col.array, pa.scalar(2**63 - 1, pa.uint64()))
+        col.fail_where(too_big, lambda i: f"value {col.array[i]}; expected a 64-bit integer")
+        raise
 
 
 def _bounded(low: int, high: int | None = None) -> Normaliser:
@@ -125,12 +134,7 @@ def _bounded(low: int, high: int | None = None) -> Normaliser:
         outside = pc.less(values, low)
         if high is not None:
             outside = pc.or_(outside, pc.greater(values, high))
-        outside = pc.fill_null(outside, False)
-        if pc.any(outside).as_py():
-            index = pc.index(outside, True).as_py()
-            raise col.fail_at(
-                index, f"value {values[index].as_py()}; expected an integer {expected}"
-            )
+        col.fail_where(outside, lambda i: f"value {values[i]}; expected an integer {expected}")
         return values
 
     return normalise
@@ -172,13 +176,11 @@ def as_time(col: Column) -> pa.Array:
 
 
 def _check_range(col: Column, values: pa.Array, low: int, high: int) -> None:
-    outside = pc.fill_null(pc.or_(pc.less(values, low), pc.greater(values, high)), False)
-    if pc.any(outside).as_py():
-        index = pc.index(outside, True).as_py()
+    def what(index: int) -> str:
         found = f"{col.array[index].as_py()!r} " if pa.types.is_string(col.array.type) else ""
-        raise col.fail_at(
-            index, f"timestamp {found}outside the years 0001-9999; expected {_TIME_RANGE} (UTC)"
-        )
+        return f"timestamp {found}outside the years 0001-9999; expected {_TIME_RANGE} (UTC)"
+
+    col.fail_where(pc.or_(pc.less(values, low), pc.greater(values, high)), what)
 
 
 def _floor_divide(values: pa.Array, divisor: int) -> pa.Array:
@@ -228,10 +230,8 @@ def _coded(col: Column, table: Mapping[int, str], what: str) -> pa.Array:
     ints = _int64(col)
     known = pa.array(sorted(table), pa.int64())
     unknown = pc.and_(pc.invert(pc.is_in(ints, value_set=known)), ints.is_valid())
-    if pc.any(unknown).as_py():
-        index = pc.index(unknown, True).as_py()
-        choices = ", ".join(f"{k} ({v})" for k, v in sorted(table.items()))
-        raise col.fail_at(index, f"{what} {ints[index].as_py()} is not one of {choices}")
+    choices = ", ".join(f"{k} ({v})" for k, v in sorted(table.items()))
+    col.fail_where(unknown, lambda i: f"{what} {ints[i]} is not one of {choices}")
     values = pa.array([table[k] for k in sorted(table)], pa.string())
     return pc.take(values, pc.index_in(ints, value_set=known))
 
@@ -255,10 +255,9 @@ def as_direction(col: Column) -> pa.Array:
         )
         lowered = pc.if_else(digits, mapped, lowered)
     bad = pc.invert(pc.fill_null(pc.is_in(lowered, value_set=pa.array(["mt", "mo"])), True))
-    if pc.any(bad).as_py():
-        index = pc.index(bad, True).as_py()
-        found = col.array[index].as_py()
-        raise col.fail_at(index, f"direction {found!r}; expected 'mt' or 'mo' (any case)")
+    col.fail_where(
+        bad, lambda i: f"direction {col.array[i].as_py()!r}; expected 'mt' or 'mo' (any case)"
+    )
     return lowered
 
 

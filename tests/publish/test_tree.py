@@ -10,7 +10,15 @@ from convsum.config import RunConfig
 from convsum.errors import PublishError
 from convsum.publish.tree import MARK
 from convsum.run import run_job
-from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, RunTree, message, status, write_parquet
+from tests.conftest import (
+    MESSAGE_TYPES,
+    STATUS_TYPES,
+    RunTree,
+    message,
+    snapshot,
+    status,
+    write_parquet,
+)
 
 
 @pytest.fixture
@@ -20,17 +28,14 @@ def config(tmp_path: Path) -> RunConfig:
     return RunConfig(messages=str(m), statuses=str(s), out=str(tmp_path / "out"))
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-
-
 def test_tree_foreign_directory_is_refused_and_left_alone(config: RunConfig) -> None:
     out = Path(config.out)
     (out / "trees" / "keepme").mkdir(parents=True)
     (out / "trees" / "keepme" / "f").write_text("x")
+    before = snapshot(out)
     with pytest.raises(PublishError, match=f"{out}: not empty and not a convsum output root"):
         run_job(config)
-    assert _files(out) == {"trees/keepme/f": b"x"}
+    assert snapshot(out) == before
 
 
 def test_tree_empty_directory_becomes_an_output_root(config: RunConfig) -> None:
@@ -46,12 +51,15 @@ def test_tree_unmarked_directory_in_trees_survives_every_run(config: RunConfig) 
     (out / "trees" / "keepme").mkdir()
     (out / "trees" / "keepme" / "f").write_text("x")
     (out / ".work-keepme").mkdir()
+    (out / ".work-keepme" / "f").write_text("x")
+    (out / ".work-empty").mkdir()  # as a run killed before marking it leaves one
     first = (out / "current").readlink()
     run_job(config, full=True)
     assert (out / "current").readlink() != first
     assert not (out / first).exists()  # the replaced tree was convsum's own: removed
     assert (out / "trees" / "keepme" / "f").read_text() == "x"
-    assert (out / ".work-keepme").is_dir()
+    assert (out / ".work-keepme" / "f").read_text() == "x"
+    assert not (out / ".work-empty").exists()
 
 
 def test_tree_root_published_before_marks_is_adopted(config: RunConfig) -> None:

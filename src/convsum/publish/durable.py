@@ -26,6 +26,15 @@ def sync_filesystem(path: Path) -> None:
         os.close(fd)
 
 
+def sync_file(path: Path) -> None:
+    """Write one file's data to disk (`fsync(2)`), before a rename puts it in place."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def sync_directory(path: Path) -> None:
     """Make the entries of directory `path` (a rename into it) durable (`fsync(2)`)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

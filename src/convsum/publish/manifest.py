@@ -10,6 +10,7 @@ import orjson
 import pyarrow as pa
 
 from convsum.inputs import Source
+from convsum.publish import durable
 from convsum.publish.tree import FILE_LIST
 
 MANIFEST = "manifest.json"
@@ -94,6 +95,7 @@ def _copy_sorted(
         "(FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\\x1f')",
         params,
     ).fetchone()
+    durable.sync_file(tmp)
     tmp.replace(target)
     return int(copied[0]) if copied else 0
 
@@ -115,4 +117,5 @@ def write_json(path: Path, value: Any) -> None:
     """Write a JSON document atomically (temporary file, then rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(orjson.dumps(value, option=orjson.OPT_INDENT_2) + b"\n")
+    durable.sync_file(tmp)
     tmp.replace(path)

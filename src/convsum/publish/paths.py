@@ -64,15 +64,6 @@ def name_segments(name: str) -> tuple[str, ...]:
     return (RESERVED_FANOUT, shard, leaf)
 
 
-def name_from_segments(segments: tuple[str, ...]) -> str | None:
-    """Return the name that `name_segments` mapped to `segments`; None for a hashed name."""
-    if segments[0] != RESERVED_FANOUT:
-        return segments[-1]
-    if segments[-1].startswith("h"):
-        return None
-    return bytes.fromhex(segments[-1][1:]).decode("utf-8", "surrogatepass")
-
-
 def conversation_dir(owner: str, participant: str) -> str:
     """Return the relative directory of one conversation, under the served API root."""
     return "/".join((*name_segments(owner), "v2", "conversations", *name_segments(participant)))

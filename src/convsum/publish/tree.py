@@ -23,6 +23,7 @@ mistyped `--out` never removes anyone's files.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -198,15 +199,24 @@ class OutputRoot:
         link.symlink_to(Path(TREES) / run_id)
         link.replace(self.current)
         durable.sync_directory(self.path)
-        self.remove_stale(keep=final)
+        # Stopped after the switch, the run has still published: the next run removes the rest.
+        with contextlib.suppress(KeyboardInterrupt):
+            self.remove_stale(keep=final)
         return final
 
     def remove_stale(self, keep: Path | None) -> None:
-        """Remove every marked tree, partial tree and work directory other than `keep`."""
+        """Remove every marked tree, partial tree and work directory other than `keep`.
+
+        An empty directory named like a partial tree or a work directory goes too: a run killed
+        between making one and marking it leaves it, and removing it loses nothing.
+        """
         trees = list(self.trees.iterdir()) if self.trees.exists() else []
         for child in [*trees, *self.path.glob(".work-*")]:
             if child != keep and _is_marked(child):
                 shutil.rmtree(child, ignore_errors=True)
+        for child in [*self.trees.glob(".*.partial"), *self.path.glob(".work-*")]:
+            with contextlib.suppress(OSError):
+                child.rmdir()  # only if empty
         for child in self.path.glob(f".{CURRENT}.*"):
             if child.is_symlink():
                 child.unlink(missing_ok=True)
