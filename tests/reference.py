@@ -80,8 +80,9 @@ def latest_status(row: dict[str, Any], statuses: list[dict[str, Any]]) -> dict[s
         return None
 
     def rank(s: dict[str, Any]) -> tuple[Any, ...]:
-        duration = s["duration"] if s["duration"] is not None else -1
-        return (s["created"], s["code"] // 100 in FINAL_GROUPS, s["code"], duration)
+        has_duration = s["duration"] is not None
+        duration = s["duration"] if has_duration else 0
+        return (s["created"], s["code"] // 100 in FINAL_GROUPS, s["code"], has_duration, duration)
 
     return max(mine, key=rank)
 

@@ -13,7 +13,7 @@ from convsum.config import ENGINES, RunConfig
 from convsum.run import run_job
 from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, Tree, write_parquet
 from tests.reference import conversations
-from tests.strategies import messages_strategy, statuses_strategy
+from tests.strategies import logs_strategy
 
 
 def _run(directory: Path, engine: str, page_size: int, threads: int | None) -> Tree:
@@ -59,10 +59,11 @@ def _check_against_reference(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(messages=messages_strategy, statuses=statuses_strategy, page_size=st.sampled_from([1, 2, 5]))
+@given(logs=logs_strategy, page_size=st.sampled_from([1, 2, 5]))
 def test_parity_engines_match_reference_and_each_other(
-    messages: list[dict[str, Any]], statuses: list[dict[str, Any]], page_size: int
+    logs: tuple[list[dict[str, Any]], list[dict[str, Any]]], page_size: int
 ) -> None:
+    messages, statuses = logs
     rows = [{**m, "type": "SMS", "datacoding": "gsm", "currency": "SEK"} for m in messages]
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)

@@ -225,3 +225,103 @@ def test_semantics_message_object_shape_and_bytes(run_tree: RunTree) -> None:
     }
     page = tree.api / conversation_dir("acme", "Shop1") / page_file(50, "all", "asc", 0)
     assert page.read_bytes() == orjson.dumps([expected])
+
+
+def test_semantics_tie_final_beats_higher_non_final_code(run_tree: RunTree) -> None:
+    rows = [message("m1"), message("m2", created=at(1)), message("m3", created=at(2))]
+    statuses = [
+        *(status("m1", code, at(5)) for code in (301, 201, 610)),
+        *(status("m2", code, at(5)) for code in (999, 402)),
+        *(status("m3", code, at(5)) for code in (510, 610)),
+    ]
+    tree = run_tree(rows, statuses)
+    one = {"messages": 1, "sms": 1}
+    assert tree.summary("Acme") == _summary("Acme", {"201": one, "402": one, "510": one}, {}, 3, 3)
+
+
+def test_semantics_tie_on_code_takes_longer_duration(run_tree: RunTree) -> None:
+    tree = run_tree(
+        [message("m1")],
+        [status("m1", 201, at(5), duration=7), status("m1", 201, at(5), duration=30)],
+    )
+    assert [m["statuses"] for m in tree.messages("Acme")] == [
+        [{"code": 201, "duration": 30, "created": "2024-01-01T12:00:05Z"}]
+    ]
+
+
+def test_semantics_tie_on_code_null_duration_loses(run_tree: RunTree) -> None:
+    tree = run_tree(
+        [message("m1")],
+        [status("m1", 201, at(5), duration=None), status("m1", 201, at(5), duration=0)],
+    )
+    assert [m["statuses"] for m in tree.messages("Acme")] == [
+        [{"code": 201, "duration": 0, "created": "2024-01-01T12:00:05Z"}]
+    ]
+
+
+def test_semantics_duplicate_message_tie_takes_greater_content(run_tree: RunTree) -> None:
+    rows = [
+        message("m1", body="a", modified=at(10)),
+        message("m1", body="c", modified=at(10)),
+        message("m1", body="b", modified=at(10)),
+    ]
+    tree = run_tree(rows, [])
+    assert [m["body"] for m in tree.messages("Acme")] == ["c"]
+
+
+def test_semantics_duplicate_message_without_modified_takes_greater_content(
+    run_tree: RunTree,
+) -> None:
+    rows = [
+        message("m1", body="b", modified=None),
+        message("m1", body="c", modified=None),
+        message("m1", body="a", modified=None),
+    ]
+    tree = run_tree(rows, [])
+    assert [m["body"] for m in tree.messages("Acme")] == ["c"]
+
+
+def test_semantics_descending_lists_reverse_equal_created(run_tree: RunTree) -> None:
+    rows = [
+        message("b", created=at(5)),
+        message("c", created=at(5), direction="mo", sender="4670", recipient="Acme"),
+        message("a", created=at(5)),
+        message("d", created=at(1), direction="mo", sender="4670", recipient="Acme"),
+    ]
+    tree = run_tree(rows, [], desc_pages=True)
+    descending = {
+        name: [m["id"] for page in tree.pages("Acme", name, order="desc") for m in page]
+        for name in ("all", "mt", "mo")
+    }
+    assert descending == {"all": ["c", "b", "a", "d"], "mt": ["b", "a"], "mo": ["c", "d"]}
+
+
+def test_semantics_status_log_applies_to_every_owner_of_the_id(run_tree: RunTree) -> None:
+    rows = [message("x", owner="acme"), message("x", owner="bank")]
+    tree = run_tree(rows, [status("x", 402, at(5))])
+    expected = [[{"code": 402, "duration": 0, "created": "2024-01-01T12:00:05Z"}]]
+    assert [m["statuses"] for m in tree.messages("Acme", owner="acme")] == expected
+    assert [m["statuses"] for m in tree.messages("Acme", owner="bank")] == expected
+
+
+def test_semantics_nested_statuses_belong_to_their_owner_only(run_tree: RunTree) -> None:
+    rows = [
+        message("x", owner="acme", statuses=[{"code": 201, "duration": 4, "created": at(5)}]),
+        message("x", owner="bank", statuses=[]),
+    ]
+    tree = run_tree(rows, None)
+    assert [m["statuses"] for m in tree.messages("Acme", owner="acme")] == [
+        [{"code": 201, "duration": 4, "created": "2024-01-01T12:00:05Z"}]
+    ]
+    assert [m["statuses"] for m in tree.messages("Acme", owner="bank")] == [[]]
+    assert tree.report["orphan_statuses"] == 0
+
+
+def test_semantics_tie_on_code_null_duration_loses_to_negative(run_tree: RunTree) -> None:
+    tree = run_tree(
+        [message("m1")],
+        [status("m1", 201, at(5), duration=-5), status("m1", 201, at(5), duration=None)],
+    )
+    assert [m["statuses"] for m in tree.messages("Acme")] == [
+        [{"code": 201, "duration": -5, "created": "2024-01-01T12:00:05Z"}]
+    ]

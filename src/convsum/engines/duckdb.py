@@ -74,7 +74,8 @@ CREATE TEMP TABLE latest AS
 SELECT m.owner, m.id,
     arg_max(
         {{'code': s.code, 'duration': s.duration, 'created': s.created}},
-        (s.created, s.code // 100 IN {final_groups}, s.code, coalesce(s.duration, -1))
+        (s.created, s.code // 100 IN {final_groups}, s.code,
+            s.duration IS NOT NULL, coalesce(s.duration, 0))
     ) AS status
 FROM msg AS m
 JOIN read_parquet($statuses) AS s

@@ -216,10 +216,14 @@ def _latest(messages: pl.LazyFrame, statuses: pl.LazyFrame) -> pl.LazyFrame:
     final = (pl.col("code") // 100).is_in(list(FINAL_GROUPS))
     return (
         _matched_statuses(messages.select("owner", "id"), statuses)
-        .with_columns(final=final, rank_duration=pl.col("duration").fill_null(-1))
+        .with_columns(
+            final=final,
+            has_duration=pl.col("duration").is_not_null(),
+            rank_duration=pl.col("duration").fill_null(0),
+        )
         .sort(
-            ["owner", "id", "created", "final", "code", "rank_duration"],
-            descending=[False, False, True, True, True, True],
+            ["owner", "id", "created", "final", "code", "has_duration", "rank_duration"],
+            descending=[False, False, True, True, True, True, True],
         )
         .unique(subset=["owner", "id"], keep="first", maintain_order=True)
         .select("owner", "id", "code", "duration", status_created="created")
