@@ -315,13 +315,3 @@ def test_semantics_nested_statuses_belong_to_their_owner_only(run_tree: RunTree)
     ]
     assert [m["statuses"] for m in tree.messages("Acme", owner="bank")] == [[]]
     assert tree.report["orphan_statuses"] == 0
-
-
-def test_semantics_tie_on_code_null_duration_loses_to_negative(run_tree: RunTree) -> None:
-    tree = run_tree(
-        [message("m1")],
-        [status("m1", 201, at(5), duration=-5), status("m1", 201, at(5), duration=None)],
-    )
-    assert [m["statuses"] for m in tree.messages("Acme")] == [
-        [{"code": 201, "duration": -5, "created": "2024-01-01T12:00:05Z"}]
-    ]
