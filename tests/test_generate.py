@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from click.testing import CliRunner
 
+from convsum.cli import cli
 from convsum.config import RunConfig
 from convsum.generate import generate
 from convsum.run import run_job
@@ -52,3 +54,15 @@ def test_generate_output_runs_through_the_job(tmp_path: Path) -> None:
     assert report["duplicate_messages"] > 0
     assert report["orphan_statuses"] > 0
     assert report["messages_without_status"] > 0
+
+
+def test_generate_replaces_its_own_files_only(tmp_path: Path) -> None:
+    generate(tmp_path / "a", 1_000, seed=1)
+    generate(tmp_path / "a", 2_000, seed=1)  # its own directories: replaced
+    assert pq.read_metadata(tmp_path / "a" / "messages" / "part-00000.parquet").num_rows > 2_000
+    (tmp_path / "b" / "messages").mkdir(parents=True)
+    (tmp_path / "b" / "messages" / "keep.txt").write_text("x")
+    result = CliRunner().invoke(cli, ["generate", "--messages", "10", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 1, result.output
+    assert "was not made by convsum" in result.stderr
+    assert (tmp_path / "b" / "messages" / "keep.txt").read_text() == "x"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from convsum.publish.tree import make_marked, remove_made
 
 STAGES = ("read", "derive", "pages", "summaries", "swap", "index")
 NIGHTLY_SHARE = 0.01  # the share of messages that arrives in one night
@@ -128,6 +129,7 @@ def bare_query(messages: str, statuses: str, threads: int | None) -> None:
 def bare_writer(directory: Path, files: int, total_bytes: int) -> None:
     """Write `files` files holding `total_bytes` bytes in all, 1,000 to a directory."""
     body = b"x" * (total_bytes // max(files, 1))
+    make_marked(directory)
     for start in range(0, files, 1_000):
         sub = directory / f"d{start // 1_000}"
         sub.mkdir(parents=True)
@@ -175,7 +177,7 @@ def run_bench(
         for label, command in _commands(convsum, inputs, extra, engines, work):
             progress(f"{label} ({turn + 1}/{runs})")
             samples.setdefault(label, []).append(measured(label, command))
-            shutil.rmtree(work / "out", ignore_errors=True)
+            remove_made(work / "out")
         progress(f"bare query ({turn + 1}/{runs})")
         samples.setdefault("bare query", []).append(measured("bare query", query))
         full = next(m for label, ms in samples.items() if label.endswith("full") for m in ms)
@@ -183,7 +185,7 @@ def run_bench(
         writer = [*here, "writer", str(work / "floor"), str(files), str(size)]
         progress(f"bare writer ({turn + 1}/{runs})")
         samples.setdefault("bare writer", []).append(measured("bare writer", writer))
-        shutil.rmtree(work / "floor", ignore_errors=True)
+        remove_made(work / "floor")
     return [median_of(ms) for ms in samples.values()]
 
 
@@ -203,7 +205,8 @@ def split_night(data: Path, root: Path, night: Path) -> None:
     """Write the data before its last night under `root`, and that night's under `night`."""
     import duckdb
 
-    shutil.rmtree(root.parent, ignore_errors=True)
+    remove_made(root.parent)
+    make_marked(root.parent)
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")
     source = {role: str(data / role / "*.parquet") for role in ("messages", "statuses")}
@@ -248,7 +251,7 @@ def run_nightly(
         label = f"{engine} nightly increment"
         progress(f"{label} ({turn + 1}/{runs})")
         samples.setdefault(label, []).append(measured(label, command))
-        shutil.rmtree(work / "out", ignore_errors=True)
+        remove_made(work / "out")
     return [median_of(ms) for ms in samples.values()]
 
 

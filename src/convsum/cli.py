@@ -240,7 +240,10 @@ def generate(count: int, out: Path, seed: int, owners: int) -> None:
     """
     from convsum.generate import generate as write_logs
 
-    result = write_logs(out, count, seed=seed, owners=owners)
+    try:
+        result = write_logs(out, count, seed=seed, owners=owners)
+    except ConvsumError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(
         f"convsum: wrote {result.messages} messages and {result.statuses} statuses "
         f"({result.files} files) under {out}",
@@ -311,10 +314,13 @@ def bench(
 
     directory = data or Path("bench_data") / str(count)
     say = lambda label: click.echo(f"convsum bench: {label}", err=True)  # noqa: E731
-    results = run_bench(
-        directory, count, list(engines or ENGINES), work, threads, runs=runs, progress=say
-    )
-    if nightly:
-        for engine in engines or ENGINES:
-            results += run_nightly(directory, engine, work, threads, runs=runs, progress=say)
+    try:
+        results = run_bench(
+            directory, count, list(engines or ENGINES), work, threads, runs=runs, progress=say
+        )
+        if nightly:
+            for engine in engines or ENGINES:
+                results += run_nightly(directory, engine, work, threads, runs=runs, progress=say)
+    except ConvsumError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(format_table(results, count))

@@ -10,7 +10,6 @@ duplicate status rows. Work is done in chunks of `CHUNK` messages, one Parquet f
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from convsum.publish.tree import make_marked, remove_made
 
 CHUNK = 1_000_000
 START_US = 1_735_689_600_000_000  # 2025-01-01T00:00:00Z
@@ -51,8 +52,8 @@ def _hot_senders(owner: int) -> tuple[list[str], list[str]]:
 def generate(out: Path, messages: int, seed: int = 1, owners: int = 3) -> GenerateResult:
     """Write `messages` messages and their statuses under `out/messages` and `out/statuses`."""
     for name in ("messages", "statuses"):
-        shutil.rmtree(out / name, ignore_errors=True)
-        (out / name).mkdir(parents=True)
+        remove_made(out / name)
+        make_marked(out / name)
     total_statuses, files = 0, 0
     customers = max(1_000, messages // 4)
     for index, start in enumerate(range(0, messages, CHUNK)):

@@ -227,6 +227,25 @@ class OutputRoot:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def make_marked(directory: Path) -> None:
+    """Create `directory` (and its parents) and mark it as made by convsum."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _mark(directory)
+
+
+def remove_made(directory: Path) -> None:
+    """Remove a directory that convsum made; refuse (PublishError) one it did not make."""
+    if not directory.exists() and not directory.is_symlink():
+        return
+    if not _is_marked(directory):
+        msg = (
+            f"{directory}: exists and was not made by convsum (no {MARK} file); refusing to "
+            "remove it: choose another directory"
+        )
+        raise PublishError(msg)
+    shutil.rmtree(directory)
+
+
 def _mark(directory: Path) -> None:
     (directory / MARK).write_bytes(b"made by convsum; removed by convsum when no longer needed\n")
 
