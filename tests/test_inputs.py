@@ -154,24 +154,34 @@ def test_inputs_timestamps_of_every_unit_and_zone(
     assert got_s[0]["created"] == created.replace(tzinfo=None)
 
 
-def test_inputs_iso_strings(tmp_path: Path) -> None:
-    texts = [
-        "2024-01-01T12:00:00Z",
-        "2024-01-01T14:00:00.250+02:00",
-        "2024-01-01 12:00:01",
-        "2024-01-01T12:00:02.123456789Z",
-    ]
-    rows = [message(f"m{i}", created=t) for i, t in enumerate(texts)]
+ISO_CASES = [
+    ("2024-01-01T12:00:00Z", NAIVE_T0),
+    ("2024-01-01T14:00:00.250+02:00", NAIVE_T0 + timedelta(milliseconds=250)),
+    ("2024-01-01 12:00:01", NAIVE_T0 + timedelta(seconds=1)),
+    ("2024-01-01T12:00:02.123456789Z", NAIVE_T0 + timedelta(seconds=2, microseconds=123456)),
+    ("0001-01-01T00:00:00Z", datetime(1, 1, 1)),
+    ("0001-01-01T01:00:00.5+01:00", datetime(1, 1, 1, 0, 0, 0, 500000)),
+    ("9999-12-31 23:59:59.999999999", datetime(9999, 12, 31, 23, 59, 59, 999999)),
+    ("1969-12-31T23:59:59.9999999Z", datetime(1969, 12, 31, 23, 59, 59, 999999)),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), ISO_CASES)
+def test_inputs_iso_strings(tmp_path: Path, text: str, expected: datetime) -> None:
+    """ISO text of any offset, with the years 0001-9999 as typed timestamps; floored to µs."""
+    rows = [message("m1", created=text)]
     m = write_parquet(tmp_path / "m.parquet", rows, {**MESSAGE_TYPES, "created": pa.string()})
     s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
     got, _ = _stage(tmp_path, str(m), str(s))
-    base = NAIVE_T0
-    assert [r["created"] for r in got] == [
-        base,
-        base + timedelta(milliseconds=250),
-        base + timedelta(seconds=1),
-        base + timedelta(seconds=2, microseconds=123456),
-    ]
+    assert [r["created"] for r in got] == [expected]
+
+
+def test_inputs_iso_strings_mixed_in_one_column(tmp_path: Path) -> None:
+    rows = [message(f"m{i}", created=text) for i, (text, _) in enumerate(ISO_CASES)]
+    m = write_parquet(tmp_path / "m.parquet", rows, {**MESSAGE_TYPES, "created": pa.string()})
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    got, _ = _stage(tmp_path, str(m), str(s))
+    assert [r["created"] for r in got] == [expected for _, expected in ISO_CASES]
 
 
 def test_inputs_integer_widths_and_integer_ids(tmp_path: Path) -> None:
@@ -320,25 +330,6 @@ def test_inputs_null_in_nested_statuses_names_the_message_row(tmp_path: Path) ->
     with pytest.raises(InputValueError) as caught:
         _stage(tmp_path, str(m), None)
     assert str(caught.value) == expected
-
-
-def test_inputs_iso_strings_of_years_1_and_9999(tmp_path: Path) -> None:
-    texts = [
-        "0001-01-01T00:00:00Z",
-        "0001-01-01T01:00:00.5+01:00",
-        "9999-12-31 23:59:59.999999999",
-        "1969-12-31T23:59:59.9999999Z",
-    ]
-    rows = [message(f"m{i}", created=t) for i, t in enumerate(texts)]
-    m = write_parquet(tmp_path / "m.parquet", rows, {**MESSAGE_TYPES, "created": pa.string()})
-    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
-    got, _ = _stage(tmp_path, str(m), str(s))
-    assert [r["created"] for r in got] == [
-        datetime(1, 1, 1),
-        datetime(1, 1, 1, 0, 0, 0, 500000),
-        datetime(9999, 12, 31, 23, 59, 59, 999999),
-        datetime(1969, 12, 31, 23, 59, 59, 999999),
-    ]
 
 
 @pytest.mark.parametrize("text", ["0000-12-31T23:59:59Z", "0001-01-01T00:30+01:00"])
