@@ -30,6 +30,13 @@ def _stage(
     return pq.read_table(staged.messages).to_pylist(), pq.read_table(staged.statuses).to_pylist()
 
 
+def _stage_error(kind: type[InputError], tmp_path: Path, *args: Any) -> str:
+    """Stage inputs that must fail; return the one-line error, of class `kind`."""
+    with pytest.raises(kind) as caught:
+        _stage(tmp_path, *args)
+    return str(caught.value)
+
+
 def _canonical_message(id: str = "m1", **fields: Any) -> dict[str, Any]:
     """The staged row of `message(id)`: snake_case names, naive UTC times."""
     row = message(id)
@@ -311,9 +318,7 @@ def test_inputs_file_name_not_utf8_is_rejected(tmp_path: Path) -> None:
     expected = (
         f"messages {folder}/caf\\xe9.parquet: file name is not valid UTF-8; expected a UTF-8 path"
     )
-    with pytest.raises(InputError) as caught:
-        _stage(tmp_path, str(folder), str(s))
-    assert str(caught.value) == expected
+    assert _stage_error(InputError, tmp_path, str(folder), str(s)) == expected
 
 
 def test_inputs_null_in_nested_statuses_names_the_message_row(tmp_path: Path) -> None:
@@ -327,9 +332,7 @@ def test_inputs_null_in_nested_statuses_names_the_message_row(tmp_path: Path) ->
         f"{m}: column 'statuses.code': null value inside a statuses list; expected a value "
         "(row index 1)"
     )
-    with pytest.raises(InputValueError) as caught:
-        _stage(tmp_path, str(m), None)
-    assert str(caught.value) == expected
+    assert _stage_error(InputValueError, tmp_path, str(m), None) == expected
 
 
 @pytest.mark.parametrize("text", ["0000-12-31T23:59:59Z", "0001-01-01T00:30+01:00"])
@@ -341,9 +344,7 @@ def test_inputs_iso_string_before_year_1_is_rejected(tmp_path: Path, text: str) 
         f"{m}: column 'created': timestamp {text!r} outside the years 0001-9999; "
         "expected 0001-01-01T00:00:00 to 9999-12-31T23:59:59.999999 (UTC) (row index 1)"
     )
-    with pytest.raises(InputValueError) as caught:
-        _stage(tmp_path, str(m), str(s))
-    assert str(caught.value) == expected
+    assert _stage_error(InputValueError, tmp_path, str(m), str(s)) == expected
 
 
 @pytest.mark.parametrize("unit", ["s", "ms", "us"])
@@ -363,9 +364,7 @@ def test_inputs_typed_timestamp_outside_years_1_to_9999_is_rejected(
         f"{tmp_path / 'm.parquet'}: column 'created': timestamp outside the years 0001-9999; "
         "expected 0001-01-01T00:00:00 to 9999-12-31T23:59:59.999999 (UTC) (row index 2)"
     )
-    with pytest.raises(InputValueError) as caught:
-        _stage(tmp_path, str(tmp_path / "m.parquet"), str(s))
-    assert str(caught.value) == expected
+    assert _stage_error(InputValueError, tmp_path, str(tmp_path / "m.parquet"), str(s)) == expected
 
 
 def test_inputs_segments_0_and_255_and_negative_prices_are_kept(tmp_path: Path) -> None:
@@ -394,9 +393,7 @@ def test_inputs_negative_duration_in_nested_statuses_is_rejected(tmp_path: Path)
     expected = (
         f"{m}: column 'statuses.duration': value -1; expected an integer of 0 or more (row index 1)"
     )
-    with pytest.raises(InputValueError) as caught:
-        _stage(tmp_path, str(m), None)
-    assert str(caught.value) == expected
+    assert _stage_error(InputValueError, tmp_path, str(m), None) == expected
 
 
 @pytest.mark.parametrize("column", ["type", "priority"])
@@ -408,9 +405,7 @@ def test_inputs_uint64_past_int64_is_rejected_with_its_row(tmp_path: Path, colum
         f"{m}: column {column!r}: value 18446744073709551615; expected a 64-bit integer "
         "(row index 1)"
     )
-    with pytest.raises(InputValueError) as caught:
-        _stage(tmp_path, str(m), str(s))
-    assert str(caught.value) == expected
+    assert _stage_error(InputValueError, tmp_path, str(m), str(s)) == expected
 
 
 def test_inputs_direction_of_twenty_digits_is_rejected(tmp_path: Path) -> None:
@@ -421,6 +416,4 @@ def test_inputs_direction_of_twenty_digits_is_rejected(tmp_path: Path) -> None:
         f"{m}: column 'direction': direction {digits!r}; expected 'mt' or 'mo' (any case) "
         "(row index 0)"
     )
-    with pytest.raises(InputValueError) as caught:
-        _stage(tmp_path, str(m), str(s))
-    assert str(caught.value) == expected
+    assert _stage_error(InputValueError, tmp_path, str(m), str(s)) == expected
