@@ -330,9 +330,10 @@ class _FileReader:
             result = pa.nulls(num_rows, schema.field(target).type)
         else:
             result = columns[target](column)
-        if required and result.null_count:
-            index = pc.index(result.is_null(), True).as_py()
-            raise column.fail_at(index, "null value; expected a value in every row")
+        if required:
+            column.fail_where(
+                result.is_null(), lambda _: "null value; expected a value in every row"
+            )
         return result
 
 
@@ -377,8 +378,9 @@ def _nested_statuses(
             rows=parents,
         )
         result = STATUS_COLUMNS[target](col)
-        if required and result.null_count:
-            index = pc.index(result.is_null(), True).as_py()
-            raise col.fail_at(index, "null value inside a statuses list; expected a value")
+        if required:
+            col.fail_where(
+                result.is_null(), lambda _: "null value inside a statuses list; expected a value"
+            )
         arrays.append(result)
     return pa.RecordBatch.from_arrays(arrays, schema=STATUSES_SCHEMA)

@@ -19,6 +19,8 @@ import ipaddress
 import re
 from pathlib import Path
 
+import orjson
+
 from convsum.config import ALIGNMENT_MODULUS
 from convsum.errors import ConfigError
 from convsum.publish.paths import SUMMARY_FILE, page_group_digits
@@ -169,7 +171,7 @@ def _error_pages() -> str:
     """
     lines = []
     for code, (sent, error, message) in ERROR_PAGES.items():
-        body = f'{{"status":{sent},"error":"{error}","message":"{message}"}}'
+        body = orjson.dumps({"status": sent, "error": error, "message": message}).decode()
         allow = f' add_header Allow "{", ".join(METHODS)}" always;' if code == 405 else ""
         lines.append(f"        error_page {code} ={sent} {ERROR_URI}{code};")
         lines.append(
