@@ -1,0 +1,1 @@
+"""Reporting: the queryable tables of a published run, SQL over them, named reports, HTML."""
