@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import html
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -43,13 +43,6 @@ OUTCOME_COLOURS = {
 }
 OUTCOMES = tuple(OUTCOME_COLOURS)
 PERCENTILES = ("p50", "p95", "p99")
-CHARTS = {
-    "volume": "Daily volume by direction",
-    "outcomes": "Delivery outcome by day",
-    "latency": "Latency percentiles",
-    "failures": "Top failure codes",
-    "operators": "Operators",
-}
 NO_DATA = '<p class="no-data">no data</p>'
 
 _PAGE = """<!DOCTYPE html>
@@ -84,9 +77,13 @@ td.count {{ text-align: right; }}
 <script type="application/json" id="chart-specs">{specs}</script>
 <script>{bundle}</script>
 <script>
-const specs = JSON.parse(document.getElementById("chart-specs").textContent);
+// body[data-charts] says when every chart is drawn ("ready") or one could not be ("failed").
 const options = {{ mode: "vega-lite", renderer: "svg", actions: false }};
-Promise.all(Object.keys(specs).map((id) => vegaEmbed("#" + id, specs[id], options)))
+Promise.resolve()
+  .then(() => {{
+    const specs = JSON.parse(document.getElementById("chart-specs").textContent);
+    return Promise.all(Object.keys(specs).map((id) => vegaEmbed("#" + id, specs[id], options)));
+  }})
   .then(() => {{ document.body.dataset.charts = "ready"; }})
   .catch((error) => {{ console.error(error); document.body.dataset.charts = "failed"; }});
 </script>
@@ -103,9 +100,9 @@ def render_html(facts: Mapping[str, str], data: Mapping[str, pa.Table]) -> bytes
     """
     specs: dict[str, Json] = {}
     sections = []
-    for key, title in CHARTS.items():
+    for key, (title, build) in CHARTS.items():
         table = data.get(key)
-        spec = _SPECS[key](table) if table is not None and table.num_rows > 0 else None
+        spec = build(table) if table is not None and table.num_rows > 0 else None
         body = NO_DATA
         if spec is not None and spec["data"]["values"]:
             specs[f"chart-{key}"] = spec
@@ -233,7 +230,7 @@ def _volume(table: pa.Table) -> Json:
         x=_day(),
         y=_count("messages", "messages"),
         series="direction",
-        order=sorted({str(r["direction"]) for r in values}),
+        order=sorted({r["direction"] for r in values}, key=str),
     )
 
 
@@ -284,10 +281,11 @@ def _operators(table: pa.Table) -> Json:
     return _spec(values, mark={"type": "bar"}, x=_category("operator", "mcc/mnc"), y=rate)
 
 
-_SPECS = {
-    "volume": _volume,
-    "outcomes": _outcomes,
-    "latency": _latency,
-    "failures": _failures,
-    "operators": _operators,
+# Each chart: its section title and the function that builds its spec from its table.
+CHARTS: dict[str, tuple[str, Callable[[pa.Table], Json]]] = {
+    "volume": ("Daily volume by direction", _volume),
+    "outcomes": ("Delivery outcome by day", _outcomes),
+    "latency": ("Latency percentiles", _latency),
+    "failures": ("Top failure codes", _failures),
+    "operators": ("Operators", _operators),
 }
