@@ -198,3 +198,34 @@ def run_tree(tmp_path: Path, engine: str) -> RunTree:
         return Tree(out, report)
 
     return run
+
+
+# The columns of each table that tests.reference.tables computes, in its order.
+TABLE_COLUMNS = {
+    "messages": (
+        "owner, id, sender, recipient, direction, segments, created, status_code, "
+        "status_created, status_duration, outcome, final_created"
+    ),
+    "statuses": "owner, message_id, code, created, duration",
+    "conversations": "owner, participant, direction, status_code, messages, sms",
+}
+
+# Every column of the tables that a run's data decides (the history in `runs` is per run).
+ALL_COLUMNS = dict.fromkeys(("messages", "statuses", "conversations"), "*")
+
+
+def table_rows(out: Path, columns: dict[str, str] = TABLE_COLUMNS) -> dict[str, list[Any]]:
+    """Every row of the published tables (the given columns of each), sorted as the reference."""
+    from convsum.reporting.query import open_tables
+
+    def row(values: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(v.astimezone(UTC) if isinstance(v, datetime) else v for v in values)
+
+    with open_tables(out) as tables:
+        return {
+            name: sorted(
+                (row(r) for r in tables.con.execute(f"SELECT {cols} FROM {name}").fetchall()),
+                key=repr,
+            )
+            for name, cols in columns.items()
+        }

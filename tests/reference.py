@@ -134,3 +134,58 @@ def conversations(
         for direction in ("mt", "mo"):
             lists[(owner, participant, direction)] = [m for d, m in rendered if d == direction]
     return summaries, lists
+
+
+OUTCOMES = {201: "delivered", 202: "expired", 203: "canceled"}
+FINAL_OUTCOMES = {2: "other_final", 4: "rejected", 5: "error"}
+
+
+def outcome(code: int | None) -> str:
+    """The outcome of a latest status code (the `messages` table's `outcome`)."""
+    if code is None:
+        return "no_status"
+    return OUTCOMES.get(code) or FINAL_OUTCOMES.get(code // 100, "pending")
+
+
+def tables(
+    messages: list[dict[str, Any]], statuses: list[dict[str, Any]]
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Return the rows the queryable tables hold, each table's rows sorted.
+
+    messages: (owner, id, sender, recipient, direction, segments, created, status_code,
+    status_created, status_duration, outcome, final_created); statuses: (owner, message_id,
+    code, created, duration); conversations: (owner, participant, direction, status_code,
+    messages, sms).
+    """
+    message_rows, status_rows = [], set()
+    counts: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
+    for row in deduplicate(messages):
+        mine = [
+            s
+            for s in statuses
+            if s["messageId"] == row["id"] and s.get("owner") in (None, row["owner"])
+        ]
+        latest = latest_status(row, statuses)
+        finals = [s["created"] for s in mine if s["code"] // 100 in FINAL_GROUPS]
+        code = None if latest is None else latest["code"]
+        message_rows.append(
+            (
+                row["owner"], row["id"], row["sender"], row["recipient"], row["direction"],
+                row["segments"], row["created"], code,
+                None if latest is None else latest["created"],
+                None if latest is None else latest["duration"],
+                outcome(code), min(finals, default=None),
+            )
+        )  # fmt: skip
+        status_rows.update(
+            (row["owner"], s["messageId"], s["code"], s["created"], s["duration"]) for s in mine
+        )
+        for participant in {row["sender"], row["recipient"]}:
+            cell = counts[(row["owner"], participant, row["direction"], code)]
+            cell[0] += 1
+            cell[1] += row["segments"]
+    return {
+        "messages": sorted(message_rows, key=repr),
+        "statuses": sorted(status_rows, key=repr),
+        "conversations": sorted(((*k, n, sms) for k, (n, sms) in counts.items()), key=repr),
+    }

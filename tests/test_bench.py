@@ -13,7 +13,16 @@ def test_bench_smoke_measures_every_run_and_both_floors(tmp_path: Path) -> None:
     assert labels == ["duckdb summaries", "duckdb full", "bare query", "bare writer"]
     assert all(m.wall > 0 and m.cpu > 0 and m.peak_mib > 10 for m in results)
     full = results[1]
-    assert set(full.stages) == {"list", "read", "derive", "pages", "summaries", "index", "state"}
+    assert set(full.stages) == {
+        "list",
+        "read",
+        "derive",
+        "pages",
+        "summaries",
+        "tables",
+        "index",
+        "state",
+    }
     assert "pages" not in results[0].stages
     table = format_table(results, 2_000)
     assert "| duckdb full |" in table and "x (query + writer)" in table

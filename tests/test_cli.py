@@ -323,7 +323,7 @@ def test_cli_run_report_on_stdout(published: Path, good_inputs: tuple[Path, Path
     assert report["messages"] == 1
     assert report["files_written"] == 6
     assert report["files_removed"] == 0
-    stages = {"list", "read", "derive", "pages", "summaries", "index", "state"}
+    stages = {"list", "read", "derive", "pages", "summaries", "tables", "index", "state"}
     assert set(report["stages"]) == stages
     again = orjson.loads(_invoke(*args, "--report").stdout)
     assert (again["mode"], again["rebuild_reason"]) == ("incremental", None)

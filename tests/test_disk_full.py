@@ -25,7 +25,7 @@ from convsum.run import run_job
 from tests.test_incremental import published
 from tests.test_kill import CONVSUM, DAYS, INCREMENTAL_STAGES, _land
 
-FULL_STAGES = ("read", "derive", "pages", "summaries", "index", "state")
+FULL_STAGES = ("read", "derive", "pages", "summaries", "tables", "index", "state")
 TMPFS_OPTIONS = "size=64m,nr_inodes=8192"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI)")

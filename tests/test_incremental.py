@@ -16,7 +16,15 @@ from convsum.config import ENGINES, RunConfig
 from convsum.errors import RebuildRefusedError
 from convsum.publish.paths import conversation_dir
 from convsum.run import run_job
-from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, message, status, write_parquet
+from tests.conftest import (
+    ALL_COLUMNS,
+    MESSAGE_TYPES,
+    STATUS_TYPES,
+    message,
+    status,
+    table_rows,
+    write_parquet,
+)
 from tests.strategies import messages_strategy, statuses_strategy
 
 # The report's counts that describe the data (not what a run read or wrote).
@@ -117,6 +125,7 @@ def test_incremental_any_nightly_split_gives_the_full_run_tree(
                 reports[engine] = run_job(_config(inputs, out, engine=engine, **options))
                 assert reports[engine]["mode"] == ("full" if night == 0 else "incremental")
                 assert published(out) == published(fresh), f"night {night}, {engine}"
+                assert table_rows(out, ALL_COLUMNS) == table_rows(fresh, ALL_COLUMNS)
                 counts = {k: reports[engine][k] for k in DATA_COUNTS}
                 assert counts == {k: full[k] for k in DATA_COUNTS}
             # What each engine read, wrote, left unchanged and removed is the same too.

@@ -22,8 +22,10 @@ import orjson
 import pytest
 
 from convsum.config import RunConfig
+from convsum.reporting.tables import SNAPSHOT, TABLES
 from convsum.run import run_job
 from convsum.state import CATALOG, STATE
+from tests.conftest import ALL_COLUMNS, table_rows
 from tests.test_incremental import published
 
 DEMO = Path(__file__).resolve().parent.parent / "sample_data" / "demo"
@@ -50,12 +52,32 @@ def _config(inputs: Path, out: Path) -> RunConfig:
 
 
 @pytest.fixture(scope="module")
-def clean(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    """The tree a clean full run over all three days gives."""
+def clean_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The output root of a clean full run over all three days."""
     base = tmp_path_factory.mktemp("clean")
     _land(base / "in", DAYS)
     run_job(_config(base / "in", base / "out"))
-    return published(base / "out")
+    return base / "out"
+
+
+@pytest.fixture(scope="module")
+def clean(clean_out: Path) -> dict[str, bytes]:
+    """The tree a clean full run over all three days gives."""
+    return published(clean_out)
+
+
+@pytest.fixture(scope="module")
+def first_day_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The output root of a clean full run over the first day."""
+    base = tmp_path_factory.mktemp("first")
+    _land(base / "in", DAYS[:1])
+    run_job(_config(base / "in", base / "out"))
+    return base / "out"
+
+
+def _tables_whole(out: Path, *outs: Path) -> None:
+    """The tables of `out` hold exactly what one of `outs` holds (one run's, never half)."""
+    assert table_rows(out, ALL_COLUMNS) in [table_rows(o, ALL_COLUMNS) for o in outs]
 
 
 def _killed_run(
@@ -87,10 +109,14 @@ def _killed_run(
 
 
 def _leftovers(out: Path) -> list[str]:
-    """Return the work directories and trees that are neither served nor in use."""
+    """Return the work directories, trees and table files that are neither served nor in use."""
     served = (out / "current").readlink().name
     trees = [p.name for p in (out / "trees").iterdir() if p.name != served]
-    return sorted(trees + [p.name for p in out.glob(".work-*")])
+    tables = out / "current" / TABLES
+    snapshot = orjson.loads((tables / SNAPSHOT).read_bytes())
+    listed = {tables / f for files in snapshot["tables"].values() for f in files}
+    unlisted = [str(p) for p in tables.rglob("*.parquet") if p not in listed]
+    return sorted(trees + [p.name for p in out.glob(".work-*")] + unlisted)
 
 
 def _state_answers(out: Path) -> int:
@@ -105,7 +131,9 @@ def _state_answers(out: Path) -> int:
 
 # Stages of an incremental run, in order; "swap" renames files into the served tree and "state"
 # commits the catalog. Delays are drawn per case from a seeded generator.
-INCREMENTAL_STAGES = ("read", "plan", "derive", "pages", "summaries", "swap", "index", "state")
+INCREMENTAL_STAGES = (
+    "read", "plan", "derive", "pages", "summaries", "tables", "swap", "index", "state"
+)  # fmt: skip
 
 
 def _first_day_then_killed(
@@ -130,13 +158,15 @@ def _first_day_then_killed(
 
 @pytest.mark.parametrize("stage", INCREMENTAL_STAGES)
 def test_kill_during_an_incremental_run_then_rerun_gives_the_clean_tree(
-    tmp_path: Path, clean: dict[str, bytes], stage: str
+    tmp_path: Path, clean: dict[str, bytes], clean_out: Path, first_day_out: Path, stage: str
 ) -> None:
     inputs, out, _before, where = _first_day_then_killed(tmp_path, stage, full=False)
     # The catalog lists the night's files only once the last stage commits them.
     assert _state_answers(out) in ((2, 6) if stage == "state" else (2,))
+    _tables_whole(out, first_day_out, clean_out)
     report = run_job(_config(inputs, out))
     assert published(out) == clean, f"killed at {where}"
+    _tables_whole(out, clean_out)
     assert _leftovers(out) == [], f"killed at {where}"
     assert _state_answers(out) == 6
     if stage == "state":  # the catalog may have been committed: then nothing is left to read
@@ -147,14 +177,16 @@ def test_kill_during_an_incremental_run_then_rerun_gives_the_clean_tree(
     assert (again["mode"], again["files_written"], again["files_removed"]) == ("incremental", 0, 0)
 
 
-@pytest.mark.parametrize("stage", ("read", "pages", "summaries", "index", "state"))
+@pytest.mark.parametrize("stage", ("read", "pages", "summaries", "tables", "index", "state"))
 def test_kill_during_a_full_run_then_rerun_gives_the_clean_tree(
-    tmp_path: Path, clean: dict[str, bytes], stage: str
+    tmp_path: Path, clean: dict[str, bytes], clean_out: Path, first_day_out: Path, stage: str
 ) -> None:
     inputs, out, before, where = _first_day_then_killed(tmp_path, stage, full=True)
     assert published(out) == before  # a full run publishes nothing until its switch
+    _tables_whole(out, first_day_out)
     run_job(_config(inputs, out))
     assert published(out) == clean, f"killed at {where}"
+    _tables_whole(out, clean_out)
     assert _leftovers(out) == [], f"killed at {where}"
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from convsum.publish.tree import make_marked, remove_made
 
-STAGES = ("read", "derive", "pages", "summaries", "swap", "index")
+STAGES = ("read", "derive", "pages", "summaries", "tables", "swap", "index")
 NIGHTLY_SHARE = 0.01  # the share of messages that arrives in one night
 
 # Split a data set into what had arrived before its last night and what arrived in that night:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import shlex
+import shutil
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import click
 import orjson
@@ -28,6 +31,7 @@ from convsum.log import RunLog
 from convsum.publish.nginx import check_listen, check_user, render
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+GROUP_CONTEXT = {**CONTEXT, "auto_envvar_prefix": "CONVSUM"}
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the output root; try again later
 
 
@@ -35,7 +39,7 @@ class _UsageFromConfig(click.UsageError):
     """A configuration problem is a usage problem: exit code 2."""
 
 
-@click.group(context_settings=CONTEXT)
+@click.group(context_settings=GROUP_CONTEXT)
 @click.version_option(__version__, "-V", "--version", prog_name="convsum")
 def cli() -> None:
     """Turn SMS message and delivery-report logs into a static conversations API."""
@@ -324,3 +328,294 @@ def bench(
     except ConvsumError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(format_table(results, count))
+
+
+class _Refused(click.ClickException):
+    """A query or report that cannot run as asked: one `Error:` line, exit 2."""
+
+    exit_code = 2
+
+
+class _Duration(click.ParamType):  # type: ignore[type-arg]
+    """A duration as a number and a unit: 90s, 30m, 48h or 2d."""
+
+    name = "DURATION"
+    _UNITS: ClassVar[dict[str, int]] = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        found = re.fullmatch(r"(\d+)([smhd])", str(value).strip())
+        if found is None:
+            self.fail(f"{value!r} is not a duration like 90s, 30m, 48h or 2d", param, ctx)
+        return int(found.group(1)) * self._UNITS[found.group(2)]
+
+
+def _check_tz(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Accept an IANA time zone name that DuckDB knows (its own ICU data computes the days)."""
+    import duckdb
+
+    if value is None:
+        return None
+    query = "SELECT count(*) FROM pg_timezone_names() WHERE name = $n"
+    if duckdb.execute(query, {"n": value}).fetchall() == [(0,)]:
+        msg = f"unknown time zone {value!r}: use an IANA name such as UTC or Europe/Stockholm"
+        raise click.BadParameter(msg)
+    return value
+
+
+def _output_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of every command that prints rows: -F/--format and -o/--output."""
+    from convsum.reporting.output import FORMATS
+
+    command = click.option(
+        "-o",
+        "--output",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Write the rows to FILE instead of standard output.",
+    )(command)
+    return click.option(
+        "-F",
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        help="Output format [default: from the -o file's suffix; else table on a terminal, "
+        "csv otherwise].",
+    )(command)
+
+
+def _emit(table: Any, fmt: str | None, output: Path | None, notes: list[str]) -> None:
+    """Write the rows to `output` or standard output; say what was written on standard error."""
+    from convsum.reporting.output import FORMATS, write
+
+    to_terminal = output is None and sys.stdout.isatty()
+    if fmt is None:
+        suffix = output.suffix.lstrip(".").lower() if output else ""
+        fmt = suffix if suffix in FORMATS else "table" if to_terminal else "csv"
+    if fmt == "parquet" and to_terminal:
+        raise _Refused("parquet is binary: write it with -o FILE or into a pipe")
+    width = shutil.get_terminal_size().columns if to_terminal else None
+    try:
+        if output is None:
+            write(table, fmt, sys.stdout.buffer, width)
+            sys.stdout.flush()
+        else:
+            with output.open("wb") as handle:
+                write(table, fmt, handle, width)
+    except OSError as exc:
+        raise click.ClickException(f"{output or 'stdout'}: cannot write ({exc.strerror})") from exc
+    rows = f"{table.num_rows} row" + ("" if table.num_rows == 1 else "s")
+    click.echo("convsum: " + "; ".join([rows, *notes]), err=True)
+
+
+def _ask(run: Callable[[], T]) -> T:
+    """Run a query or report: refused SQL exits 2, anything else the user can fix exits 1."""
+    from convsum.reporting.query import QueryError
+
+    try:
+        return run()
+    except QueryError as exc:
+        raise _Refused(str(exc)) from exc
+    except ConvsumError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("sql", required=False)
+@click.option(
+    "-f",
+    "--file",
+    "sql_file",
+    type=click.File("r"),
+    help="Read the SQL from FILE (- for standard input).",
+)
+@_output_options
+def query(out: Path, sql: str | None, sql_file: Any, fmt: str | None, output: Path | None) -> None:
+    """Run one read-only SQL statement over the tables OUT serves.
+
+    The tables are messages, statuses, conversations and runs, as of the last published run
+    (see the README for their columns); timestamps are UTC. SQL comes from the argument, from
+    -f FILE, or from standard input when SQL is -. Anything but one SELECT (or FROM, WITH,
+    VALUES, DESCRIBE, SUMMARIZE) is refused with exit code 2, as is reading any other file.
+    """
+    from convsum.reporting.query import open_tables
+
+    if (sql is None) == (sql_file is None):
+        raise click.UsageError("give the SQL as an argument, with -f FILE, or as - for stdin")
+    text = sql_file.read() if sql_file is not None else sys.stdin.read() if sql == "-" else sql
+
+    def ask() -> tuple[Any, str]:
+        with open_tables(out) as tables:
+            return tables.run(text or ""), tables.run_id
+
+    rows, run_id = _ask(ask)
+    _emit(rows, fmt, output, [f"run {run_id}", "timestamps UTC"])
+
+
+def _scope_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options choosing the messages a report reads: dates, time zone, owners, direction."""
+    for option in reversed(
+        (
+            click.option(
+                "--from",
+                "from_",
+                type=click.DateTime(["%Y-%m-%d"]),
+                help="First local date (inclusive).",
+            ),
+            click.option(
+                "--to", type=click.DateTime(["%Y-%m-%d"]), help="Last local date (exclusive)."
+            ),
+            click.option(
+                "--tz",
+                callback=_check_tz,
+                help="IANA time zone of the days and dates [default: UTC].",
+            ),
+            click.option("--owner", "owners", multiple=True, help="Only this owner (repeatable)."),
+            click.option(
+                "--direction", type=click.Choice(("mt", "mo")), help="Only this direction."
+            ),
+        )
+    ):
+        command = option(command)
+    return command
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("name", required=False, metavar="NAME")
+@click.argument(
+    "out", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option("--list", "list_reports", is_flag=True, help="List the reports, one line each.")
+@click.option("--show-sql", is_flag=True, help="Print the report's SQL instead of running it.")
+@_scope_options
+@click.option("--by", type=click.Choice(("day", "owner", "operator")), help="latency: group by.")
+@click.option("--top", type=click.IntRange(min=1), help="failures, top: how many [default: 10].")
+@click.option(
+    "--min-volume",
+    type=click.IntRange(min=1),
+    help="operators: least messages per operator [default: 100].",
+)
+@click.option(
+    "--older-than", type=_Duration(), help="stuck: least age, as 48h or 2d [default: 48h]."
+)
+@click.option(
+    "--as-of",
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+    help="stuck: the time ages are measured at, UTC [default: now].",
+)
+@_output_options
+def report(
+    name: str | None,
+    out: Path | None,
+    list_reports: bool,
+    show_sql: bool,
+    fmt: str | None,
+    output: Path | None,
+    **options: Any,
+) -> None:
+    """Run the named report NAME over the tables OUT serves (see --list).
+
+    Days are local dates of a message's creation in --tz; --from and --to select the half-open
+    range of local dates [FROM, TO). Options that a report does not take are refused.
+    """
+    from convsum.reporting.query import open_tables
+    from convsum.reporting.reports import REPORTS, run_report
+
+    if list_reports:
+        for known in REPORTS.values():
+            click.echo(f"{known.name:<10} {known.summary}")
+        return
+    if name is None:
+        raise click.UsageError("give a report NAME (see --list)")
+    chosen = REPORTS.get(name)
+    if chosen is None:
+        raise click.BadParameter(
+            f"unknown report {name!r}; one of: {', '.join(REPORTS)}", param_hint="NAME"
+        )
+    given = {key for key, value in options.items() if value not in (None, ())}
+    extra = given - chosen.options
+    if extra:
+        command = click.get_current_context().command
+        flags = ", ".join(p.opts[0] for p in command.params if p.name in extra)
+        raise click.UsageError(f"report {name} does not take {flags}")
+    if show_sql:
+        click.echo(chosen.sql(options["by"]), nl=False)
+        return
+    if out is None:
+        raise click.UsageError("give the output root OUT to report on")
+    values = _report_values(options)
+
+    def ask() -> tuple[Any, str]:
+        with open_tables(out) as tables:
+            return run_report(tables, chosen, values, options["by"]), tables.run_id
+
+    rows, run_id = _ask(ask)
+    notes = [f"report {name}", f"run {run_id}"]
+    if "tz" in chosen.options:
+        notes.append(f"time zone {values['tz']}")
+    if "as_of" in chosen.options:
+        notes.append(f"as of {values['as_of']}")
+    _emit(rows, fmt, output, notes)
+
+
+def _report_values(options: dict[str, Any]) -> dict[str, Any]:
+    """Return the reports' parameter values from the options given (defaults where not)."""
+    start, end = options.get("from_"), options.get("to")
+    if start and end and start >= end:
+        raise click.BadParameter("--from must be before --to", param_hint="--from")
+    as_of = options.get("as_of") or datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    return {
+        "tz": options.get("tz") or "UTC",
+        "from": start and start.date(),
+        "to": end and end.date(),
+        "owners": list(options.get("owners") or ()),
+        "direction": options.get("direction"),
+        "top": options.get("top") or 10,
+        "min_volume": options.get("min_volume") or 100,
+        "older_than_s": options.get("older_than") or 48 * 3600,
+        "as_of": as_of.isoformat() + "Z",
+    }
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The HTML file to write.",
+)
+@_scope_options
+@click.option("--top", type=click.IntRange(min=1), help="Failure codes shown [default: 10].")
+@click.option(
+    "--min-volume",
+    type=click.IntRange(min=1),
+    help="Least messages of an operator shown [default: 100].",
+)
+def html(out: Path, output: Path, **options: Any) -> None:
+    """Write one self-contained HTML report of the tables OUT serves, to open offline.
+
+    Charts of daily volume by direction, delivery outcome by day, latency percentiles by day,
+    the top failure codes and the operators, the quality counts, and the run's facts. The same
+    data and options give the same bytes.
+    """
+    from convsum.reporting.html import render_html
+    from convsum.reporting.query import open_tables
+    from convsum.reporting.reports import html_data
+
+    values = _report_values(options)
+
+    def ask() -> tuple[dict[str, str], dict[str, Any]]:
+        with open_tables(out) as tables:
+            return html_data(tables, values)
+
+    facts, data = _ask(ask)
+    try:
+        output.write_bytes(render_html(facts, data))
+    except OSError as exc:
+        raise click.ClickException(f"{output}: cannot write ({exc.strerror})") from exc
+    click.echo(
+        f"convsum: wrote {output}; run {facts['run_id']}; time zone {values['tz']}", err=True
+    )

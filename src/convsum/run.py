@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,7 +31,6 @@ from convsum.engines.base import report_counts
 from convsum.errors import PublishError, RebuildRefusedError, first_line
 from convsum.inputs import Source, StagedInputs, list_inputs, stage_inputs
 from convsum.log import RunLog, Stage
-from convsum.publish import durable
 from convsum.publish.manifest import (
     MANIFEST,
     REMOVED_LIST,
@@ -46,6 +45,7 @@ from convsum.publish.pages import conversation_pages
 from convsum.publish.paths import SUMMARY_FILE, conversation_dir, page_file
 from convsum.publish.tree import API, FILE_LIST, OutputRoot, TreeWriter
 from convsum.publish.update import TreeUpdate
+from convsum.reporting.tables import Written, publish_tables, write_tables
 from convsum.state import STATE, State
 
 
@@ -171,7 +171,9 @@ def _full_run(
                 state.messages, state.statuses, staged.rows_read, staged.files_read
             )
             with TreeWriter(partial) as writer:
-                counts = _derive_and_write(config, inputs, work, writer, log, None)
+                counts, tables = _derive_and_write(
+                    config, inputs, run_id, work, writer, log, partial
+                )
                 with log.stage("index") as stage:
                     removed = sort_file_list(writer.close(), partial, root.published())
                     stage.set(files=writer.files, removed=removed)
@@ -186,6 +188,7 @@ def _full_run(
             bytes_written=writer.bytes,
             stages=dict(log.seconds),
         )
+        publish_tables(partial, tables, root.published(), _history(config, report, started))
         write_json(partial / REPORT, report)
         write_json(partial / MANIFEST, _manifest(config, sources, report, writer.files, started))
         root.publish(partial, run_id)
@@ -219,13 +222,16 @@ def _incremental_run(
         state.adopt(staged.files, staged.messages, staged.statuses)
         touched = work / "conversations.parquet"
         with log.stage("plan") as stage:
-            stage.set(conversations=state.affected(staged.files, touched))
+            conversations, days = state.affected(staged.files, touched)
+            stage.set(conversations=conversations, days=len(days))
         totals = state.rows_read()
         for role, rows in staged.rows_read.items():
             totals[role] += rows
         inputs = StagedInputs(state.messages, state.statuses, totals, staged.files_read)
         update = TreeUpdate(tree / API, work / "files")
-        counts = _derive_and_write(config, inputs, work, update, log, touched)
+        counts, tables = _derive_and_write(
+            config, inputs, run_id, work, update, log, tree, touched, days
+        )
         with log.stage("swap") as stage:
             changes = update.plan(_conversation_dirs(touched))
             state.begin_update(touched, changes)
@@ -249,7 +255,9 @@ def _incremental_run(
             _manifest(config, sources, report, total, started, changes_listed),
         )
         with log.stage("state"):
-            durable.sync_filesystem(tree)  # the swaps, lists and manifest, before the commit
+            # After the swaps, lists and manifest are on disk (the first step of publishing the
+            # tables), and before the commit.
+            publish_tables(tree, tables, tree, _history(config, report, started))
             state.record(run_id, staged.files)
     finally:
         root.discard(work)
@@ -277,12 +285,19 @@ def _writing(out: str) -> Iterator[None]:
 def _derive_and_write(
     config: RunConfig,
     staged: StagedInputs,
+    run_id: str,
     work: Path,
     writer: Writer,
     log: RunLog,
-    conversations: Path | None,
-) -> dict[str, Any]:
-    """Run the engine and write every page and summary asked for; return the engine's counts."""
+    tree: Path,
+    conversations: Path | None = None,
+    days: list[date] | None = None,
+) -> tuple[dict[str, Any], Written]:
+    """Run the engine and write every page and summary asked for, and the tables into `tree`.
+
+    An incremental run passes the conversations and the UTC days it touches. Returns the
+    engine's counts and the table files written.
+    """
     engine = get_engine(config.engine, config.threads)
     settings = EngineSettings(
         work, config.threads, config.memory_limit, conversations=conversations,
@@ -300,7 +315,15 @@ def _derive_and_write(
                     _write_pages(writer, rows, config.page_size, order, stage)
         with log.stage("summaries") as stage:
             _write_summaries(writer, derived.summaries(), stage)
-    return counts
+        with log.stage("tables") as stage:
+            tables = write_tables(derived.relations(), tree, work, run_id, days)
+            stage.set(files=sum(map(len, tables.files.values())))
+    return counts, tables
+
+
+def _history(config: RunConfig, report: dict[str, Any], started: datetime) -> dict[str, Any]:
+    """Return the run's row of the `runs` table: its report and how it ran."""
+    return {**report, "engine": config.engine, "convsum_version": __version__, "started": started}
 
 
 def _report(

@@ -21,6 +21,7 @@ import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -45,22 +46,26 @@ CREATE TABLE pending (owner VARCHAR NOT NULL, participant VARCHAR NOT NULL);
 CREATE TABLE unreported (path VARCHAR NOT NULL, op VARCHAR NOT NULL);
 """
 
-# The conversations an update touches: those of every row (old or new) of each message that has
-# a new row or a new matching status; with the pending ones of an unfinished update. `since` is
+# The messages an update touches: every row (old or new) of each message that has a new row or a
+# new matching status. The conversations it touches: those of these rows, with the pending ones
+# of an unfinished update. `since` is
 # the least (created, id) of those rows in the conversation: everything before it in the list is
 # unchanged. It is null (everything may have changed) for a pending conversation.
+_TOUCHED = """
+CREATE OR REPLACE TEMP TABLE touched AS
+WITH rows AS (SELECT owner, id, sender, recipient, created FROM read_parquet($messages)),
+new_statuses AS (SELECT message_id, owner FROM read_parquet($new_statuses)),
+keys AS (
+    SELECT owner, id FROM read_parquet($new_messages)
+    UNION
+    SELECT m.owner, m.id FROM rows AS m JOIN new_statuses AS s
+        ON s.message_id = m.id AND (s.owner IS NULL OR s.owner = m.owner)
+)
+SELECT * FROM rows SEMI JOIN keys USING (owner, id)
+"""
 _AFFECTED = """
 COPY (
-    WITH rows AS (SELECT owner, id, sender, recipient, created FROM read_parquet($messages)),
-    new_statuses AS (SELECT message_id, owner FROM read_parquet($new_statuses)),
-    keys AS (
-        SELECT owner, id FROM read_parquet($new_messages)
-        UNION
-        SELECT m.owner, m.id FROM rows AS m JOIN new_statuses AS s
-            ON s.message_id = m.id AND (s.owner IS NULL OR s.owner = m.owner)
-    ),
-    touched AS (SELECT * FROM rows SEMI JOIN keys USING (owner, id)),
-    sides AS (
+    WITH sides AS (
         SELECT owner, sender AS participant, {{'created': created, 'id': id}} AS since
         FROM touched
         UNION ALL SELECT owner, recipient, {{'created': created, 'id': id}} FROM touched
@@ -74,6 +79,9 @@ COPY (
     SELECT owner, participant, since.created AS since_created, since.id AS since_id FROM least
 ) TO '{target}' (FORMAT parquet)
 """
+# The UTC days of every row (old or new) of the touched messages: the days whose messages (and
+# their statuses) may have changed in the queryable tables (see reporting/tables.py).
+_DAYS = "SELECT DISTINCT created::DATE FROM touched ORDER BY 1"
 
 
 @dataclass(frozen=True)
@@ -199,10 +207,11 @@ class State:
             if item.nested:
                 (work_statuses / item.nested).rename(self.statuses / item.nested)
 
-    def affected(self, new: Sequence[StagedFile], target: Path) -> int:
+    def affected(self, new: Sequence[StagedFile], target: Path) -> tuple[int, list[date]]:
         """Write the conversations that `new` files touch (and pending ones) to `target`.
 
-        Call after `adopt`: the store's message rows then include the new ones. Returns how many.
+        Call after `adopt`: the store's message rows then include the new ones. Returns how many,
+        and the UTC days of the touched messages' rows.
         """
         new_messages = [self.messages / EMPTY] + [
             self.messages / f.staged for f in new if f.source.role == "messages"
@@ -214,14 +223,17 @@ class State:
             if f.nested:
                 new_statuses.append(self.statuses / f.nested)
         self.con.execute(
-            _AFFECTED.format(target=str(target).replace("'", "''")),
+            _TOUCHED,
             {
                 "messages": str(self.messages / "*.parquet"),
                 "new_messages": [str(p) for p in new_messages],
                 "new_statuses": [str(p) for p in new_statuses],
             },
         )
-        return int(pq.ParquetFile(target).metadata.num_rows)
+        self.con.execute(_AFFECTED.format(target=str(target).replace("'", "''")))
+        days = [day for (day,) in self.con.execute(_DAYS).fetchall()]
+        self.con.execute("DROP TABLE touched")
+        return int(pq.ParquetFile(target).metadata.num_rows), days
 
     def begin_update(self, conversations: Path, changes: pa.Table) -> None:
         """Record, before the served tree changes, what this update is going to change."""

@@ -11,8 +11,15 @@ from hypothesis import strategies as st
 
 from convsum.config import ENGINES, RunConfig
 from convsum.run import run_job
-from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, Tree, write_parquet
-from tests.reference import conversations
+from tests.conftest import (
+    ALL_COLUMNS,
+    MESSAGE_TYPES,
+    STATUS_TYPES,
+    Tree,
+    table_rows,
+    write_parquet,
+)
+from tests.reference import conversations, tables
 from tests.strategies import logs_strategy
 
 
@@ -76,9 +83,11 @@ def test_parity_engines_match_reference_and_each_other(
         }
         first = next(iter(trees.values()))
         _check_against_reference(first, rows, statuses)
+        assert table_rows(first.out) == tables(rows, statuses)
         reference_bytes = _tree_bytes(first)
         for key, tree in trees.items():
             assert _tree_bytes(tree) == reference_bytes, key
+            assert table_rows(tree.out, ALL_COLUMNS) == table_rows(first.out, ALL_COLUMNS), key
             assert {k: v for k, v in tree.report.items() if k not in ("run_id", "stages")} == {
                 k: v for k, v in first.report.items() if k not in ("run_id", "stages")
             }, key

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import duckdb
 import pyarrow as pa
 
 from convsum.inputs import StagedInputs
@@ -116,6 +117,14 @@ class Derivation(Protocol):
         """Yield CONVERSATION_SCHEMA batches in list order (or its exact reverse)."""
         ...
 
+    def relations(self) -> duckdb.DuckDBPyConnection:
+        """Return a DuckDB connection holding the derivation's relations (`define_relations`).
+
+        The queryable tables are written from them (reporting/tables.py), in one SQL for every
+        engine. The connection is the derivation's: valid until its context ends.
+        """
+        ...
+
 
 class Engine(Protocol):
     """A way of computing a Derivation from staged inputs."""
@@ -127,6 +136,30 @@ class Engine(Protocol):
     ) -> AbstractContextManager[Derivation]:
         """Compute the derived tables; release their resources when the context ends."""
         ...
+
+
+def define_relations(
+    con: duckdb.DuckDBPyConnection, messages: str, latest: str, conversations: str, statuses: Path
+) -> duckdb.DuckDBPyConnection:
+    """Create in `con` the views of a derivation that the queryable tables are written from.
+
+    derived_messages: one row per message after deduplication (the staged message columns);
+    derived_latest: (owner, id, code, duration, status_created), the latest status of each
+    message that has one; derived_conversations: one row per message and participant (owner,
+    participant, direction, created, id, segments, code); staged_statuses: every staged status.
+    The arguments are SQL relations of `con` holding those rows.
+    """
+    glob = str(statuses / "*.parquet").replace("'", "''")
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP VIEW derived_messages AS SELECT * FROM {messages};
+        CREATE OR REPLACE TEMP VIEW derived_latest AS
+            SELECT owner, id, code, duration, status_created FROM {latest};
+        CREATE OR REPLACE TEMP VIEW derived_conversations AS SELECT * FROM {conversations};
+        CREATE OR REPLACE TEMP VIEW staged_statuses AS SELECT * FROM read_parquet('{glob}');
+        """
+    )
+    return con
 
 
 def report_counts(facts: dict[str, Any], rows_read: Mapping[str, int]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from convsum.engines.base import (
     CONVERSATION_SCHEMA,
     SUMMARY_SCHEMA,
     EngineSettings,
+    define_relations,
     message_object_parts,
 )
 from convsum.inputs import StagedInputs
@@ -224,7 +225,7 @@ class DuckDBEngine:
                     "SEMI JOIN read_parquet($only) USING (owner, participant)",
                     {"only": str(settings.conversations)},
                 )
-            yield _DuckDBDerivation(con, params, settings)
+            yield _DuckDBDerivation(con, staged, params, settings)
         finally:
             con.close()
 
@@ -264,10 +265,14 @@ def _connection_config(settings: EngineSettings) -> dict[str, Any]:
 
 class _DuckDBDerivation:
     def __init__(
-        self, con: duckdb.DuckDBPyConnection, params: dict[str, str], settings: EngineSettings
+        self,
+        con: duckdb.DuckDBPyConnection,
+        staged: StagedInputs,
+        params: dict[str, str],
+        settings: EngineSettings,
     ) -> None:
         self.con, self.params, self.rows = con, params, settings.batch_rows
-        self.settings = settings
+        self.staged, self.settings = staged, settings
 
     def counts(self) -> dict[str, Any]:
         row = self.con.execute(_COUNTS, {"statuses": self.params["statuses"]}).fetchone() or ()
@@ -280,6 +285,13 @@ class _DuckDBDerivation:
 
     def summaries(self) -> Iterator[pa.RecordBatch]:
         yield from self._stream(_SUMMARIES, SUMMARY_SCHEMA)
+
+    def relations(self) -> duckdb.DuckDBPyConnection:
+        latest = (
+            "(SELECT owner, id, status.code AS code, status.duration AS duration, "
+            "status.created AS status_created FROM latest)"
+        )
+        return define_relations(self.con, "msg", latest, "conv", self.staged.statuses)
 
     def conversation_rows(self, descending: bool) -> Iterator[pa.RecordBatch]:
         order = "DESC" if descending else "ASC"

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,8 +26,10 @@ from convsum.engines.base import (
     CONVERSATION_SCHEMA,
     SUMMARY_SCHEMA,
     EngineSettings,
+    define_relations,
     message_object_parts,
 )
+from convsum.engines.duckdb import connect
 from convsum.inputs import StagedInputs
 
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
@@ -41,12 +44,18 @@ class PolarsEngine:
     def derive(self, staged: StagedInputs, settings: EngineSettings) -> Iterator[_PolarsDerivation]:
         work = settings.work_dir / "polars"
         work.mkdir(exist_ok=True)
-        yield _PolarsDerivation(staged, work, settings)
+        derivation = _PolarsDerivation(staged, work, settings)
+        try:
+            yield derivation
+        finally:
+            derivation.close()
 
 
 class _PolarsDerivation:
     def __init__(self, staged: StagedInputs, work: Path, settings: EngineSettings) -> None:
         self.staged, self.work, self.batch_rows = staged, work, settings.batch_rows
+        self.settings = settings
+        self._con: duckdb.DuckDBPyConnection | None = None
         self.statuses = pl.scan_parquet(staged.statuses / "*.parquet")
         messages = _deduplicated(pl.scan_parquet(staged.messages / "*.parquet"))
         self._sink(messages, "msg")
@@ -75,6 +84,20 @@ class _PolarsDerivation:
             errno = int(found.group(1))
             raise OSError(errno, os.strerror(errno), str(path)) from exc
         return path
+
+    def relations(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            msg, latest, conv = (
+                "read_parquet('{}')".format(str(self.work / f"{name}.parquet").replace("'", "''"))
+                for name in ("msg", "latest", "conv")
+            )
+            con = connect(self.settings)
+            self._con = define_relations(con, msg, latest, conv, self.staged.statuses)
+        return self._con
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
 
     def counts(self) -> dict[str, Any]:
         keys = self.msg.select("owner", "id")

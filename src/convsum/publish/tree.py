@@ -8,6 +8,8 @@ Layout of an output root:
     trees/<run id>/api/...        the served API tree (see publish/paths.py)
     trees/<run id>/manifest.json  written last, with report.json and files.txt beside it
     trees/<run id>/state/         the state store the tree was built from (see state.py)
+    trees/<run id>/tables/        the queryable tables (see reporting/tables.py)
+    trees/<run id>/.readers       held shared (flock) by each query reading the tree
     trees/.<run id>.partial/      a tree being built; never served, removed if a run dies
     .work-<run id>/               staging inputs, engine spill files and the new files of an
                                   incremental run
@@ -40,6 +42,7 @@ API = "api"
 FILE_LIST = "files.txt"
 LOCK = ".lock"
 MARK = ".convsum"
+READERS = ".readers"
 _MADE_CACHE = 4096
 
 
@@ -213,7 +216,9 @@ class OutputRoot:
         trees = list(self.trees.iterdir()) if self.trees.exists() else []
         for child in [*trees, *self.path.glob(".work-*")]:
             if child != keep and _is_marked(child):
-                shutil.rmtree(child, ignore_errors=True)
+                with unread(child) as free:
+                    if free:  # else a later run removes it, once its readers are done
+                        shutil.rmtree(child, ignore_errors=True)
         for child in [*self.trees.glob(".*.partial"), *self.path.glob(".work-*")]:
             with contextlib.suppress(OSError):
                 child.rmdir()  # only if empty
@@ -225,6 +230,42 @@ class OutputRoot:
         """Remove a failed run's partial tree and work directory."""
         for path in paths:
             shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def reading(tree: Path) -> Iterator[None]:
+    """Hold a tree for reading: no run removes any of its files until the block ends.
+
+    Raises FileNotFoundError when the tree is gone (a run removed it before the hold began).
+    """
+    fd = os.open(tree / READERS, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def unread(tree: Path) -> Iterator[bool]:
+    """Yield whether no reader holds `tree`; while True, no reader can begin to hold it.
+
+    Never waits: a run leaves a held tree's files for a later run to remove.
+    """
+    try:
+        fd = os.open(tree / READERS, os.O_RDONLY)
+    except FileNotFoundError:
+        yield True  # a tree nobody can read through convsum
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 def make_marked(directory: Path) -> None:

@@ -1,0 +1,136 @@
+"""Read-only SQL over the tables of the tree an output root serves.
+
+A query resolves `OUT/current` once, holds that tree for reading (no run removes its files
+meanwhile; a run never waits for a query, see publish/tree.py), reads its snapshot once and sees
+exactly those files: the tables of one published run, whole, however many runs publish meanwhile.
+It never opens the state store's catalog, so it neither blocks a run nor is blocked by one.
+
+The SQL runs in an in-memory DuckDB whose only views are the tables; the connection may read
+those files and nothing else (`allowed_paths`, then external access off and the configuration
+locked), and only one SELECT statement is accepted.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from convsum.errors import ConvsumError, first_line
+from convsum.publish.tree import CURRENT, reading
+from convsum.reporting.tables import NAMES, Snapshot
+
+_ATTEMPTS = 5  # a run may replace the served tree between resolving `current` and holding it
+
+
+class QueryError(ConvsumError):
+    """The query cannot run as written (refused, or not valid SQL): a usage error, exit 2."""
+
+
+class NoTablesError(ConvsumError):
+    """The output root has no published tables: exit 1."""
+
+
+@dataclass(frozen=True)
+class Tables:
+    """A connection to one published run's tables, and what it was opened on."""
+
+    con: duckdb.DuckDBPyConnection
+    tree: Path
+    run_id: str
+
+    def run(self, sql: str, params: dict[str, object] | None = None) -> pa.Table:
+        """Run one SELECT statement; return its rows."""
+        check_read_only(sql)
+        try:
+            return self.con.sql(sql, params=params).to_arrow_table()
+        except (
+            duckdb.ParserException,
+            duckdb.BinderException,
+            duckdb.CatalogException,
+            duckdb.PermissionException,
+        ) as exc:
+            raise QueryError(first_line(exc)) from exc
+        except duckdb.Error as exc:
+            raise ConvsumError(f"the query failed: {first_line(exc)}") from exc
+
+
+def check_read_only(sql: str) -> None:
+    """Refuse anything but exactly one SELECT (FROM, WITH, VALUES, DESCRIBE, SUMMARIZE...)."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryError(first_line(exc)) from exc
+    if len(statements) != 1:
+        msg = f"expected exactly one SQL statement, got {len(statements)}"
+        raise QueryError(msg)
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        name = str(kind).rpartition(".")[2]
+        msg = f"only reading is allowed: a {name} statement is refused (use one SELECT)"
+        raise QueryError(msg)
+
+
+@contextmanager
+def open_tables(out: Path, threads: int | None = None) -> Iterator[Tables]:
+    """Yield a read-only connection to the tables of the tree that `out` serves."""
+    for _ in range(_ATTEMPTS):
+        with ExitStack() as hold:
+            tree = _served(out)
+            try:
+                hold.enter_context(reading(tree))
+                snapshot = Snapshot.read(tree)
+            except FileNotFoundError:
+                continue  # replaced and removed by a run since `current` was read: read it again
+            if snapshot is None:
+                msg = (
+                    f"{out}: the published tree has no queryable tables (published by an older "
+                    f"convsum); run `convsum run --full --out {out}` once"
+                )
+                raise NoTablesError(msg)
+            scratch = hold.enter_context(tempfile.TemporaryDirectory(prefix="convsum-query-"))
+            con = hold.enter_context(_sandbox(snapshot.paths(tree), Path(scratch), threads))
+            yield Tables(con, tree, snapshot.run_id)
+            return
+    msg = f"{out}: the served tree kept changing; try again"
+    raise ConvsumError(msg)
+
+
+def _served(out: Path) -> Path:
+    link = out / CURRENT
+    if not link.is_symlink():
+        msg = f"{out}: nothing published here (no {CURRENT} link); run `convsum run` first"
+        raise NoTablesError(msg)
+    return out / link.readlink()
+
+
+@contextmanager
+def _sandbox(
+    files: dict[str, list[str]], scratch: Path, threads: int | None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "temp_directory": str(scratch),
+    }
+    if threads:
+        config["threads"] = threads
+    con = duckdb.connect(":memory:", config=config)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(
+            "SET allowed_paths = $paths", {"paths": [f for fs in files.values() for f in fs]}
+        )
+        for name in NAMES:
+            listed = ", ".join("'{}'".format(f.replace("'", "''")) for f in files[name])
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{listed}])")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        yield con
+    finally:
+        con.close()

@@ -1,0 +1,261 @@
+"""The named reports: each is its SQL over the tables (reporting/tables.py) and its parameters.
+
+Every report over messages reads them through one scope: the messages of the chosen owners and
+direction whose `created`, as a local date in the time zone `$tz`, is in the half-open range
+[`$from`, `$to`) (either end open when null). `day` is that local date.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from convsum.reporting.tables import OUTCOMES
+
+if TYPE_CHECKING:
+    from convsum.reporting.query import Tables
+
+# The options (Click's parameter names) every report over messages takes, for the scope below.
+SCOPE_OPTIONS = frozenset({"tz", "from_", "to", "owners", "direction"})
+
+_SCOPE = """WITH m AS (
+    SELECT * FROM (
+        SELECT *, timezone($tz, created)::DATE AS day FROM messages
+        WHERE (len($owners) = 0 OR list_contains($owners, owner))
+            AND ($direction IS NULL OR direction = $direction)
+    )
+    WHERE ($from IS NULL OR day >= $from::DATE) AND ($to IS NULL OR day < $to::DATE)
+)
+"""
+
+_PER_OUTCOME = ",\n    ".join(f"count(*) FILTER (outcome = '{o}') AS {o}" for o in OUTCOMES)
+_OUTCOMES = f"""
+SELECT day, owner, direction, count(*) AS messages,
+    {_PER_OUTCOME},
+    count(*) FILTER (outcome NOT IN ('pending', 'no_status')) AS finalised,
+    delivered / nullif(finalised, 0) AS delivery_rate,
+    delivered / nullif(messages, 0) AS delivered_share
+FROM m
+GROUP BY day, owner, direction
+ORDER BY day, owner, direction
+"""
+
+_FAILURES = """
+SELECT status_code, count(*) AS messages, messages / sum(messages) OVER () AS share,
+    list_sort(list(DISTINCT owner)) AS owners,
+    list_sort(list(DISTINCT coalesce(mcc, '') || '/' || coalesce(mnc, ''))) AS operators,
+    min(status_created) AS first_seen, max(status_created) AS last_seen
+FROM m
+WHERE outcome IN ('expired', 'canceled', 'rejected', 'error')
+GROUP BY status_code
+QUALIFY row_number() OVER (ORDER BY messages DESC, status_code) <= $top
+ORDER BY messages DESC, status_code
+"""
+
+_OPERATORS = """
+SELECT mcc, mnc, count(*) AS messages,
+    count(*) FILTER (outcome NOT IN ('pending', 'no_status')) AS finalised,
+    count(*) FILTER (outcome = 'delivered') AS delivered,
+    delivered / nullif(finalised, 0) AS delivery_rate
+FROM m
+WHERE direction = 'mt'
+GROUP BY mcc, mnc
+HAVING count(*) >= $min_volume
+ORDER BY delivery_rate ASC NULLS LAST, messages DESC, mcc NULLS LAST, mnc NULLS LAST
+"""
+
+_LATENCY = """
+SELECT {by}, count(*) AS messages, count(final_created) AS finalised,
+    quantile_cont(epoch(final_created - created), 0.5) AS p50,
+    quantile_cont(epoch(final_created - created), 0.95) AS p95,
+    quantile_cont(epoch(final_created - created), 0.99) AS p99,
+    count(*) FILTER (epoch(final_created - created) <= 5) / count(*) AS within_5s,
+    count(*) FILTER (epoch(final_created - created) <= 10) / count(*) AS within_10s,
+    count(*) FILTER (epoch(final_created - created) <= 60) / count(*) AS within_60s
+FROM m
+GROUP BY {by}
+ORDER BY {by_order}
+"""
+
+_STUCK = """
+SELECT owner, id, sender, recipient, created, status_code, status_created,
+    epoch($as_of::TIMESTAMPTZ - created) / 3600 AS age_hours
+FROM m
+WHERE direction = 'mt' AND final_created IS NULL
+    AND created < $as_of::TIMESTAMPTZ - to_seconds($older_than_s)
+ORDER BY created, owner, id
+"""
+
+_VOLUME = """
+SELECT day, owner, direction, currency, count(*) AS messages,
+    sum(segments)::BIGINT AS segments, sum(price::DECIMAL(38, 10)) AS cost
+FROM m
+GROUP BY day, owner, direction, currency
+ORDER BY day, owner, direction, currency NULLS LAST
+"""
+
+# From the conversations table, the numbers behind the summaries: over all the published data.
+_TOP = """
+SELECT owner, participant, sum(messages)::BIGINT AS messages,
+    coalesce(sum(messages) FILTER (direction = 'mt'), 0)::BIGINT AS mt,
+    coalesce(sum(messages) FILTER (direction = 'mo'), 0)::BIGINT AS mo,
+    row_number() OVER (PARTITION BY owner ORDER BY sum(messages) DESC, participant) AS rank
+FROM conversations
+WHERE len($owners) = 0 OR list_contains($owners, owner)
+GROUP BY owner, participant
+QUALIFY rank <= $top
+ORDER BY owner, rank
+"""
+
+# The last run's reconciliation counts, and the statuses created before their message.
+_QUALITY = """
+WITH last AS (SELECT * FROM runs WHERE run_id = (SELECT max(run_id) FROM runs)),
+early AS (
+    SELECT count(*) AS n FROM statuses AS s JOIN messages AS m
+        ON m.owner = s.owner AND m.id = s.message_id
+    WHERE s.created < m.created
+)
+SELECT unnest([
+        'messages', 'duplicate_messages', 'messages_without_status', 'orphan_statuses',
+        'duplicate_statuses', 'unknown_code_rows', 'statuses_before_their_message'
+    ]) AS check,
+    unnest([
+        messages, duplicate_messages, messages_without_status, orphan_statuses,
+        duplicate_statuses, unknown_code_rows, early.n
+    ]) AS count
+FROM last, early
+"""
+
+LATENCY_BY = MappingProxyType({"day": "day", "owner": "owner", "operator": "mcc, mnc"})
+
+
+@dataclass(frozen=True)
+class Report:
+    """A named report: its SQL, what it says, and which options it takes."""
+
+    name: str
+    summary: str
+    body: str
+    options: frozenset[str] = SCOPE_OPTIONS
+    by: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def scoped(self) -> bool:
+        return "FROM m" in self.body
+
+    def sql(self, by: str | None = None) -> str:
+        """Return the report's whole SQL (with `--by` chosen, when it has one)."""
+        body = self.body
+        if self.by:
+            columns = self.by[by or next(iter(self.by))]
+            order = ", ".join(f"{c} NULLS LAST" for c in columns.split(", "))
+            body = body.format(by=columns, by_order=order)
+        return (_SCOPE if self.scoped else "") + body.strip() + "\n"
+
+    def parameters(self, sql: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Return the named parameters that `sql` uses, from `values`."""
+        used = set(re.findall(r"\$([a-z_]+)", sql))
+        return {name: value for name, value in values.items() if name in used}
+
+
+REPORTS: Mapping[str, Report] = MappingProxyType(
+    {
+        report.name: report
+        for report in (
+            Report(
+                "outcomes",
+                "Messages per local day, owner and direction by outcome, with delivery rates.",
+                _OUTCOMES,
+            ),
+            Report(
+                "failures",
+                "The top failure codes (latest 202, 203, 4xx, 5xx): share, owners, operators.",
+                _FAILURES,
+                SCOPE_OPTIONS | {"top"},
+            ),
+            Report(
+                "operators",
+                "Delivery of mt messages per operator (mcc/mnc), a minimum volume, worst first.",
+                _OPERATORS,
+                SCOPE_OPTIONS | {"min_volume"},
+            ),
+            Report(
+                "latency",
+                "Seconds from created to the first final status: p50/p95/p99, within 5/10/60 s.",
+                _LATENCY,
+                SCOPE_OPTIONS | {"by"},
+                LATENCY_BY,
+            ),
+            Report(
+                "stuck",
+                "mt messages without a final status, older than --older-than (default 48h).",
+                _STUCK,
+                SCOPE_OPTIONS | {"older_than", "as_of"},
+            ),
+            Report(
+                "volume",
+                "Messages, segments and cost per local day, owner, direction and currency.",
+                _VOLUME,
+            ),
+            Report(
+                "top",
+                "The top participants per owner by messages, with mt and mo counts (all data).",
+                _TOP,
+                frozenset({"owners", "top"}),
+            ),
+            Report(
+                "quality",
+                "Reconciliation counts: no status, orphans, duplicates, unknown codes, early.",
+                _QUALITY,
+                frozenset(),
+            ),
+        )
+    }
+)
+
+
+def run_report(
+    tables: Tables, report: Report, values: Mapping[str, Any], by: str | None = None
+) -> pa.Table:
+    """Run `report` over `tables` with the parameter `values` (and `--by`, if it has one)."""
+    sql = report.sql(by)
+    return tables.run(sql, report.parameters(sql, values))
+
+
+def html_data(
+    tables: Tables, values: Mapping[str, Any]
+) -> tuple[dict[str, str], dict[str, pa.Table]]:
+    """Return the HTML report's facts and tables, from the named reports."""
+
+    def summed(table: pa.Table, keys: list[str], columns: list[str]) -> pa.Table:
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        return frame.group_by(keys).agg(pl.col(columns).sum()).sort(keys).to_arrow()
+
+    outcomes = run_report(tables, REPORTS["outcomes"], values)
+    data = {
+        "volume": summed(outcomes, ["day", "direction"], ["messages"]),
+        "outcomes": summed(outcomes, ["day"], list(OUTCOMES)),
+        "latency": run_report(tables, REPORTS["latency"], values, "day"),
+        "failures": run_report(tables, REPORTS["failures"], values),
+        "operators": run_report(tables, REPORTS["operators"], values),
+        "quality": run_report(tables, REPORTS["quality"], values),
+    }
+    days = outcomes.column("day")
+    last = tables.run("SELECT run_id, finished FROM runs ORDER BY run_id DESC LIMIT 1").to_pylist()
+    facts = {
+        "as_of": last[0]["finished"].isoformat() if last else "",
+        "time_zone": values["tz"],
+        "data_from": str(pc.min(days).as_py() or ""),
+        "data_to": str(pc.max(days).as_py() or ""),
+        "run_id": tables.run_id,
+        "messages": str(pc.sum(outcomes.column("messages")).as_py() or 0),
+    }
+    return facts, data

@@ -1,0 +1,287 @@
+"""The queryable tables of a published tree, written by the run that publishes it.
+
+A tree's tables live beside its API files, in `trees/<id>/tables/`:
+
+    snapshot.json                              the files that make up the tables, as of one run
+    messages/empty.parquet                     the table's columns, for a table without rows
+    messages/utc_day=YYYY-MM-DD/<run>-N.parquet   the messages created on that UTC day
+    statuses/...                               the same layout, by the UTC day of the message
+    conversations/<run>.parquet                one file, rewritten by every run
+    runs/<run>.parquet                         the run history, rewritten by every run
+
+Every file is written once, under the id of the run that wrote it, and never changed: a run adds
+its files, then makes them the tables by replacing `snapshot.json` in one rename. A reader reads
+the snapshot once, so a query sees one run's tables whole (see reporting/query.py). An incremental
+run rewrites only the days its new rows touch; the other days' files stay listed. Files the
+snapshot no longer lists are removed while no reader holds the tree (see publish/tree.py).
+
+The rows come from the engine's own derivation (deduplicated messages, latest statuses, one row
+per message and participant), through the DuckDB relations every engine offers (see
+engines/base.py), so the tables say what the API says, by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from convsum.codes import FINAL_GROUPS
+from convsum.publish import durable
+from convsum.publish.manifest import write_json
+from convsum.publish.tree import READERS, unread
+
+TABLES = "tables"
+SNAPSHOT = "snapshot.json"
+FORMAT = 1
+EMPTY = "empty.parquet"
+DAY = "utc_day"
+BY_DAY = ("messages", "statuses")
+NAMES = ("messages", "statuses", "conversations", "runs")
+
+# The latest status code's outcome; documented in the README's table of the `messages` table.
+OUTCOMES = (
+    "delivered", "expired", "canceled", "other_final", "rejected", "error", "pending", "no_status"
+)  # fmt: skip
+OUTCOME = """CASE
+    WHEN {code} IS NULL THEN 'no_status'
+    WHEN {code} = 201 THEN 'delivered'
+    WHEN {code} = 202 THEN 'expired'
+    WHEN {code} = 203 THEN 'canceled'
+    WHEN {code} // 100 = 2 THEN 'other_final'
+    WHEN {code} // 100 = 4 THEN 'rejected'
+    WHEN {code} // 100 = 5 THEN 'error'
+    ELSE 'pending' END"""
+_FINAL = f"{{code}} // 100 IN {tuple(FINAL_GROUPS)}"
+
+# The relations an engine offers (engines/base.py): derived_messages (one row per message, the
+# staged columns), derived_latest (owner, id, code, duration, status_created), staged_statuses
+# (every staged status row) and derived_conversations (one row per message and participant).
+# `{days}` restricts the messages to the UTC days an incremental run rewrites.
+_MESSAGES = f"""
+WITH m AS (SELECT * FROM derived_messages {{days}}),
+matched AS (
+    SELECT m.owner, s.message_id, s.code, s.created
+    FROM m JOIN staged_statuses AS s
+        ON s.message_id = m.id AND (s.owner IS NULL OR s.owner = m.owner)
+),
+final AS (
+    SELECT owner, message_id AS id, min(created) AS final_created FROM matched
+    WHERE {_FINAL.format(code="code")} GROUP BY ALL
+)
+SELECT m.id, m.batch_id, m.owner, m.sender, m.recipient, m.body, m.direction, m.segments,
+    m.type, m.datacoding, m.priority, m.price, m.currency, timezone('UTC', m.created) AS created,
+    timezone('UTC', m.modified) AS modified, m.reference, m.mcc, m.mnc,
+    l.code AS status_code, timezone('UTC', l.status_created) AS status_created,
+    l.duration AS status_duration, {OUTCOME.format(code="l.code")} AS outcome,
+    timezone('UTC', f.final_created) AS final_created, m.created::DATE AS {DAY}
+FROM m LEFT JOIN derived_latest AS l USING (owner, id) LEFT JOIN final AS f USING (owner, id)
+"""
+_STATUSES = f"""
+WITH m AS (SELECT owner, id, created FROM derived_messages {{days}})
+SELECT DISTINCT m.owner, s.message_id, s.code, timezone('UTC', s.created) AS created,
+    s.duration, m.created::DATE AS {DAY}
+FROM m JOIN staged_statuses AS s ON s.message_id = m.id AND (s.owner IS NULL OR s.owner = m.owner)
+"""
+_CONVERSATIONS = """
+SELECT owner, participant, direction, code AS status_code, count(*) AS messages,
+    sum(segments)::BIGINT AS sms
+FROM derived_conversations GROUP BY ALL ORDER BY ALL
+"""
+
+RUNS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("mode", pa.string()),
+        ("rebuild_reason", pa.string()),
+        ("engine", pa.string()),
+        ("convsum_version", pa.string()),
+        ("started", pa.timestamp("us", "UTC")),
+        ("finished", pa.timestamp("us", "UTC")),
+        ("messages_read", pa.int64()),
+        ("statuses_read", pa.int64()),
+        ("nested_statuses_read", pa.int64()),
+        ("files_read", pa.int64()),
+        ("files_written", pa.int64()),
+        ("files_unchanged", pa.int64()),
+        ("files_removed", pa.int64()),
+        ("messages", pa.int64()),
+        ("duplicate_messages", pa.int64()),
+        ("messages_without_status", pa.int64()),
+        ("orphan_statuses", pa.int64()),
+        ("duplicate_statuses", pa.int64()),
+        ("unknown_code_rows", pa.int64()),
+        ("unknown_codes", pa.string()),
+        ("owners", pa.int64()),
+        ("participants", pa.int64()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The files of each table as of one run, relative to the tables directory."""
+
+    run_id: str
+    files: Mapping[str, tuple[str, ...]]
+
+    @classmethod
+    def read(cls, tree: Path) -> Snapshot | None:
+        """Return the tree's snapshot; None when the tree has no tables."""
+        try:
+            raw = orjson.loads((tree / TABLES / SNAPSHOT).read_bytes())
+        except FileNotFoundError:
+            return None
+        if raw.get("format") != FORMAT:
+            return None
+        return cls(raw["run_id"], {name: tuple(raw["tables"][name]) for name in NAMES})
+
+    def paths(self, tree: Path) -> dict[str, list[str]]:
+        """Return each table's files as absolute paths."""
+        base = (tree / TABLES).resolve()
+        return {name: [str(base / f) for f in files] for name, files in self.files.items()}
+
+
+@dataclass
+class Written:
+    """The table files a run has written so far, and the days they replace."""
+
+    files: dict[str, list[str]] = field(default_factory=lambda: {name: [] for name in NAMES})
+    days: frozenset[date] | None = None  # None: every day (a full run)
+
+
+def write_tables(
+    con: duckdb.DuckDBPyConnection, tree: Path, work: Path, run_id: str, days: Iterable[date] | None
+) -> Written:
+    """Write the messages, statuses and conversations tables' new files into `tree`.
+
+    `con` holds the engine's relations. With `days`, only the messages (and their statuses)
+    created on those UTC days are written: the days an incremental run touches.
+    """
+    written = Written(days=None if days is None else frozenset(days))
+    params: dict[str, Any] = {}
+    where = ""
+    if written.days is not None:
+        where = "WHERE created::DATE IN (SELECT unnest($days::DATE[]))"
+        params["days"] = sorted(written.days)
+    directory = tree / TABLES
+    directory.mkdir(exist_ok=True)
+    (tree / READERS).touch()
+    for name, sql in (("messages", _MESSAGES), ("statuses", _STATUSES)):
+        select = sql.format(days=where)
+        if written.days is None:
+            _copy(
+                con, f"SELECT * EXCLUDE ({DAY}) FROM ({select}) LIMIT 0", directory / name / EMPTY
+            )
+            written.files[name].append(f"{name}/{EMPTY}")
+        staging = work / "tables" / name
+        staging.parent.mkdir(exist_ok=True)
+        con.execute(
+            f"COPY ({select}) TO '{_quoted(staging)}' (FORMAT parquet, PARTITION_BY ({DAY}), "
+            f"FILENAME_PATTERN '{run_id}-{{i}}')",
+            params,
+        )
+        for part in sorted(staging.iterdir()) if staging.exists() else []:
+            (directory / name / part.name).mkdir(parents=True, exist_ok=True)
+            for file in sorted(part.iterdir()):
+                relative = f"{name}/{part.name}/{file.name}"
+                file.rename(directory / relative)
+                written.files[name].append(relative)
+    relative = f"conversations/{run_id}.parquet"
+    _copy(con, _CONVERSATIONS, directory / relative)
+    written.files["conversations"].append(relative)
+    return written
+
+
+def _copy(con: duckdb.DuckDBPyConnection, sql: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    con.execute(f"COPY ({sql}) TO '{_quoted(target)}' (FORMAT parquet)")
+
+
+def _quoted(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def publish_tables(
+    tree: Path, written: Written, previous: Path | None, run: Mapping[str, Any]
+) -> None:
+    """Add this run to the run history and make the written files the tree's tables.
+
+    `previous` is the tree the run history so far is read from (the served tree before a full
+    run; the same tree for an incremental one). Then the files the new snapshot no longer lists
+    are removed, unless a reader holds the tree.
+    """
+    directory = tree / TABLES
+    before = Snapshot.read(previous) if previous else None
+    history = [] if before is None else _runs(previous, before)  # type: ignore[arg-type]
+    run_id = run["run_id"]
+    relative = f"runs/{run_id}.parquet"
+    (directory / "runs").mkdir(exist_ok=True)
+    rows = pa.Table.from_pylist([*history, _run_row(run)], schema=RUNS_SCHEMA)
+    pq.write_table(rows, directory / relative)
+    files = dict(written.files)
+    files["runs"] = [relative]
+    if written.days is not None and before is not None:  # an incremental run keeps the rest
+        for name in BY_DAY:
+            kept = [f for f in before.files[name] if _day(f) not in written.days]
+            files[name] = sorted({*kept, *files[name]})
+    snapshot = {"format": FORMAT, "run_id": run_id, "tables": files}
+    if written.days is not None:  # in the served tree: its files on disk before the snapshot
+        durable.sync_filesystem(directory)
+    write_json(directory / SNAPSHOT, snapshot)
+    durable.sync_directory(directory)
+    remove_unlisted(tree)
+
+
+def remove_unlisted(tree: Path) -> None:
+    """Remove the table files the snapshot does not list, unless a reader holds the tree."""
+    snapshot = Snapshot.read(tree)
+    if snapshot is None:
+        return
+    directory = tree / TABLES
+    listed = {directory / f for files in snapshot.files.values() for f in files}
+    with unread(tree) as free:
+        if not free:
+            return
+        for name in NAMES:
+            for path in sorted((directory / name).rglob("*.parquet"), reverse=True):
+                if path not in listed:
+                    path.unlink()
+            for part in (directory / name).glob(f"{DAY}=*"):
+                if not any(part.iterdir()):
+                    part.rmdir()
+
+
+def _day(relative: str) -> date | None:
+    parts = relative.split("/")
+    if len(parts) == 3 and parts[1].startswith(f"{DAY}="):
+        return date.fromisoformat(parts[1].removeprefix(f"{DAY}="))
+    return None
+
+
+def _runs(tree: Path, snapshot: Snapshot) -> list[dict[str, Any]]:
+    paths = snapshot.paths(tree)["runs"]
+    return [row for path in paths for row in pq.read_table(path, schema=RUNS_SCHEMA).to_pylist()]
+
+
+def _run_row(run: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the `runs` row of a run report (with the run's engine, version and start)."""
+    rows_read, unknown = run["rows_read"], run["unknown_codes"]
+    row = {name: run.get(name) for name in RUNS_SCHEMA.names}
+    row.update(
+        finished=datetime.now(UTC),
+        messages_read=rows_read["messages"],
+        statuses_read=rows_read["statuses"],
+        nested_statuses_read=rows_read["nested_statuses"],
+        files_read=sum(run["files_read"].values()),
+        unknown_code_rows=sum(unknown.values()),
+        unknown_codes=orjson.dumps(unknown, option=orjson.OPT_SORT_KEYS).decode(),
+    )
+    return row
