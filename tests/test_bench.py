@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from convsum.bench import ensure_data, format_table, run_bench, run_nightly
+from convsum.bench import (
+    ensure_data,
+    format_reports,
+    format_table,
+    run_bench,
+    run_nightly,
+    run_reports,
+)
+from convsum.reporting.reports import REPORTS
 
 
 def test_bench_smoke_measures_every_run_and_both_floors(tmp_path: Path) -> None:
@@ -39,3 +47,14 @@ def test_bench_nightly_smoke_measures_a_full_run_then_an_increment(tmp_path: Pat
     assert increment.report["files_skipped"] == {"messages": 1, "statuses": 1}
     assert 0 < increment.report["rows_read"]["messages"] < full.report["rows_read"]["messages"]
     assert "x full" in format_table([full, increment], 2_000)
+
+
+def test_bench_reports_smoke_times_every_named_report(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    ensure_data(data, 2_000, seed=1)
+    results = run_reports(data, tmp_path / "work", threads=1)
+    assert [m.label for m in results] == [f"report {name}" for name in REPORTS]
+    assert all(m.wall > 0 and m.cpu > 0 for m in results)
+    table = format_reports(results)
+    assert table.count("\n") == len(REPORTS) + 1 and "| outcomes |" in table
+    assert not (tmp_path / "work" / "reports").exists()

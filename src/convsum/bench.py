@@ -255,6 +255,50 @@ def run_nightly(
     return [median_of(ms) for ms in samples.values()]
 
 
+def run_reports(
+    data: Path,
+    work: Path,
+    threads: int | None = None,
+    runs: int = 1,
+    progress: Callable[[str], None] = lambda _line: None,
+) -> list[Measurement]:
+    """Measure each named report (a whole `convsum report` process) on a published full run.
+
+    The run publishes summaries only: the tables do not depend on the pages.
+    """
+    from convsum.reporting.reports import REPORTS
+
+    out = work / "reports"
+    extra = ["--threads", str(threads)] if threads else []
+    inputs = ["--messages", str(data / "messages"), "--statuses", str(data / "statuses")]
+    convsum = [sys.executable, "-m", "convsum"]
+    progress("publishing the tables to report on")
+    subprocess.run(
+        [*convsum, "run", *inputs, "--out", str(out), "--only", "summaries", *extra],
+        check=True,
+        stderr=subprocess.DEVNULL,
+    )
+    samples: dict[str, list[Measurement]] = {}
+    for turn in range(runs):
+        for name in REPORTS:
+            label = f"report {name}"
+            progress(f"{label} ({turn + 1}/{runs})")
+            command = [*convsum, "report", name, str(out), "-F", "csv", "-o", os.devnull]
+            samples.setdefault(label, []).append(measured(label, command))
+    remove_made(out)
+    return [median_of(ms) for ms in samples.values()]
+
+
+def format_reports(results: list[Measurement]) -> str:
+    """Return the reports' measurements as a Markdown table."""
+    lines = ["| report | wall s | cpu s | peak MiB |", "|---|---|---|---|"]
+    lines += [
+        f"| {m.label.removeprefix('report ')} | {m.wall:.2f} | {m.cpu:.2f} | {m.peak_mib:.0f} |"
+        for m in results
+    ]
+    return "\n".join(lines)
+
+
 def _commands(
     convsum: list[str], inputs: list[str], extra: list[str], engines: list[str], work: Path
 ) -> Iterator[tuple[str, list[str]]]:

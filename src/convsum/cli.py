@@ -298,6 +298,12 @@ def generate(count: int, out: Path, seed: int, owners: int) -> None:
     show_default=True,
     help="Also measure a nightly incremental run (1 % new messages and their statuses).",
 )
+@click.option(
+    "--reports/--no-reports",
+    default=True,
+    show_default=True,
+    help="Also time each named report (a whole `convsum report` process).",
+)
 def bench(
     count: int,
     data: Path | None,
@@ -306,15 +312,17 @@ def bench(
     work: Path,
     runs: int,
     nightly: bool,
+    reports: bool,
 ) -> None:
     """Measure each engine against the bare-query and bare-writer floors; print a table.
 
     Per engine, a summaries-only run and a full run; each run, and each floor, is one process
     whose wall time, CPU time and peak memory are measured; every figure is a median of --runs.
     With --nightly, per engine also a full run over all but the last 1 % of messages and the
-    incremental run that adds them with every status logged since.
+    incremental run that adds them with every status logged since. With --reports, each named
+    report over the tables of a full run.
     """
-    from convsum.bench import format_table, run_bench, run_nightly
+    from convsum.bench import format_reports, format_table, run_bench, run_nightly, run_reports
 
     directory = data or Path("bench_data") / str(count)
     say = lambda label: click.echo(f"convsum bench: {label}", err=True)  # noqa: E731
@@ -325,9 +333,12 @@ def bench(
         if nightly:
             for engine in engines or ENGINES:
                 results += run_nightly(directory, engine, work, threads, runs=runs, progress=say)
+        timed = run_reports(directory, work, threads, runs=runs, progress=say) if reports else []
     except ConvsumError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(format_table(results, count))
+    if timed:
+        click.echo("\n" + format_reports(timed))
 
 
 class _Refused(click.ClickException):
