@@ -541,9 +541,7 @@ def report(
         raise click.UsageError("give a report NAME (see --list)")
     chosen = REPORTS.get(name)
     if chosen is None:
-        raise click.BadParameter(
-            f"unknown report {name!r}; one of: {', '.join(REPORTS)}", param_hint="NAME"
-        )
+        raise _Refused(f"unknown report {name!r}; one of: {', '.join(REPORTS)}")
     given = {key for key, value in options.items() if value not in (None, ())}
     extra = given - chosen.options
     if extra:

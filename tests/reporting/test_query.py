@@ -190,3 +190,36 @@ def test_html_command_writes_the_reports_charts_deterministically(
     ]  # fmt: skip
     code = CliRunner().invoke(cli, ["html", str(out), "-o", "x.html", "--tz", "Mars/Base"])
     assert code.exit_code == 2 and "unknown time zone 'Mars/Base'" in code.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["nope", "{out}"], "unknown report 'nope'; one of: outcomes, failures"),
+        (["outcomes", "{out}", "--top", "3"], "report outcomes does not take --top"),
+        (["quality", "{out}", "--tz", "UTC", "--by", "day"], "does not take --tz, --by"),
+        (["outcomes", "{out}", "--from", "2024-01-02", "--to", "2024-01-02"], "--from must be"),
+        (["outcomes", "{out}", "--from", "2024-13-01"], "'2024-13-01' does not match"),
+        (["stuck", "{out}", "--older-than", "two days"], "is not a duration like 90s"),
+        (["latency", "{out}", "--by", "week"], "'week' is not one of"),
+        (["outcomes"], "give the output root OUT"),
+        ([], "give a report NAME"),
+    ],
+)
+def test_report_misuse_exits_2_with_the_reason(out: Path, args: list[str], words: str) -> None:
+    result = CliRunner().invoke(cli, ["report", *(a.format(out=out) for a in args)])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert words in result.stderr.splitlines()[-1], result.stderr
+
+
+def test_report_show_sql_is_the_sql_that_runs(out: Path, tmp_path: Path) -> None:
+    shown = CliRunner().invoke(cli, ["report", "--show-sql", "latency", "--by", "operator"])
+    assert shown.exit_code == 0 and "GROUP BY mcc, mnc" in shown.stdout
+    params = {"tz": "UTC", "owners": [], "direction": None, "from": None, "to": None}
+    with open_tables(out) as tables:
+        direct = tables.run(shown.stdout, params)
+    result = CliRunner().invoke(
+        cli, ["report", "latency", str(out), "--by", "operator", "-o", str(tmp_path / "l.parquet")]
+    )
+    assert result.exit_code == 0
+    assert pq.read_table(tmp_path / "l.parquet").equals(direct)
