@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -458,3 +459,24 @@ def test_cli_years_1_and_9999_render_alike_from_text_and_timestamps(
         created.append([row["created"] for row in tree.messages("Acme")])
     expected = ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999Z"]
     assert created == [expected, expected]
+
+
+def test_cli_environment_sits_between_the_command_line_and_the_file(
+    tmp_path: Path, good_inputs: tuple[Path, Path]
+) -> None:
+    m, s = good_inputs
+    config = tmp_path / "job.toml"
+    config.write_text(f'messages = "{m}"\nstatuses = "{s}"\nout = "{tmp_path / "out"}"\n'
+                      "page_size = 20\n")  # fmt: skip
+    runner = CliRunner(env={"CONVSUM_RUN_PAGE_SIZE": "10"})
+
+    def page_size(*args: str) -> int:
+        result = runner.invoke(cli, ["run", "--config", str(config), "--full", *args])
+        assert result.exit_code == 0, result.output
+        manifest = (tmp_path / "out" / "current" / "manifest.json").read_bytes()
+        return int(orjson.loads(manifest)["layout"]["page_size"])
+
+    assert page_size() == 10  # the environment beats the file
+    assert page_size("--page-size", "25") == 25  # the command line beats both
+    bad = runner.invoke(cli, ["run", "--config", str(config)], env={"CONVSUM_RUN_PAGE_SIZE": "7"})
+    assert bad.exit_code == 2 and "page size 7 is not served statically" in bad.stderr

@@ -25,7 +25,7 @@ def test_config_toml_tables_and_relative_paths(tmp_path: Path) -> None:
         '[codes.direction]\n1 = "mt"\n2 = "mo"\n'
         '[columns.messages]\nrecipient = "msisdn_to"\n'
     )
-    config = build_config(load_toml(path), {"engine": "polars", "page_size": None})
+    config = build_config({**load_toml(path), "engine": "polars", "threads": None})
     assert config == RunConfig(
         messages=str(tmp_path / "jobs" / "../data/m"),
         out="/srv/out",
@@ -59,11 +59,6 @@ def test_config_bad_toml_is_a_config_error(tmp_path: Path, text: str, words: str
 def test_config_page_sizes_that_cannot_be_served(page_size: int) -> None:
     with pytest.raises(ConfigError, match="must divide 10000"):
         check_page_size(page_size)
-
-
-def test_config_command_line_wins_over_file() -> None:
-    config = build_config({"messages": "a", "out": "o", "page_size": 20}, {"page_size": 10})
-    assert (config.messages, config.page_size) == ("a", 10)
 
 
 @pytest.mark.parametrize(

@@ -71,8 +71,10 @@ def _checked(
 @click.option("--out", metavar="DIR", help="Output root (the served tree is DIR/current/api).")
 @click.option(
     "--config",
-    "config_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    is_eager=True,
+    expose_value=False,
+    callback=lambda ctx, _param, path: _config_file(ctx, path),
     help="TOML file with the same keys as these options; options given here win.",
 )
 @click.option("--engine", type=click.Choice(ENGINES), help="Computation engine [default: duckdb].")
@@ -112,7 +114,7 @@ def _checked(
     help="Progress as text (a live line on a terminal) or JSON lines [default: text].",
 )
 @click.option("--report", is_flag=True, help="Print the run report (JSON) on stdout.")
-def run(config_file: Path | None, report: bool, full: bool, **options: Any) -> None:
+def run(report: bool, full: bool, **options: Any) -> None:
     """Read the logs, compute every conversation and publish the static API tree.
 
     A run adds only the input files it has not read yet to the published tree, unless it must
@@ -123,9 +125,9 @@ def run(config_file: Path | None, report: bool, full: bool, **options: Any) -> N
     """
     from convsum.run import run_job
 
+    tables = click.get_current_context().meta.get(_CONFIG_TABLES, {})
     try:
-        file_values = load_toml(config_file) if config_file else {}
-        config = build_config(file_values, options)
+        config = build_config({**options, **tables})
     except ConfigError as exc:
         raise _UsageFromConfig(str(exc)) from exc
     with RunLog(config.log_format) as log:
@@ -163,6 +165,30 @@ def run(config_file: Path | None, report: bool, full: bool, **options: Any) -> N
         )
     if report:
         sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+_CONFIG_TABLES = "convsum.config_tables"
+
+
+def _config_file(ctx: click.Context, path: Path | None) -> None:
+    """Read the TOML file first (an eager option): its keys become the options' defaults.
+
+    So Click merges and checks them like the options: the command line wins, then the
+    environment, then the file. The tables that are not options ([codes], [columns]) are kept
+    in the context for the command.
+    """
+    if path is None:
+        return
+    try:
+        values = load_toml(path)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param_hint="--config") from exc
+    options = {p.name for p in ctx.command.params}
+    ctx.default_map = {
+        **(ctx.default_map or {}),
+        **{k: v for k, v in values.items() if k in options},
+    }
+    ctx.meta[_CONFIG_TABLES] = {k: v for k, v in values.items() if k not in options}
 
 
 def _say_error(log: RunLog, message: str, code: int) -> None:

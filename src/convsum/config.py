@@ -1,4 +1,4 @@
-"""The run configuration: command-line flags and a TOML file merged into one frozen object."""
+"""The run configuration: one frozen object from the options, and the TOML file's reader."""
 
 from __future__ import annotations
 
@@ -248,29 +248,17 @@ def _column_tables(path: Path, value: Any) -> dict[str, Mapping[str, str]]:
     return out
 
 
-def build_config(file_values: Mapping[str, Any], cli_values: Mapping[str, Any]) -> RunConfig:
-    """Merge TOML values with command-line values (the command line wins) and validate."""
-    merged = {**file_values, **{k: v for k, v in cli_values.items() if v is not None}}
+def build_config(values: Mapping[str, Any]) -> RunConfig:
+    """Return the run configuration of merged option values (None: not given) and check it.
+
+    The merge itself is Click's (command line, then `CONVSUM_RUN_*` environment variables, then
+    the TOML file as the command's `default_map`), and so are the checks of each value; this
+    checks what concerns several values.
+    """
+    given = {k: v for k, v in values.items() if v is not None}
     for key in ("messages", "out"):
-        if not merged.get(key):
+        if not given.get(key):
             msg = f"missing {key}: pass --{key} or set {key} in the config file"
             raise ConfigError(msg)
-    if merged.get("engine", "duckdb") not in ENGINES:
-        msg = f"unknown engine {merged['engine']!r}; expected one of {', '.join(ENGINES)}"
-        raise ConfigError(msg)
-    check_page_size(int(merged.get("page_size", 50)))
-    if merged.get("memory_limit") is not None:
-        merged["memory_limit"] = check_memory_limit(merged["memory_limit"])
-    if merged.get("only") not in (None, *ONLY):
-        msg = f"unknown only {merged['only']!r}; expected one of {', '.join(ONLY)}"
-        raise ConfigError(msg)
-    if merged.get("log_format", "text") not in LOG_FORMATS:
-        expected = ", ".join(LOG_FORMATS)
-        msg = f"unknown log_format {merged['log_format']!r}; expected one of {expected}"
-        raise ConfigError(msg)
-    check_apart(merged["out"], {k: merged.get(k) for k in ("messages", "statuses")})
-    threads = merged.get("threads")
-    if threads is not None and threads < 1:
-        msg = f"threads must be at least 1, found {threads}"
-        raise ConfigError(msg)
-    return replace(RunConfig(messages=merged["messages"], out=merged["out"]), **merged)
+    check_apart(given["out"], {k: given.get(k) for k in ("messages", "statuses")})
+    return replace(RunConfig(messages=given["messages"], out=given["out"]), **given)
