@@ -45,7 +45,7 @@ from convsum.publish.pages import conversation_pages
 from convsum.publish.paths import SUMMARY_FILE, conversation_dir, page_file
 from convsum.publish.tree import API, FILE_LIST, OutputRoot, TreeWriter
 from convsum.publish.update import TreeUpdate
-from convsum.reporting.tables import Written, publish_tables, write_tables
+from convsum.reporting.tables import Snapshot, Written, publish_tables, write_tables
 from convsum.state import STATE, State
 
 
@@ -123,6 +123,8 @@ def _plan(
         reason = f"the state store in {config.out} cannot be read"
     elif state.meta("fingerprint") != fingerprint(config):
         reason = "the output settings or the convsum version changed"
+    elif Snapshot.read(state.directory.parent) is None:
+        reason = f"the queryable tables in {config.out} cannot be read"
     else:
         listed = {source.key: source for source in sources}
         for key, was in sorted(known.items()):
@@ -255,8 +257,8 @@ def _incremental_run(
             _manifest(config, sources, report, total, started, changes_listed),
         )
         with log.stage("state"):
-            # After the swaps, lists and manifest are on disk (the first step of publishing the
-            # tables), and before the commit.
+            # Publishing the tables first flushes the swaps, lists, manifest and table files;
+            # then it replaces the snapshot, and the catalog commits last.
             publish_tables(tree, tables, tree, _history(config, report, started))
             state.record(run_id, staged.files)
     finally:

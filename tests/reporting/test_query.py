@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
 from pathlib import Path
 
 import orjson
@@ -23,11 +22,10 @@ from tests.conftest import (
     at,
     message,
     status,
+    table_rows,
     write_parquet,
 )
 from tests.reporting.test_html import chart_specs
-
-CONVSUM = str(Path(sys.executable).parent / "convsum")
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +221,22 @@ def test_report_show_sql_is_the_sql_that_runs(out: Path, tmp_path: Path) -> None
     )
     assert result.exit_code == 0
     assert pq.read_table(tmp_path / "l.parquet").equals(direct)
+
+
+def test_damaged_tables_are_refused_by_queries_and_rebuilt_by_the_next_run(tmp_path: Path) -> None:
+    write_parquet(tmp_path / "in" / "m.parquet", [message("m1")], MESSAGE_TYPES)
+    write_parquet(tmp_path / "in" / "s.parquet", [status("m1", 201)], STATUS_TYPES)
+    config = RunConfig(
+        messages=str(tmp_path / "in" / "m.parquet"),
+        statuses=str(tmp_path / "in" / "s.parquet"),
+        out=str(tmp_path / "out"),
+    )
+    run_job(config)
+    (tmp_path / "out" / "current" / "tables" / "snapshot.json").write_text('{"format": 1}')
+    code, _, stderr = _query(str(tmp_path / "out"), "SELECT 1")
+    assert code == 1 and "has no queryable tables" in stderr
+    report = run_job(config)
+    assert (report["mode"], report["rebuild_reason"]) == (
+        "full", f"the queryable tables in {tmp_path / 'out'} cannot be read"
+    )  # fmt: skip
+    assert table_rows(tmp_path / "out")["messages"][0][:2] == ("acme", "m1")

@@ -84,9 +84,11 @@ def open_tables(out: Path, threads: int | None = None) -> Iterator[Tables]:
             tree = _served(out)
             try:
                 hold.enter_context(reading(tree))
-                snapshot = Snapshot.read(tree)
             except FileNotFoundError:
                 continue  # replaced and removed by a run since `current` was read: read it again
+            snapshot = Snapshot.read(tree)
+            if snapshot is None and not tree.exists():
+                continue  # removed while this query waited for its hold
             if snapshot is None:
                 msg = (
                     f"{out}: the published tree has no queryable tables (published by an older "

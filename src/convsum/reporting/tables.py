@@ -134,14 +134,18 @@ class Snapshot:
 
     @classmethod
     def read(cls, tree: Path) -> Snapshot | None:
-        """Return the tree's snapshot; None when the tree has no tables."""
+        """Return the tree's snapshot; None when the tree has no tables it can read.
+
+        A snapshot of another format, or one not written by convsum, counts as none: a full run
+        then starts the run history afresh, and a query says that the tree has no tables.
+        """
         try:
             raw = orjson.loads((tree / TABLES / SNAPSHOT).read_bytes())
-        except FileNotFoundError:
+            if raw["format"] != FORMAT:
+                return None
+            return cls(raw["run_id"], {name: tuple(raw["tables"][name]) for name in NAMES})
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
             return None
-        if raw.get("format") != FORMAT:
-            return None
-        return cls(raw["run_id"], {name: tuple(raw["tables"][name]) for name in NAMES})
 
     def paths(self, tree: Path) -> dict[str, list[str]]:
         """Return each table's files as absolute paths."""
