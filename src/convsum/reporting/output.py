@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import IO, Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 FORMATS = ("table", "csv", "tsv", "json", "jsonl", "markdown", "parquet")
@@ -61,9 +62,24 @@ def cell_text(value: Any) -> str:
     return str(value)
 
 
-def _rows(table: pa.Table) -> Iterator[list[str]]:
-    for row in table.to_pylist():
-        yield [cell_text(value) for value in row.values()]
+def _rows(table: pa.Table) -> Iterator[tuple[str, ...]]:
+    columns = [_column_text(column) for column in table.columns]
+    for start in range(0, table.num_rows, 65_536):
+        yield from zip(*(column[start : start + 65_536] for column in columns), strict=True)
+
+
+def _column_text(column: pa.ChunkedArray) -> list[str]:
+    """A column's cells as `cell_text` gives them; times are formatted by Arrow, in bulk."""
+    kind = column.type
+    if pa.types.is_timestamp(kind) and kind.tz in (None, "UTC"):
+        text = pc.strftime(column.cast(pa.timestamp("us", kind.tz)), format="%Y-%m-%dT%H:%M:%S")
+        text = pc.replace_substring_regex(text, pattern=r"\.000000$", replacement="")
+        if kind.tz:
+            text = pc.binary_join_element_wise(text, "+00:00", "")
+        return [value or "" for value in text.to_pylist()]
+    if pa.types.is_date32(kind):
+        return [value or "" for value in pc.strftime(column, format="%Y-%m-%d").to_pylist()]
+    return [cell_text(value) for value in column.to_pylist()]
 
 
 def _delimited(delimiter: str) -> Callable[[pa.Table, io.StringIO, int | None], None]:
@@ -76,7 +92,7 @@ def _delimited(delimiter: str) -> Callable[[pa.Table, io.StringIO, int | None], 
 
 
 def _markdown(table: pa.Table, text: io.StringIO, _width: int | None) -> None:
-    def line(cells: list[str]) -> str:
+    def line(cells: Sequence[str]) -> str:
         escaped = (c.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>") for c in cells)
         return "| " + " | ".join(escaped) + " |\n"
 

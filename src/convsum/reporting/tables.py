@@ -87,7 +87,7 @@ FROM m LEFT JOIN derived_latest AS l USING (owner, id) LEFT JOIN final AS f USIN
 _STATUSES = f"""
 WITH m AS (SELECT owner, id, created FROM derived_messages {{days}})
 SELECT DISTINCT m.owner, s.message_id, s.code, timezone('UTC', s.created) AS created,
-    s.duration, m.created::DATE AS {DAY}
+    s.duration, s.created < m.created AS before_message, m.created::DATE AS {DAY}
 FROM m JOIN staged_statuses AS s ON s.message_id = m.id AND (s.owner IS NULL OR s.owner = m.owner)
 """
 _CONVERSATIONS = """
