@@ -144,8 +144,9 @@ def define_relations(
     """Create in `con` the views of a derivation that the queryable tables are written from.
 
     derived_messages: one row per message after deduplication (the staged message columns);
-    derived_latest: (owner, id, code, duration, status_created), the latest status of each
-    message that has one; derived_conversations: one row per message and participant (owner,
+    derived_latest: (owner, id, code, duration, status_created, final_created), the latest
+    status of each message that has one, and the earliest `created` of its statuses with a
+    final code; derived_conversations: one row per message and participant (owner,
     participant, direction, created, id, segments, code); staged_statuses: every staged status.
     The arguments are SQL relations of `con` holding those rows.
     """
@@ -154,7 +155,7 @@ def define_relations(
         f"""
         CREATE OR REPLACE TEMP VIEW derived_messages AS SELECT * FROM {messages};
         CREATE OR REPLACE TEMP VIEW derived_latest AS
-            SELECT owner, id, code, duration, status_created FROM {latest};
+            SELECT owner, id, code, duration, status_created, final_created FROM {latest};
         CREATE OR REPLACE TEMP VIEW derived_conversations AS SELECT * FROM {conversations};
         CREATE OR REPLACE TEMP VIEW staged_statuses AS SELECT * FROM read_parquet('{glob}');
         """

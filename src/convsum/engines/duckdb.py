@@ -69,7 +69,9 @@ def _object_sql(parts: list[tuple[str, str, str]]) -> str:
 _OBJECT = dict(zip(("head", "tail"), map(_object_sql, message_object_parts()), strict=True))
 
 # Latest status per message: greatest `created`, then final groups over the rest, then the higher
-# code, then the longer duration (a row with no duration loses). Identical rows are one.
+# code, then the longer duration (a row with no duration loses). Identical rows are one. In the
+# same pass, `final_created`: the earliest `created` of a status with a final code (for the
+# queryable tables).
 _LATEST = """
 CREATE TEMP TABLE latest AS
 SELECT m.owner, m.id,
@@ -77,7 +79,8 @@ SELECT m.owner, m.id,
         {{'code': s.code, 'duration': s.duration, 'created': s.created}},
         (s.created, s.code // 100 IN {final_groups}, s.code,
             s.duration IS NOT NULL, coalesce(s.duration, 0))
-    ) AS status
+    ) AS status,
+    min(s.created) FILTER (s.code // 100 IN {final_groups}) AS final_created
 FROM msg AS m
 JOIN read_parquet($statuses) AS s
     ON s.message_id = m.id AND (s.owner IS NULL OR s.owner = m.owner)
@@ -289,7 +292,7 @@ class _DuckDBDerivation:
     def relations(self) -> duckdb.DuckDBPyConnection:
         latest = (
             "(SELECT owner, id, status.code AS code, status.duration AS duration, "
-            "status.created AS status_created FROM latest)"
+            "status.created AS status_created, final_created FROM latest)"
         )
         return define_relations(self.con, "msg", latest, "conv", self.staged.statuses)
 

@@ -235,12 +235,16 @@ def _matched_statuses(keys: pl.LazyFrame, statuses: pl.LazyFrame) -> pl.LazyFram
 
 
 def _latest(messages: pl.LazyFrame, statuses: pl.LazyFrame) -> pl.LazyFrame:
-    """Latest status per message, with the same tie-breaks as the DuckDB engine."""
-    final = (pl.col("code") // 100).is_in(list(FINAL_GROUPS))
+    """Latest status per message, with the same tie-breaks as the DuckDB engine; and, as there,
+    `final_created`: the earliest `created` of a status with a final code."""
+    matched = _matched_statuses(messages.select("owner", "id"), statuses).with_columns(
+        final=(pl.col("code") // 100).is_in(list(FINAL_GROUPS))
+    )
+    finals = (
+        matched.filter("final").group_by("owner", "id").agg(final_created=pl.col("created").min())
+    )
     return (
-        _matched_statuses(messages.select("owner", "id"), statuses)
-        .with_columns(
-            final=final,
+        matched.with_columns(
             has_duration=pl.col("duration").is_not_null(),
             rank_duration=pl.col("duration").fill_null(0),
         )
@@ -250,6 +254,7 @@ def _latest(messages: pl.LazyFrame, statuses: pl.LazyFrame) -> pl.LazyFrame:
         )
         .unique(subset=["owner", "id"], keep="first", maintain_order=True)
         .select("owner", "id", "code", "duration", status_created="created")
+        .join(finals, on=["owner", "id"], how="left")
     )
 
 

@@ -33,7 +33,6 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from convsum.codes import FINAL_GROUPS
 from convsum.publish import durable
 from convsum.publish.manifest import write_json
 from convsum.publish.tree import READERS, unread
@@ -59,30 +58,20 @@ OUTCOME = """CASE
     WHEN {code} // 100 = 4 THEN 'rejected'
     WHEN {code} // 100 = 5 THEN 'error'
     ELSE 'pending' END"""
-_FINAL = f"{{code}} // 100 IN {tuple(FINAL_GROUPS)}"
 
 # The relations an engine offers (engines/base.py): derived_messages (one row per message, the
-# staged columns), derived_latest (owner, id, code, duration, status_created), staged_statuses
-# (every staged status row) and derived_conversations (one row per message and participant).
+# staged columns), derived_latest (owner, id, code, duration, status_created, final_created),
+# staged_statuses (every staged status row) and derived_conversations (one row per message and
+# participant).
 # `{days}` restricts the messages to the UTC days an incremental run rewrites.
 _MESSAGES = f"""
-WITH m AS (SELECT * FROM derived_messages {{days}}),
-matched AS (
-    SELECT m.owner, s.message_id, s.code, s.created
-    FROM m JOIN staged_statuses AS s
-        ON s.message_id = m.id AND (s.owner IS NULL OR s.owner = m.owner)
-),
-final AS (
-    SELECT owner, message_id AS id, min(created) AS final_created FROM matched
-    WHERE {_FINAL.format(code="code")} GROUP BY ALL
-)
 SELECT m.id, m.batch_id, m.owner, m.sender, m.recipient, m.body, m.direction, m.segments,
     m.type, m.datacoding, m.priority, m.price, m.currency, timezone('UTC', m.created) AS created,
     timezone('UTC', m.modified) AS modified, m.reference, m.mcc, m.mnc,
     l.code AS status_code, timezone('UTC', l.status_created) AS status_created,
     l.duration AS status_duration, {OUTCOME.format(code="l.code")} AS outcome,
-    timezone('UTC', f.final_created) AS final_created, m.created::DATE AS {DAY}
-FROM m LEFT JOIN derived_latest AS l USING (owner, id) LEFT JOIN final AS f USING (owner, id)
+    timezone('UTC', l.final_created) AS final_created, m.created::DATE AS {DAY}
+FROM (SELECT * FROM derived_messages {{days}}) AS m LEFT JOIN derived_latest AS l USING (owner, id)
 """
 _STATUSES = f"""
 WITH m AS (SELECT owner, id, created FROM derived_messages {{days}})
