@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
+import signal
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -439,6 +441,10 @@ def _emit(table: Any, fmt: str | None, output: Path | None, notes: list[str]) ->
         else:
             with output.open("wb") as handle:
                 write(table, fmt, handle, width)
+    except BrokenPipeError:
+        # The reader stopped early (`| head`): end quietly, as a process killed by SIGPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise click.exceptions.Exit(128 + signal.SIGPIPE) from None
     except OSError as exc:
         raise click.ClickException(f"{output or 'stdout'}: cannot write ({exc.strerror})") from exc
     rows = f"{table.num_rows} row" + ("" if table.num_rows == 1 else "s")

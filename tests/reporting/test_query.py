@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -240,3 +243,14 @@ def test_damaged_tables_are_refused_by_queries_and_rebuilt_by_the_next_run(tmp_p
         "full", f"the queryable tables in {tmp_path / 'out'} cannot be read"
     )  # fmt: skip
     assert table_rows(tmp_path / "out")["messages"][0][:2] == ("acme", "m1")
+
+
+def test_query_into_a_reader_that_stops_early_ends_quietly(out: Path) -> None:
+    command = [str(Path(sys.executable).parent / "convsum"), "query", str(out),
+               "SELECT * FROM range(1000000)", "-F", "csv"]  # fmt: skip
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout.readline() == b"range\n"
+        process.stdout.close()
+        assert process.stderr.read() == b""
+        assert process.wait(timeout=60) == 128 + signal.SIGPIPE

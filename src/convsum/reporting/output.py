@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import IO, Any
@@ -21,22 +21,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 FORMATS = ("table", "csv", "tsv", "json", "jsonl", "markdown", "parquet")
+SLICE_ROWS = 65_536
 
 
 def write(table: pa.Table, fmt: str, out: IO[bytes], width: int | None = None) -> None:
-    """Write `table` to the binary stream `out` in format `fmt`."""
+    """Write `table` to the binary stream `out` in format `fmt`, a slice of rows at a time."""
     if fmt == "parquet":
         pq.write_table(table, out)
-    elif fmt in ("json", "jsonl"):
-        rows = table.to_pylist()
-        if fmt == "json":
-            out.write(orjson.dumps(rows, default=json_default) + b"\n")
-        else:
-            out.writelines(orjson.dumps(row, default=json_default) + b"\n" for row in rows)
+    elif fmt == "json":
+        out.write(orjson.dumps(table.to_pylist(), default=json_default) + b"\n")
     else:
-        text = io.StringIO(newline="")
-        _TEXT_WRITERS[fmt](table, text, width)
-        out.write(text.getvalue().encode())
+        for text in _TEXT_WRITERS[fmt](table, width):
+            out.write(text.encode())
 
 
 def json_default(value: Any) -> Any:
@@ -62,46 +58,65 @@ def cell_text(value: Any) -> str:
     return str(value)
 
 
+def _slices(table: pa.Table) -> Iterator[pa.Table]:
+    for start in range(0, table.num_rows, SLICE_ROWS):
+        yield table.slice(start, SLICE_ROWS)
+
+
 def _rows(table: pa.Table) -> Iterator[tuple[str, ...]]:
-    columns = [_column_text(column) for column in table.columns]
-    for start in range(0, table.num_rows, 65_536):
-        yield from zip(*(column[start : start + 65_536] for column in columns), strict=True)
+    return zip(*(_column_text(column) for column in table.columns), strict=True)
 
 
 def _column_text(column: pa.ChunkedArray) -> list[str]:
-    """A column's cells as `cell_text` gives them; times are formatted by Arrow, in bulk."""
+    """A column's cells as `cell_text` gives them; Arrow formats the common types in bulk."""
     kind = column.type
     if pa.types.is_timestamp(kind) and kind.tz in (None, "UTC"):
         text = pc.strftime(column.cast(pa.timestamp("us", kind.tz)), format="%Y-%m-%dT%H:%M:%S")
         text = pc.replace_substring_regex(text, pattern=r"\.000000$", replacement="")
         if kind.tz:
             text = pc.binary_join_element_wise(text, "+00:00", "")
-        return [value or "" for value in text.to_pylist()]
-    if pa.types.is_date32(kind):
-        return [value or "" for value in pc.strftime(column, format="%Y-%m-%d").to_pylist()]
-    return [cell_text(value) for value in column.to_pylist()]
+    elif pa.types.is_date32(kind):
+        text = pc.strftime(column, format="%Y-%m-%d")
+    elif pa.types.is_integer(kind) or pa.types.is_string(kind):
+        text = column.cast(pa.string())
+    else:
+        return [cell_text(value) for value in column.to_pylist()]
+    return [value or "" for value in text.to_pylist()]
 
 
-def _delimited(delimiter: str) -> Callable[[pa.Table, io.StringIO, int | None], None]:
-    def write_delimited(table: pa.Table, text: io.StringIO, _width: int | None) -> None:
-        writer = csv.writer(text, delimiter=delimiter, lineterminator="\n")
-        writer.writerow(table.column_names)
-        writer.writerows(_rows(table))
+def _jsonl(table: pa.Table, _width: int | None) -> Iterator[str]:
+    for part in _slices(table):
+        rows = part.to_pylist()
+        yield b"".join(orjson.dumps(row, default=json_default) + b"\n" for row in rows).decode()
+
+
+def _delimited(delimiter: str) -> Callable[[pa.Table, int | None], Iterator[str]]:
+    def write_delimited(table: pa.Table, _width: int | None) -> Iterator[str]:
+        yield _delimited_lines([table.column_names], delimiter)
+        for part in _slices(table):
+            yield _delimited_lines(_rows(part), delimiter)
 
     return write_delimited
 
 
-def _markdown(table: pa.Table, text: io.StringIO, _width: int | None) -> None:
+def _delimited_lines(rows: Iterable[Sequence[str]], delimiter: str) -> str:
+    text = io.StringIO(newline="")
+    csv.writer(text, delimiter=delimiter, lineterminator="\n").writerows(rows)
+    return text.getvalue()
+
+
+def _markdown(table: pa.Table, _width: int | None) -> Iterator[str]:
     def line(cells: Sequence[str]) -> str:
         escaped = (c.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>") for c in cells)
         return "| " + " | ".join(escaped) + " |\n"
 
-    text.write(line(table.column_names))
-    text.write("|" + "|".join("---" for _ in table.column_names) + "|\n")
-    text.writelines(line(row) for row in _rows(table))
+    yield line(table.column_names)
+    yield "|" + "|".join("---" for _ in table.column_names) + "|\n"
+    for part in _slices(table):
+        yield "".join(line(row) for row in _rows(part))
 
 
-def _table(table: pa.Table, text: io.StringIO, width: int | None) -> None:
+def _table(table: pa.Table, width: int | None) -> Iterator[str]:
     from rich.console import Console
     from rich.table import Table
 
@@ -111,12 +126,15 @@ def _table(table: pa.Table, text: io.StringIO, width: int | None) -> None:
         drawn.add_column(name, justify="right" if right else "left", overflow="fold")
     for row in _rows(table):
         drawn.add_row(*row)
+    text = io.StringIO()
     Console(file=text, width=width or 160, force_terminal=False, highlight=False).print(drawn)
+    yield text.getvalue()
 
 
-_TEXT_WRITERS: dict[str, Callable[[pa.Table, io.StringIO, int | None], None]] = {
+_TEXT_WRITERS: dict[str, Callable[[pa.Table, int | None], Iterator[str]]] = {
     "csv": _delimited(","),
     "tsv": _delimited("\t"),
+    "jsonl": _jsonl,
     "markdown": _markdown,
     "table": _table,
 }
