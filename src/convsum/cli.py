@@ -455,12 +455,21 @@ def _ask(run: Callable[[], T]) -> T:
     """Run a query or report: refused SQL exits 2, anything else the user can fix exits 1."""
     from convsum.reporting.query import QueryError
 
-    try:
-        return run()
-    except QueryError as exc:
-        raise _Refused(str(exc)) from exc
-    except ConvsumError as exc:
-        raise click.ClickException(str(exc)) from exc
+    def say(got: Received) -> None:
+        click.echo(f"Error: interrupted by {got.name}", err=True)
+
+    with interruptible(say) as received:
+        try:
+            return run()
+        except BaseException as exc:
+            if received.signum is not None:  # whatever the query raised on its way out
+                say(received)
+                raise click.exceptions.Exit(received.exit_code) from exc
+            if isinstance(exc, QueryError):
+                raise _Refused(str(exc)) from exc
+            if isinstance(exc, ConvsumError):
+                raise click.ClickException(str(exc)) from exc
+            raise
 
 
 @cli.command(context_settings=CONTEXT)

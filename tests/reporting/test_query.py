@@ -7,6 +7,7 @@ import io
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -254,3 +255,15 @@ def test_query_into_a_reader_that_stops_early_ends_quietly(out: Path) -> None:
         process.stdout.close()
         assert process.stderr.read() == b""
         assert process.wait(timeout=60) == 128 + signal.SIGPIPE
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_query_stopped_by_a_signal_says_so_on_one_line(out: Path, sig: signal.Signals) -> None:
+    endless = "SELECT sum(a.range * b.range) FROM range(100000000) AS a, range(100000) AS b"
+    command = [str(Path(sys.executable).parent / "convsum"), "query", str(out), endless]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        time.sleep(2)  # started, and in the query
+        process.send_signal(sig)
+        stdout, stderr = process.communicate(timeout=60)
+    assert (process.returncode, stdout) == (128 + sig, b"")
+    assert stderr.decode() == f"Error: interrupted by {sig.name}\n"
