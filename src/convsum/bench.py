@@ -167,9 +167,8 @@ def run_bench(
     falls on every command alike; each figure is the median over the runs.
     """
     ensure_data(data, messages, seed)
-    inputs = ["--messages", str(data / "messages"), "--statuses", str(data / "statuses")]
     convsum = [sys.executable, "-m", "convsum"]
-    extra = ["--threads", str(threads)] if threads else []
+    inputs, extra = _run_options(data, threads)
     here = [sys.executable, "-m", "convsum.bench"]
     query = [*here, "query", str(data / "messages"), str(data / "statuses"), str(threads or 0)]
     samples: dict[str, list[Measurement]] = {}
@@ -235,8 +234,7 @@ def run_nightly(
 ) -> list[Measurement]:
     """Measure a full run over all but the last night, then the incremental run adding it."""
     root, night = nightly_inputs(data, work)
-    inputs = ["--messages", str(root / "messages"), "--statuses", str(root / "statuses")]
-    extra = ["--threads", str(threads)] if threads else []
+    inputs, extra = _run_options(root, threads)
     base = [sys.executable, "-m", "convsum", "run", *inputs, "--out", str(work / "out")]
     command = [*base, "--engine", engine, *extra, "--report"]
     samples: dict[str, list[Measurement]] = {}
@@ -269,8 +267,7 @@ def run_reports(
     from convsum.reporting.reports import REPORTS
 
     out = work / "reports"
-    extra = ["--threads", str(threads)] if threads else []
-    inputs = ["--messages", str(data / "messages"), "--statuses", str(data / "statuses")]
+    inputs, extra = _run_options(data, threads)
     convsum = [sys.executable, "-m", "convsum"]
     progress("publishing the tables to report on")
     subprocess.run(
@@ -297,6 +294,12 @@ def format_reports(results: list[Measurement]) -> str:
         for m in results
     ]
     return "\n".join(lines)
+
+
+def _run_options(data: Path, threads: int | None) -> tuple[list[str], list[str]]:
+    """Return `convsum run`'s input options for a data set, and its thread option if any."""
+    inputs = ["--messages", str(data / "messages"), "--statuses", str(data / "statuses")]
+    return inputs, ["--threads", str(threads)] if threads else []
 
 
 def _commands(

@@ -230,16 +230,14 @@ def publish_tables(
         durable.sync_filesystem(directory)
     write_json(directory / SNAPSHOT, snapshot)
     durable.sync_directory(directory)
-    remove_unlisted(tree)
+    _remove_unlisted(tree, files)
 
 
-def remove_unlisted(tree: Path) -> None:
-    """Remove the table files the snapshot does not list, unless a reader holds the tree."""
-    snapshot = Snapshot.read(tree)
-    if snapshot is None:
-        return
+def _remove_unlisted(tree: Path, files: Mapping[str, list[str]]) -> None:
+    """Remove the table files that `files` (the new snapshot's) do not list, unless a reader
+    holds the tree."""
     directory = tree / TABLES
-    listed = {directory / f for files in snapshot.files.values() for f in files}
+    listed = {directory / f for names in files.values() for f in names}
     with unread(tree) as free:
         if not free:
             return
