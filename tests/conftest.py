@@ -88,6 +88,8 @@ STATUS_TYPES = {
     "created": pa.timestamp("ms", "UTC"),
     "duration": pa.int32(),
 }
+# For logs that hold the widest codes and durations (tests/strategies.py).
+WIDE_STATUS_TYPES = {**STATUS_TYPES, "code": pa.int64(), "duration": pa.int64()}
 
 
 def write_parquet(

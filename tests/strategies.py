@@ -21,10 +21,13 @@ OWNERS = ["acme", "bank", "../x"]
 PARTICIPANTS = ["4670", "4671", "Shop1", "a/b", "日本", "..", "summary", "mt"]
 IDS = [f"m{i}" for i in range(10)]
 TIMES = [T0 + timedelta(seconds=s) for s in (0, 0.25, 1, 2)]
-# Known codes of every group, unknown ones in final groups (510) and in others above 200.
-CODES = [101, 102, 111, 201, 202, 203, 301, 402, 403, 510, 610, 999]
+# Known codes of every group, unknown ones in final groups (510) and in others above 200, and the
+# widest a code and a duration can be: with them, the latest-status order no longer fits one
+# 128-bit integer (engines/base.py: StatusOrder), so both of the engines' paths are exercised.
+WIDEST = 2**63 - 1
+CODES = [101, 102, 111, 201, 202, 203, 301, 402, 403, 510, 610, 999, WIDEST]
 HIGH_NON_FINAL = [301, 610, 999]
-DURATIONS = [None, 0, 1, 3]  # the reader refuses negative durations
+DURATIONS = [None, 0, 1, 3, WIDEST]  # the reader refuses negative durations
 
 _message_rows = st.lists(
     st.fixed_dictionaries(

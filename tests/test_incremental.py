@@ -19,7 +19,7 @@ from convsum.run import run_job
 from tests.conftest import (
     ALL_COLUMNS,
     MESSAGE_TYPES,
-    STATUS_TYPES,
+    WIDE_STATUS_TYPES,
     message,
     status,
     table_rows,
@@ -81,7 +81,7 @@ def _night(inputs: Path, night: int, messages: list[dict[str, Any]], statuses: l
         write_parquet(path, messages, MESSAGE_TYPES)
     if statuses or night == 0:
         path = inputs / "statuses" / f"date=2024-01-{night + 1:02d}" / "part-0.parquet"
-        write_parquet(path, statuses, STATUS_TYPES)
+        write_parquet(path, statuses, WIDE_STATUS_TYPES)
 
 
 @settings(

@@ -14,7 +14,7 @@ from convsum.run import run_job
 from tests.conftest import (
     ALL_COLUMNS,
     MESSAGE_TYPES,
-    STATUS_TYPES,
+    WIDE_STATUS_TYPES,
     Tree,
     table_rows,
     write_parquet,
@@ -75,7 +75,7 @@ def test_parity_engines_match_reference_and_each_other(
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         write_parquet(directory / "messages.parquet", rows, MESSAGE_TYPES)
-        write_parquet(directory / "statuses.parquet", statuses, STATUS_TYPES)
+        write_parquet(directory / "statuses.parquet", statuses, WIDE_STATUS_TYPES)
         trees = {
             (engine, threads): _run(directory, engine, page_size, threads)
             for engine in ENGINES

@@ -80,6 +80,46 @@ CONVERSATION_SCHEMA = pa.schema(
 
 
 @dataclass(frozen=True)
+class StatusOrder:
+    """The latest-status order (SPEC section 3) as one 128-bit integer, when the data allows.
+
+    A status row is ranked by (created, final group, code, has a duration, duration). Offset from
+    their least values, those fields fit one integer, most significant first, when their ranges
+    need at most 127 bits together: its greatest value per message is then the latest status, and
+    decodes back into it. The duration is stored plus one, so 0 means none. Every engine builds
+    that integer from this layout; ranges too wide for it (codes and durations near the 64-bit
+    limits) take the engine's general path, a sort or a tuple-keyed arg_max, which is slower.
+    """
+
+    created_from: int  # microseconds since the epoch
+    code_from: int
+    code_shift: int  # the bits of the duration, below the code
+    final_shift: int  # the bits of the code and the duration, below the final flag
+
+    @property
+    def created_shift(self) -> int:
+        return self.final_shift + 1
+
+
+def status_order(statuses: Path) -> StatusOrder | None:
+    """Return the layout of the latest-status integer for these staged statuses, if it fits."""
+    with duckdb.connect() as con:
+        row = con.execute(
+            "SELECT min(epoch_us(created)), max(epoch_us(created)), min(code), max(code), "
+            "max(duration) FROM read_parquet($files)",
+            {"files": str(statuses / "*.parquet")},
+        ).fetchone()
+    t0, t1, c0, c1, longest = row or (None,) * 5
+    if t0 is None or t1 is None or c0 is None or c1 is None:
+        return StatusOrder(0, 0, 0, 0)
+    code_shift = 0 if longest is None else (longest + 1).bit_length()
+    final_shift = code_shift + (c1 - c0).bit_length()
+    if (t1 - t0).bit_length() + final_shift + 1 > 127:
+        return None
+    return StatusOrder(t0, c0, code_shift, final_shift)
+
+
+@dataclass(frozen=True)
 class EngineSettings:
     """How an engine may use the machine."""
 
@@ -138,6 +178,24 @@ class Engine(Protocol):
         ...
 
 
+def sql_literal(text: str) -> str:
+    """Return `text` as a SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def deduplicated_messages(staged: Path, multi: str, winners: str) -> str:
+    """Return the SQL relation of the messages after deduplication (SPEC section 3).
+
+    `multi` is a relation of the ids seen more than once, `winners` one of the rows that won
+    among theirs: every staged row of another id is taken where it lies.
+    """
+    files = sql_literal(str(staged / "*.parquet"))
+    return (
+        f"(SELECT * FROM read_parquet({files}) AS staged ANTI JOIN {multi} AS multi USING (id) "
+        f"UNION ALL SELECT * FROM {winners})"
+    )
+
+
 def define_relations(
     con: duckdb.DuckDBPyConnection, messages: str, latest: str, conversations: str, statuses: Path
 ) -> duckdb.DuckDBPyConnection:
@@ -150,14 +208,14 @@ def define_relations(
     participant, direction, created, id, segments, code); staged_statuses: every staged status.
     The arguments are SQL relations of `con` holding those rows.
     """
-    glob = str(statuses / "*.parquet").replace("'", "''")
+    glob = sql_literal(str(statuses / "*.parquet"))
     con.execute(
         f"""
         CREATE OR REPLACE TEMP VIEW derived_messages AS SELECT * FROM {messages};
         CREATE OR REPLACE TEMP VIEW derived_latest AS
             SELECT owner, id, code, duration, status_created, final_created FROM {latest};
         CREATE OR REPLACE TEMP VIEW derived_conversations AS SELECT * FROM {conversations};
-        CREATE OR REPLACE TEMP VIEW staged_statuses AS SELECT * FROM read_parquet('{glob}');
+        CREATE OR REPLACE TEMP VIEW staged_statuses AS SELECT * FROM read_parquet({glob});
         """
     )
     return con

@@ -16,8 +16,12 @@ from convsum.engines.base import (
     CONVERSATION_SCHEMA,
     SUMMARY_SCHEMA,
     EngineSettings,
+    StatusOrder,
+    deduplicated_messages,
     define_relations,
     message_object_parts,
+    sql_literal,
+    status_order,
 )
 from convsum.inputs import StagedInputs
 
@@ -41,22 +45,20 @@ CREATE MACRO json_time(t) AS CASE WHEN t IS NULL THEN 'null' ELSE '"' || iso_tim
 
 # Each distinct (owner, id) once: the greatest `modified` wins, then the greater content (the
 # message object's text without its statuses), so the choice never depends on input order.
-# Duplicates are rare: only their groups are ranked, and only they have their content rendered.
-_DUPLICATE_KEYS = """
-CREATE TEMP TABLE dup_keys AS
-SELECT owner, id FROM read_parquet($messages) GROUP BY owner, id HAVING count(*) > 1
-"""
-_MESSAGES = """
-CREATE TEMP TABLE msg AS
-SELECT * FROM read_parquet($messages) ANTI JOIN dup_keys USING (owner, id)
-UNION ALL
+# Duplicates are rare: one pass over the ids finds those seen more than once (`multi`, which also
+# holds an id that two owners share); only their rows are read whole, ranked and rendered. Every
+# other row is used where it lies, through the view `msg`, which reads only the columns a query
+# asks for: bodies are read only when pages are rendered.
+_MULTI = """
+CREATE TEMP TABLE multi AS SELECT id FROM read_parquet({messages}) GROUP BY id HAVING count(*) > 1;
+CREATE TEMP TABLE multi_rows AS SELECT * FROM read_parquet({messages}) SEMI JOIN multi USING (id);
+CREATE TEMP TABLE multi_winners AS
 SELECT * EXCLUDE (content) FROM (
-    SELECT *, {head} || ',"statuses":' || {tail} || '}}' AS content
-    FROM read_parquet($messages) SEMI JOIN dup_keys USING (owner, id)
+    SELECT *, {head} || ',"statuses":' || {tail} || '}}' AS content FROM multi_rows
 )
 QUALIFY row_number() OVER (
     PARTITION BY owner, id ORDER BY modified DESC NULLS LAST, content DESC
-) = 1
+) = 1;
 """
 
 
@@ -69,23 +71,51 @@ def _object_sql(parts: list[tuple[str, str, str]]) -> str:
 _OBJECT = dict(zip(("head", "tail"), map(_object_sql, message_object_parts()), strict=True))
 
 # Latest status per message: greatest `created`, then final groups over the rest, then the higher
-# code, then the longer duration (a row with no duration loses). Identical rows are one. In the
-# same pass, `final_created`: the earliest `created` of a status with a final code (for the
+# code, then the longer duration (a row with no duration loses). Identical rows are one. The
+# order is the greatest packed integer (engines/base.py: StatusOrder) where the data allows it,
+# else a tuple-keyed arg_max. In the same pass, the (status, message) pairs (for the report's
+# counts) and `final_created`: the earliest `created` of a status with a final code (for the
 # queryable tables).
 _LATEST = """
 CREATE TEMP TABLE latest AS
-SELECT m.owner, m.id,
-    arg_max(
-        {{'code': s.code, 'duration': s.duration, 'created': s.created}},
-        (s.created, s.code // 100 IN {final_groups}, s.code,
-            s.duration IS NOT NULL, coalesce(s.duration, 0))
-    ) AS status,
-    min(s.created) FILTER (s.code // 100 IN {final_groups}) AS final_created
-FROM msg AS m
-JOIN read_parquet($statuses) AS s
-    ON s.message_id = m.id AND (s.owner IS NULL OR s.owner = m.owner)
-GROUP BY m.owner, m.id
+SELECT owner, id, pairs, {status} AS status, final_created FROM (
+    SELECT m.owner, m.id, count(*) AS pairs, {rank} AS rank,
+        min(s.created) FILTER (s.code // 100 IN {final_groups}) AS final_created
+    FROM (SELECT owner, id FROM msg) AS m
+    JOIN read_parquet($statuses) AS s
+        ON s.message_id = m.id AND (s.owner IS NULL OR s.owner = m.owner)
+    GROUP BY m.owner, m.id
+)
 """
+_RANK_TUPLE = """arg_max(
+    {{'code': s.code, 'duration': s.duration, 'created': s.created}},
+    (s.created, s.code // 100 IN {final_groups}, s.code,
+        s.duration IS NOT NULL, coalesce(s.duration, 0)))"""
+_RANK_PACKED = """max(
+    ((epoch_us(s.created)::HUGEINT - {o.created_from}) << {o.created_shift})
+    | ((s.code // 100 IN {final_groups})::HUGEINT << {o.final_shift})
+    | ((s.code::HUGEINT - {o.code_from}) << {o.code_shift})
+    | coalesce(s.duration::HUGEINT + 1, 0))"""
+# (Bit operators share one precedence in DuckDB: every term is in parentheses.)
+_STATUS_PACKED = """{{
+    'code': ({o.code_from} + ((rank >> {o.code_shift}) & ((1::HUGEINT << {code_bits}) - 1)))
+        ::BIGINT,
+    'duration': (nullif(rank & ((1::HUGEINT << {o.code_shift}) - 1), 0) - 1)::BIGINT,
+    'created': make_timestamp(({o.created_from} + (rank >> {o.created_shift}))::BIGINT)
+}}"""
+
+
+def _latest_sql(order: StatusOrder | None) -> str:
+    """Return the statement creating `latest`, by the packed order or the general one."""
+    final_groups = tuple(FINAL_GROUPS)
+    if order is None:
+        rank, status = _RANK_TUPLE.format(final_groups=final_groups), "rank"
+    else:
+        rank = _RANK_PACKED.format(o=order, final_groups=final_groups)
+        code_bits = order.final_shift - order.code_shift
+        status = _STATUS_PACKED.format(o=order, code_bits=code_bits)
+    return _LATEST.format(rank=rank, status=status, final_groups=final_groups)
+
 
 # One row per (message, participant): a message is in its sender's and its recipient's
 # conversation, once when they are equal.
@@ -175,13 +205,19 @@ WITH marked AS (
 SELECT * FROM cut WHERE pos_all IS NOT NULL OR pos_dir IS NOT NULL
 """
 
+# A status row belongs to the message of its id and owner, or with no owner to every message of its
+# id: `latest` counts (status, message) pairs, and a status of an id that several owners share is
+# one matched status however many messages it joins.
 _COUNTS = """
 SELECT
-    (SELECT count(*) FROM msg) AS messages,
-    (SELECT count(*) FROM msg AS m ANTI JOIN latest USING (owner, id)) AS messages_without_status,
-    (SELECT count(*) FROM read_parquet($statuses) AS s WHERE EXISTS (
-        SELECT 1 FROM msg AS m
-        WHERE m.id = s.message_id AND (s.owner IS NULL OR s.owner = m.owner))) AS matched_statuses,
+    (SELECT count(*) FROM read_parquet($messages))
+        - (SELECT count(*) FROM multi_rows) + (SELECT count(*) FROM multi_winners) AS messages,
+    (SELECT count(*) FROM latest) AS with_status,
+    (SELECT coalesce(sum(pairs), 0) FROM latest) - (
+        SELECT coalesce(sum(shared.owners - 1), 0) FROM read_parquet($statuses) AS s
+        JOIN (SELECT id, count(*) AS owners FROM multi_winners GROUP BY id HAVING owners > 1)
+            AS shared ON s.message_id = shared.id AND s.owner IS NULL
+    ) AS matched_statuses,
     (SELECT count(*) FROM (SELECT DISTINCT * FROM read_parquet($statuses))) AS distinct_statuses,
     (SELECT count(DISTINCT owner) FROM msg) AS owners,
     (SELECT count(*) FROM (SELECT DISTINCT owner, participant FROM conv)) AS participants
@@ -214,11 +250,11 @@ class DuckDBEngine:
                 "messages": str(staged.messages / "*.parquet"),
                 "statuses": str(staged.statuses / "*.parquet"),
             }
-            con.execute(_DUPLICATE_KEYS, {"messages": params["messages"]})
-            con.execute(_MESSAGES.format(**_OBJECT), {"messages": params["messages"]})
-            con.execute(
-                _LATEST.format(final_groups=tuple(FINAL_GROUPS)), {"statuses": params["statuses"]}
-            )
+            con.execute(_MULTI.format(messages=sql_literal(params["messages"]), **_OBJECT))
+            msg = deduplicated_messages(staged.messages, "multi", "multi_winners")
+            con.execute(f"CREATE TEMP VIEW msg AS SELECT * FROM {msg}")
+            latest = _latest_sql(status_order(staged.statuses))
+            con.execute(latest, {"statuses": params["statuses"]})
             con.execute(_CONVERSATIONS)
             if settings.conversations is None:
                 con.execute("CREATE TEMP VIEW conv_out AS SELECT * FROM conv")
@@ -278,9 +314,10 @@ class _DuckDBDerivation:
         self.staged, self.settings = staged, settings
 
     def counts(self) -> dict[str, Any]:
-        row = self.con.execute(_COUNTS, {"statuses": self.params["statuses"]}).fetchone() or ()
+        row = self.con.execute(_COUNTS, self.params).fetchone() or ()
         names = [d[0] for d in self.con.description or ()]
         values = dict(zip(names, row, strict=True))
+        values["messages_without_status"] = values["messages"] - values.pop("with_status")
         unknown = self.con.execute(
             _UNKNOWN_CODES, {"statuses": self.params["statuses"], "known": list(KNOWN_CODES)}
         ).fetchall()

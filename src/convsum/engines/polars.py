@@ -26,8 +26,12 @@ from convsum.engines.base import (
     CONVERSATION_SCHEMA,
     SUMMARY_SCHEMA,
     EngineSettings,
+    StatusOrder,
+    deduplicated_messages,
     define_relations,
     message_object_parts,
+    sql_literal,
+    status_order,
 )
 from convsum.engines.duckdb import connect
 from convsum.inputs import StagedInputs
@@ -57,10 +61,17 @@ class _PolarsDerivation:
         self.settings = settings
         self._con: duckdb.DuckDBPyConnection | None = None
         self.statuses = pl.scan_parquet(staged.statuses / "*.parquet")
-        messages = _deduplicated(pl.scan_parquet(staged.messages / "*.parquet"))
-        self._sink(messages, "msg")
-        self.msg = pl.scan_parquet(work / "msg.parquet")
-        self._sink(_latest(self.msg, self.statuses), "latest")
+        self.staged_messages = pl.scan_parquet(staged.messages / "*.parquet")
+        multi = self.staged_messages.group_by("id").len().filter(pl.col("len") > 1).drop("len")
+        self.multi = pl.scan_parquet(self._sink(multi, "multi"))
+        self.multi_rows = self.staged_messages.join(self.multi, on="id", how="semi")
+        self.winners = pl.scan_parquet(self._sink(_winners(self.multi_rows), "winners"))
+        # Every other row is read where it lies, only the columns a query asks for.
+        self.msg = pl.concat(
+            [self.staged_messages.join(self.multi, on="id", how="anti"), self.winners]
+        )
+        order = status_order(staged.statuses)
+        self._sink(_latest(self.msg, self.statuses, order), "latest")
         self.latest = pl.scan_parquet(work / "latest.parquet")
         self._sink(_conversation_rows(self.msg, self.latest), "conv")
         self.conv = pl.scan_parquet(work / "conv.parquet")
@@ -87,10 +98,11 @@ class _PolarsDerivation:
 
     def relations(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
-            msg, latest, conv = (
-                "read_parquet('{}')".format(str(self.work / f"{name}.parquet").replace("'", "''"))
-                for name in ("msg", "latest", "conv")
+            multi, winners, latest, conv = (
+                f"read_parquet({sql_literal(str(self.work / f'{name}.parquet'))})"
+                for name in ("multi", "winners", "latest", "conv")
             )
+            msg = deduplicated_messages(self.staged.messages, multi, winners)
             con = connect(self.settings)
             self._con = define_relations(con, msg, latest, conv, self.staged.statuses)
         return self._con
@@ -100,24 +112,28 @@ class _PolarsDerivation:
             self._con.close()
 
     def counts(self) -> dict[str, Any]:
-        keys = self.msg.select("owner", "id")
-        matched_rows = _matched_statuses(keys, self.statuses.with_row_index("row"))
+        latest = self.latest.select(pl.len(), pl.col("pairs").sum())
+        shared = self.winners.group_by("id").len().filter(pl.col("len") > 1)
+        ambiguous = self.statuses.filter(pl.col("owner").is_null()).join(
+            shared, left_on="message_id", right_on="id"
+        )
         values = pl.collect_all(
             [
-                self.msg.select(pl.len()),
-                keys.join(self.latest.select("owner", "id"), on=["owner", "id"], how="anti").select(
-                    pl.len()
-                ),
-                matched_rows.select(pl.col("row").n_unique()),
+                self.staged_messages.select(pl.len()),
+                self.multi_rows.select(pl.len()),
+                self.winners.select(pl.len()),
+                latest,
+                ambiguous.select((pl.col("len") - 1).sum()),
                 self.statuses.unique().select(pl.len()),
                 self.msg.select(pl.col("owner").n_unique()),
                 self.conv.select("owner", "participant").unique().select(pl.len()),
             ],
             engine="streaming",
         )
-        messages, no_status, matched, distinct, owners, participants = (
-            int(frame.item()) for frame in values
-        )
+        rows, multi_rows, winners = (int(frame.item()) for frame in values[:3])
+        with_status, pairs = values[3].row(0)
+        extra, distinct, owners, participants = (int(frame.item()) for frame in values[4:])
+        messages = rows - multi_rows + winners
         unknown = (
             self.statuses.filter(~pl.col("code").is_in(list(KNOWN_CODES)))
             .group_by("code")
@@ -127,8 +143,8 @@ class _PolarsDerivation:
         )
         return {
             "messages": messages,
-            "messages_without_status": no_status,
-            "matched_statuses": matched,
+            "messages_without_status": messages - with_status,
+            "matched_statuses": (pairs or 0) - extra,
             "distinct_statuses": distinct,
             "unknown_codes": {str(c): n for c, n in unknown.iter_rows()},
             "owners": owners,
@@ -201,16 +217,13 @@ def _message_json(statuses: pl.Expr) -> pl.Expr:
     return pl.concat_str([*head, pl.lit(',"statuses":'), statuses, *tail, pl.lit("}")])
 
 
-def _deduplicated(messages: pl.LazyFrame) -> pl.LazyFrame:
-    """Each (owner, id) once: greatest `modified`, then the greater content (as DuckDB).
+def _winners(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """Each (owner, id) of `rows` once: greatest `modified`, then the greater content (as DuckDB).
 
-    Duplicates are rare: only their groups are sorted, and only they have their content rendered.
+    `rows` are those of the ids seen more than once (few): only they are sorted and rendered.
     """
-    dup_keys = messages.group_by("owner", "id").len().filter(pl.col("len") > 1).drop("len")
-    singles = messages.join(dup_keys, on=["owner", "id"], how="anti")
-    ranked = (
-        messages.join(dup_keys, on=["owner", "id"], how="semi")
-        .with_columns(content=_message_json(pl.lit("")))
+    return (
+        rows.with_columns(content=_message_json(pl.lit("")))
         .sort(
             ["owner", "id", "modified", "content"],
             descending=[False, False, True, True],
@@ -219,7 +232,6 @@ def _deduplicated(messages: pl.LazyFrame) -> pl.LazyFrame:
         .unique(subset=["owner", "id"], keep="first", maintain_order=True)
         .drop("content")
     )
-    return pl.concat([singles, ranked])
 
 
 def _matched_statuses(keys: pl.LazyFrame, statuses: pl.LazyFrame) -> pl.LazyFrame:
@@ -234,27 +246,64 @@ def _matched_statuses(keys: pl.LazyFrame, statuses: pl.LazyFrame) -> pl.LazyFram
     )
 
 
-def _latest(messages: pl.LazyFrame, statuses: pl.LazyFrame) -> pl.LazyFrame:
-    """Latest status per message, with the same tie-breaks as the DuckDB engine; and, as there,
-    `final_created`: the earliest `created` of a status with a final code."""
+def _latest(
+    messages: pl.LazyFrame, statuses: pl.LazyFrame, order: StatusOrder | None
+) -> pl.LazyFrame:
+    """Latest status per message, with the same tie-breaks as the DuckDB engine: the greatest
+    packed integer where the data allows it (StatusOrder), else a sort. As there, also the
+    (status, message) pairs and `final_created`: the earliest `created` of a final code."""
     matched = _matched_statuses(messages.select("owner", "id"), statuses).with_columns(
         final=(pl.col("code") // 100).is_in(list(FINAL_GROUPS))
     )
-    finals = (
-        matched.filter("final").group_by("owner", "id").agg(final_created=pl.col("created").min())
+    if order is None:
+        per_message = matched.group_by("owner", "id").agg(
+            pairs=pl.len(), final_created=pl.col("created").filter("final").min()
+        )
+        latest = (
+            matched.with_columns(
+                has_duration=pl.col("duration").is_not_null(),
+                rank_duration=pl.col("duration").fill_null(0),
+            )
+            .sort(
+                ["owner", "id", "created", "final", "code", "has_duration", "rank_duration"],
+                descending=[False, False, True, True, True, True, True],
+            )
+            .unique(subset=["owner", "id"], keep="first", maintain_order=True)
+            .select("owner", "id", "code", "duration", status_created="created")
+        )
+        return latest.join(per_message, on=["owner", "id"])
+
+    def wide(value: pl.Expr) -> pl.Expr:
+        return value.cast(pl.Int128)
+
+    def unit(shift: int) -> pl.Expr:
+        return pl.lit(1 << shift, pl.Int128)
+
+    micros = pl.col("created").dt.epoch("us")
+    rank = (
+        (wide(micros) - order.created_from) * unit(order.created_shift)
+        + wide(pl.col("final")) * unit(order.final_shift)
+        + (wide(pl.col("code")) - order.code_from) * unit(order.code_shift)
+        + (wide(pl.col("duration")) + 1).fill_null(0)
     )
+    rank_col = pl.col("rank")
+    duration = rank_col % unit(order.code_shift)
+    code_range = unit(order.final_shift - order.code_shift)
     return (
-        matched.with_columns(
-            has_duration=pl.col("duration").is_not_null(),
-            rank_duration=pl.col("duration").fill_null(0),
+        matched.group_by("owner", "id")
+        .agg(rank=rank.max(), pairs=pl.len(), final_created=pl.col("created").filter("final").min())
+        .select(
+            "owner",
+            "id",
+            code=(order.code_from + rank_col // unit(order.code_shift) % code_range).cast(pl.Int64),
+            duration=pl.when(duration > 0).then(duration - 1).cast(pl.Int64),
+            status_created=pl.from_epoch(
+                (order.created_from + rank_col // unit(order.created_shift)).cast(pl.Int64),
+                time_unit="us",
+            ),
+            pairs="pairs",
+            final_created="final_created",
         )
-        .sort(
-            ["owner", "id", "created", "final", "code", "has_duration", "rank_duration"],
-            descending=[False, False, True, True, True, True, True],
-        )
-        .unique(subset=["owner", "id"], keep="first", maintain_order=True)
-        .select("owner", "id", "code", "duration", status_created="created")
-        .join(finals, on=["owner", "id"], how="left")
     )
 
 
