@@ -92,7 +92,7 @@ def check_memory_limit(text: str) -> str:
     The units are DuckDB's own: KB, MB, GB, TB are powers of 1000, KiB to TiB of 1024.
     """
     match = _SIZE.fullmatch(text)
-    size = float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()] if match else 0
+    size = memory_bytes(text) if match else 0
     if not MIN_MEMORY_LIMIT <= size < 2**63:  # DuckDB's bound; a float may also overflow
         msg = (
             f"memory limit {text!r}: expected a size from 64MiB to 8EiB, a number and a unit "
@@ -100,6 +100,13 @@ def check_memory_limit(text: str) -> str:
         )
         raise ConfigError(msg)
     return f"{match.group(1)}{match.group(2)}" if match else text
+
+
+def memory_bytes(text: str) -> float:
+    """Return the bytes of a memory limit that `check_memory_limit` accepted."""
+    match = _SIZE.fullmatch(text)
+    assert match is not None, text
+    return float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
 
 
 def pattern_base(pattern: str) -> Path:

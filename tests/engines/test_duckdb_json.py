@@ -13,8 +13,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from convsum.engines.base import EngineSettings
-from convsum.engines.duckdb import connect, default_memory_limit
+from convsum.engines.base import EngineSettings, default_memory_limit
+from convsum.engines.duckdb import connect
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from convsum.config import ENGINES, RunConfig
+from convsum.engines import polars as polars_engine
+from convsum.engines.base import EngineSettings
+from convsum.inputs import StagedInputs
 from convsum.run import run_job
 from tests.conftest import (
     ALL_COLUMNS,
@@ -23,8 +28,9 @@ from tests.reference import conversations, tables
 from tests.strategies import logs_strategy
 
 
-def _run(directory: Path, engine: str, page_size: int, threads: int | None) -> Tree:
-    out = directory / f"out-{engine}-{threads}"
+def _run(directory: Path, engine: str, page_size: int, threads: int | None, parts: int = 1) -> Tree:
+    """Run the job; with `parts`, the Polars engine splits its passes into that many parts."""
+    out = directory / f"out-{engine}-{threads}-{parts}"
     config = RunConfig(
         messages=str(directory / "messages.parquet"),
         statuses=str(directory / "statuses.parquet"),
@@ -34,7 +40,9 @@ def _run(directory: Path, engine: str, page_size: int, threads: int | None) -> T
         threads=threads,
         desc_pages=True,
     )
-    return Tree(out, run_job(config))
+    split = patch.object(polars_engine, "_parts", lambda *_: parts) if parts > 1 else nullcontext()
+    with split:
+        return Tree(out, run_job(config))
 
 
 def _tree_bytes(tree: Tree) -> dict[str, bytes]:
@@ -77,9 +85,11 @@ def test_parity_engines_match_reference_and_each_other(
         write_parquet(directory / "messages.parquet", rows, MESSAGE_TYPES)
         write_parquet(directory / "statuses.parquet", statuses, WIDE_STATUS_TYPES)
         trees = {
-            (engine, threads): _run(directory, engine, page_size, threads)
+            (engine, threads, parts): _run(directory, engine, page_size, threads, parts)
             for engine in ENGINES
-            for threads in ((1, 2) if engine == "duckdb" else (None,))
+            for threads, parts in (
+                ((1, 1), (2, 1)) if engine == "duckdb" else ((None, 1), (None, 3))
+            )
         }
         first = next(iter(trees.values()))
         _check_against_reference(first, rows, statuses)
@@ -91,3 +101,12 @@ def test_parity_engines_match_reference_and_each_other(
             assert {k: v for k, v in tree.report.items() if k not in ("run_id", "stages")} == {
                 k: v for k, v in first.report.items() if k not in ("run_id", "stages")
             }, key
+
+
+def test_polars_parts_follow_the_rows_and_the_memory_limit(tmp_path: Path) -> None:
+    staged = StagedInputs(tmp_path, tmp_path, {"messages": 10_050_000, "statuses": 32_011_893}, {})
+    assert polars_engine._parts(staged, EngineSettings(tmp_path, memory_limit="3GiB")) == 3
+    assert polars_engine._parts(staged, EngineSettings(tmp_path, memory_limit="6GB")) == 2
+    assert polars_engine._parts(staged, EngineSettings(tmp_path, memory_limit="16GiB")) == 1
+    small = StagedInputs(tmp_path, tmp_path, {"messages": 10, "statuses": 0}, {})
+    assert polars_engine._parts(small, EngineSettings(tmp_path, memory_limit="64MiB")) == 1

@@ -7,6 +7,7 @@ moves bytes to files. Engines never write to the output tree.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -176,6 +177,16 @@ class Engine(Protocol):
     ) -> AbstractContextManager[Derivation]:
         """Compute the derived tables; release their resources when the context ends."""
         ...
+
+
+def default_memory_limit() -> str:
+    """Return the engines' memory cap when none is configured: half the machine's, at most 3 GiB.
+
+    DuckDB otherwise takes 80 % of the machine; with a cap it spills to the work directory, and
+    the Polars engine splits its passes (engines/polars.py).
+    """
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return f"{min(3 * 1024, physical // 2 // 2**20)}MiB"
 
 
 def sql_literal(text: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +17,7 @@ from convsum.engines.base import (
     EngineSettings,
     StatusOrder,
     deduplicated_messages,
+    default_memory_limit,
     define_relations,
     message_object_parts,
     sql_literal,
@@ -280,15 +280,6 @@ def connect(settings: EngineSettings) -> duckdb.DuckDBPyConnection:
     )
     con.execute(_MACROS)
     return con
-
-
-def default_memory_limit() -> str:
-    """Return DuckDB's cap when none is configured: half the machine's memory, at most 3 GiB.
-
-    DuckDB otherwise takes 80 % of the machine; with a cap it spills to the work directory.
-    """
-    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return f"{min(3 * 1024, physical // 2 // 2**20)}MiB"
 
 
 def _connection_config(settings: EngineSettings) -> dict[str, Any]:

@@ -4,14 +4,14 @@ Every query runs on Polars' streaming engine and ends in a Parquet file in the w
 read back batch by batch, so no derived table is held in this process's Python memory. What
 Polars may still materialise inside a query: the window positions (`over`) and the sorts of the
 deduplication, the latest status and the ordered lists, which are not guaranteed to spill; the
-DuckDB engine spills those to disk under its memory limit. `memory_limit` has no effect here.
+DuckDB engine spills those to disk under its memory limit.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,12 +22,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from convsum.codes import FINAL_GROUPS, KNOWN_CODES
+from convsum.config import memory_bytes
 from convsum.engines.base import (
     CONVERSATION_SCHEMA,
     SUMMARY_SCHEMA,
     EngineSettings,
     StatusOrder,
     deduplicated_messages,
+    default_memory_limit,
     define_relations,
     message_object_parts,
     sql_literal,
@@ -62,25 +64,51 @@ class _PolarsDerivation:
         self._con: duckdb.DuckDBPyConnection | None = None
         self.statuses = pl.scan_parquet(staged.statuses / "*.parquet")
         self.staged_messages = pl.scan_parquet(staged.messages / "*.parquet")
-        multi = self.staged_messages.group_by("id").len().filter(pl.col("len") > 1).drop("len")
-        self.multi = pl.scan_parquet(self._sink(multi, "multi"))
-        self.multi_rows = self.staged_messages.join(self.multi, on="id", how="semi")
+        self.parts = _parts(staged, settings)
+        self.multi = self._by_part("multi", lambda k: _multi(self._messages_of(k)))
+        ids = self.multi.collect(engine="streaming").get_column("id")
+        self.multi_rows = self.staged_messages.filter(pl.col("id").is_in(ids.implode()))
         self.winners = pl.scan_parquet(self._sink(_winners(self.multi_rows), "winners"))
         # Every other row is read where it lies, only the columns a query asks for.
         self.msg = pl.concat(
             [self.staged_messages.join(self.multi, on="id", how="anti"), self.winners]
         )
         order = status_order(staged.statuses)
-        self._sink(_latest(self.msg, self.statuses, order), "latest")
-        self.latest = pl.scan_parquet(work / "latest.parquet")
-        self._sink(_conversation_rows(self.msg, self.latest), "conv")
-        self.conv = pl.scan_parquet(work / "conv.parquet")
+        self.latest = self._by_part(
+            "latest",
+            lambda k: _latest(
+                self.msg.filter(_in_part("id", k, self.parts)), self._statuses_of(k), order
+            ),
+        )
+        self.conv = self._by_part(
+            "conv",
+            lambda k: _conversation_rows(
+                self.msg.filter(_in_part("id", k, self.parts)), self._part_file("latest", k)
+            ),
+        )
         self.conv_out = self.conv
         self.only: pl.LazyFrame | None = None
         self.page_size = settings.page_size
         if settings.conversations is not None:
             self.only = pl.scan_parquet(settings.conversations)
             self.conv_out = self.conv.join(self.only, on=["owner", "participant"], how="semi")
+
+    def _messages_of(self, k: int) -> pl.LazyFrame:
+        """The staged message rows of part `k` (see `_parts`)."""
+        return self.staged_messages.filter(_in_part("id", k, self.parts))
+
+    def _statuses_of(self, k: int) -> pl.LazyFrame:
+        """The staged status rows of part `k`: those of its message ids."""
+        return self.statuses.filter(_in_part("message_id", k, self.parts))
+
+    def _part_file(self, name: str, k: int) -> pl.LazyFrame:
+        return pl.scan_parquet(self.work / f"{name}-{k:03d}.parquet")
+
+    def _by_part(self, name: str, build: Callable[[int], pl.LazyFrame]) -> pl.LazyFrame:
+        """Sink `build(k)` for each part `k`; return the scan of all parts."""
+        for k in range(self.parts):
+            self._sink(build(k), f"{name}-{k:03d}")
+        return pl.scan_parquet(self.work / f"{name}-*.parquet")
 
     def _sink(self, frame: pl.LazyFrame, name: str) -> Path:
         path = self.work / f"{name}.parquet"
@@ -99,8 +127,13 @@ class _PolarsDerivation:
     def relations(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
             multi, winners, latest, conv = (
-                f"read_parquet({sql_literal(str(self.work / f'{name}.parquet'))})"
-                for name in ("multi", "winners", "latest", "conv")
+                f"read_parquet({sql_literal(str(self.work / name))})"
+                for name in (
+                    "multi-*.parquet",
+                    "winners.parquet",
+                    "latest-*.parquet",
+                    "conv-*.parquet",
+                )
             )
             msg = deduplicated_messages(self.staged.messages, multi, winners)
             con = connect(self.settings)
@@ -124,7 +157,9 @@ class _PolarsDerivation:
                 self.winners.select(pl.len()),
                 latest,
                 ambiguous.select((pl.col("len") - 1).sum()),
-                self.statuses.unique().select(pl.len()),
+                pl.concat(
+                    [self._statuses_of(k).unique().select(pl.len()) for k in range(self.parts)]
+                ).sum(),
                 self.msg.select(pl.col("owner").n_unique()),
                 self.conv.select("owner", "participant").unique().select(pl.len()),
             ],
@@ -215,6 +250,33 @@ def _message_json(statuses: pl.Expr) -> pl.Expr:
     head_parts, tail_parts = message_object_parts()
     head, tail = _object_parts(head_parts), _object_parts(tail_parts)
     return pl.concat_str([*head, pl.lit(',"statuses":'), statuses, *tail, pl.lit("}")])
+
+
+# Polars has no memory cap of its own. The passes local to a message (ids seen twice, latest
+# status, conversation rows, distinct statuses) are split into parts by a hash of the message id,
+# each sized to fit the memory limit: the working set of a pass is about this many bytes for each
+# staged message and status row (measured at ten million messages), and a part may take half
+# the limit.
+_BYTES_PER_ROW = 100
+
+
+def _parts(staged: StagedInputs, settings: EngineSettings) -> int:
+    """Return into how many parts the passes local to a message are split."""
+    rows = sum(staged.rows_read.values())
+    budget = int(memory_bytes(settings.memory_limit or default_memory_limit()) // 2)
+    return max(1, -(-rows * _BYTES_PER_ROW // budget))
+
+
+def _in_part(column: str, k: int, parts: int) -> pl.Expr:
+    """Whether a row's message id (in `column`) falls in part `k` of `parts`."""
+    if parts == 1:
+        return pl.lit(True)
+    return pl.col(column).hash(seed=0) % parts == k
+
+
+def _multi(messages: pl.LazyFrame) -> pl.LazyFrame:
+    """The ids seen more than once (a duplicate, or an id that two owners share)."""
+    return messages.group_by("id").len().filter(pl.col("len") > 1).drop("len")
 
 
 def _winners(rows: pl.LazyFrame) -> pl.LazyFrame:
