@@ -29,7 +29,6 @@ def test_bench_smoke_measures_every_run_and_both_floors(tmp_path: Path) -> None:
         "summaries",
         "tables",
         "index",
-        "state",
     }
     assert "pages" not in results[0].stages
     table = format_table(results, 2_000)

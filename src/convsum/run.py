@@ -12,25 +12,24 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import duckdb
 import orjson
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from convsum import __version__
 from convsum.config import RunConfig
 from convsum.engines import EngineSettings, get_engine
-from convsum.engines.base import report_counts
+from convsum.engines.base import DATA_COUNTS, report_counts
 from convsum.errors import PublishError, RebuildRefusedError, first_line
 from convsum.inputs import Source, StagedInputs, list_inputs, stage_inputs
-from convsum.log import RunLog, Stage
+from convsum.log import RunLog
 from convsum.publish.manifest import (
     MANIFEST,
     REMOVED_LIST,
@@ -41,16 +40,18 @@ from convsum.publish.manifest import (
     update_file_list,
     write_json,
 )
-from convsum.publish.pages import conversation_pages
-from convsum.publish.paths import SUMMARY_FILE, conversation_dir, page_file
+from convsum.publish.pages import Writer, write_pages, write_summaries
+from convsum.publish.paths import conversation_dir
 from convsum.publish.tree import API, FILE_LIST, OutputRoot, TreeWriter
 from convsum.publish.update import TreeUpdate
-from convsum.reporting.tables import Snapshot, Written, publish_tables, write_tables
+from convsum.reporting.tables import (
+    Snapshot,
+    Written,
+    publish_tables,
+    unchanged_tables,
+    write_tables,
+)
 from convsum.state import STATE, State
-
-
-class Writer(Protocol):
-    def write(self, conversation: str, name: str, body: bytes) -> None: ...
 
 
 def new_run_id() -> str:
@@ -70,7 +71,8 @@ class _Plan:
 
     full: bool
     reason: str
-    new: list[Source]
+    sources: list[Source]  # every input file listed
+    new: list[Source]  # those to read
     skipped: dict[str, int]
 
 
@@ -97,12 +99,19 @@ def run_job(config: RunConfig, log: RunLog | None = None, full: bool = False) ->
             reason = {"reason": plan.reason} if plan.reason else {}
             log.event("mode", mode="full" if plan.full else "incremental", **reason)
             with _writing(config.out):
-                if plan.full or state is None or published is None:
-                    if state is not None:
-                        state.close()
-                        state = None
-                    return _full_run(config, root, run_id, sources, plan, log)
-                return _incremental_run(config, root, published, state, run_id, sources, plan, log)
+                if state is not None and (plan.full or published is None):
+                    state.close()
+                    state = None
+                work = root.prepare(run_id)
+                try:
+                    target = (
+                        _InPlace(published, state, work)
+                        if state is not None and published is not None
+                        else _NewTree(config, root, run_id)
+                    )
+                    return _run(config, target, run_id, work, plan, log)
+                finally:
+                    root.discard(work)
         finally:
             if state is not None:
                 state.close()
@@ -114,9 +123,9 @@ def _plan(
     """Decide between a full and an incremental run; refuse a rebuild under `rebuild = false`."""
     by_role = {"messages": 0, "statuses": 0}
     if state is None and not unreadable:
-        return _Plan(True, "no state store yet", sources, by_role)
+        return _Plan(True, "no state store yet", sources, sources, by_role)
     if full:
-        return _Plan(True, "--full", sources, by_role)
+        return _Plan(True, "--full", sources, sources, by_role)
     reason = ""
     known = state.known() if state else {}
     if state is None:
@@ -142,127 +151,173 @@ def _plan(
         msg = f"{reason}; a full rebuild is needed and rebuild is off (run with --full)"
         raise RebuildRefusedError(msg)
     if reason:
-        return _Plan(True, reason, sources, by_role)
+        return _Plan(True, reason, sources, sources, by_role)
     new = [source for source in sources if source.key not in known]
     for source in sources:
         if source.key in known:
             by_role[source.role] += 1
-    return _Plan(False, "", new, by_role)
+    return _Plan(False, "", sources, new, by_role)
 
 
-def _full_run(
-    config: RunConfig,
-    root: OutputRoot,
-    run_id: str,
-    sources: list[Source],
-    plan: _Plan,
-    log: RunLog,
-) -> dict[str, Any]:
-    """Build a whole new tree and its state store beside the served tree, then switch to it."""
-    started = datetime.now(UTC)
-    work = root.prepare(run_id)
-    partial: Path | None = None
-    try:
-        with log.stage("read") as stage:
-            staged = stage_inputs(config, work, sources, prefix=f"{run_id}-")
-            stage.set(files=len(sources), **staged.rows_read)
-        partial = root.partial(run_id)
-        with State.create(partial / STATE, fingerprint(config), run_id) as state:
-            state.adopt(staged.files, staged.messages, staged.statuses)
-            inputs = StagedInputs(
-                state.messages, state.statuses, staged.rows_read, staged.files_read
-            )
-            with TreeWriter(partial) as writer:
-                counts, tables = _derive_and_write(
-                    config, inputs, run_id, work, writer, log, partial
-                )
-                with log.stage("index") as stage:
-                    removed = sort_file_list(writer.close(), partial, root.published())
-                    stage.set(files=writer.files, removed=removed)
-            with log.stage("state"):
-                state.record(run_id, staged.files)
-        report = _report(run_id, plan, staged, counts, log)
-        report.update(
-            conversations_changed=counts["participants"],
-            files_written=writer.files,
-            files_unchanged=0,
-            files_removed=removed,
-            bytes_written=writer.bytes,
-            stages=dict(log.seconds),
-        )
-        publish_tables(partial, tables, root.published(), _history(config, report, started))
-        write_json(partial / REPORT, report)
-        write_json(partial / MANIFEST, _manifest(config, sources, report, writer.files, started))
-        root.publish(partial, run_id)
-    except BaseException:
-        root.discard(*([partial] if partial else []), work)
-        raise
-    root.discard(work)
-    return report
+@dataclass
+class _Placed:
+    """What publishing the files changed: the report's file counts, and the manifest's."""
+
+    report: dict[str, int]
+    files: int
+    changes: dict[str, int] | None = None  # the change lists of an update (None: a new tree)
 
 
-def _incremental_run(
-    config: RunConfig,
-    root: OutputRoot,
-    tree: Path,
-    state: State,
-    run_id: str,
-    sources: list[Source],
-    plan: _Plan,
-    log: RunLog,
-) -> dict[str, Any]:
-    """Add the new input files to the served tree, rewriting only what changed."""
-    started = datetime.now(UTC)
-    work = root.prepare(run_id)
-    try:
+class _NewTree:
+    """A full run's target: a new tree with its own state store, beside the served one."""
+
+    def __init__(self, config: RunConfig, root: OutputRoot, run_id: str) -> None:
+        self.root, self.run_id = root, run_id
+        self.previous = root.published()
+        self.tree = root.partial(run_id)
+        self.state = State.create(self.tree / STATE, fingerprint(config), run_id)
+        self.writer = TreeWriter(self.tree)
+
+    def unchanged(self, staged: StagedInputs) -> dict[str, Any] | None:
+        return None
+
+    def affected(self, staged: StagedInputs, work: Path, log: RunLog) -> _Affected:
+        return _Affected(None, None)
+
+    def place(self, log: RunLog, affected: _Affected, counts: dict[str, Any]) -> _Placed:
+        with log.stage("index") as stage:
+            removed = sort_file_list(self.writer.close(), self.tree, self.previous)
+            stage.set(files=self.writer.files, removed=removed)
+        files = {
+            "conversations_changed": counts["participants"],
+            "files_written": self.writer.files,
+            "files_unchanged": 0,
+            "files_removed": removed,
+            "bytes_written": self.writer.bytes,
+        }
+        return _Placed(files, self.writer.files)
+
+    def switch(self) -> None:
+        self.state.close()
+        self.root.publish(self.tree, self.run_id)
+
+    def discard(self) -> None:
+        self.writer.close()
+        self.state.close()
+        self.root.discard(self.tree)
+
+
+@dataclass(frozen=True)
+class _Affected:
+    """What an incremental run recomputes: a file of conversations, and UTC days of tables."""
+
+    conversations: Path | None
+    days: list[date] | None
+
+
+class _InPlace:
+    """An incremental run's target: the served tree, updated in place."""
+
+    def __init__(self, tree: Path, state: State, work: Path) -> None:
+        self.tree, self.state, self.previous = tree, state, tree
+        self.writer = TreeUpdate(tree / API, work / "files")
         state.remove_unlisted()
+
+    def unchanged(self, staged: StagedInputs) -> dict[str, Any] | None:
+        """Return the served tree's data counts if nothing can change: no new file, and no
+        unfinished update."""
+        if staged.files or self.state.pending():
+            return None
+        try:
+            report = orjson.loads((self.tree / REPORT).read_bytes())
+            return {key: report[key] for key in DATA_COUNTS}
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+            return None
+
+    def affected(self, staged: StagedInputs, work: Path, log: RunLog) -> _Affected:
+        touched = work / "conversations.parquet"
+        with log.stage("plan") as stage:
+            conversations, days = self.state.affected(staged.files, touched)
+            stage.set(conversations=conversations, days=len(days))
+        return _Affected(touched, days)
+
+    def place(self, log: RunLog, affected: _Affected, counts: dict[str, Any]) -> _Placed:
+        update = self.writer
+        with log.stage("swap") as stage:
+            touched = affected.conversations
+            changes = update.plan(_conversation_dirs(touched) if touched else ())
+            self.state.begin_update(touched, changes)
+            update.apply()
+            stage.set(files=update.files, removed=update.removed)
+        with log.stage("index"):
+            total, written, removed = update_file_list(self.tree, changes, self.state.unreported())
+        files = {
+            "conversations_changed": update.conversations_changed,
+            "files_written": update.files,
+            "files_unchanged": update.unchanged,
+            "files_removed": update.removed,
+            "bytes_written": update.bytes,
+        }
+        return _Placed(files, total, {"written": written, "removed": removed})
+
+    def switch(self) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
+
+
+def _run(
+    config: RunConfig,
+    target: _NewTree | _InPlace,
+    run_id: str,
+    work: Path,
+    plan: _Plan,
+    log: RunLog,
+) -> dict[str, Any]:
+    """Read the new input files, derive, write the files and publish them into `target`.
+
+    Nothing is published unless every stage succeeds: a new tree becomes the served one in one
+    switch; an update swaps each changed conversation's files into the served tree, and the
+    catalog commits last (see publish/update.py and state.py).
+    """
+    started = datetime.now(UTC)
+    state = target.state
+    try:
         with log.stage("read") as stage:
             staged = stage_inputs(
                 config, work, plan.new, prefix=f"{run_id}-", nested_known=state.nested_known()
             )
             stage.set(files=len(plan.new), skipped=sum(plan.skipped.values()), **staged.rows_read)
-        state.adopt(staged.files, staged.messages, staged.statuses)
-        touched = work / "conversations.parquet"
-        with log.stage("plan") as stage:
-            conversations, days = state.affected(staged.files, touched)
-            stage.set(conversations=conversations, days=len(days))
         totals = state.rows_read()
         for role, rows in staged.rows_read.items():
             totals[role] += rows
-        inputs = StagedInputs(state.messages, state.statuses, totals, staged.files_read)
-        update = TreeUpdate(tree / API, work / "files")
-        counts, tables = _derive_and_write(
-            config, inputs, run_id, work, update, log, tree, touched, days
-        )
-        with log.stage("swap") as stage:
-            changes = update.plan(_conversation_dirs(touched))
-            state.begin_update(touched, changes)
-            update.apply()
-            stage.set(files=update.files, removed=update.removed)
-        with log.stage("index"):
-            total, written, removed = update_file_list(tree, changes, state.unreported())
+        state.adopt(staged.files, staged.messages, staged.statuses)
+        unchanged = target.unchanged(staged)
+        affected = _Affected(None, None)
+        if unchanged is not None:  # a night without new files: the counts stand
+            counts, tables = unchanged, unchanged_tables(target.tree)
+        else:
+            affected = target.affected(staged, work, log)
+            inputs = StagedInputs(state.messages, state.statuses, totals, staged.files_read)
+            counts, tables = _derive_and_write(
+                config, inputs, run_id, work, target.writer, log, target.tree, affected
+            )
+        placed = target.place(log, affected, counts)
         report = _report(run_id, plan, staged, counts, log)
-        report.update(
-            conversations_changed=update.conversations_changed,
-            files_written=update.files,
-            files_unchanged=update.unchanged,
-            files_removed=update.removed,
-            bytes_written=update.bytes,
-            stages=dict(log.seconds),
-        )
-        changes_listed = {"written": written, "removed": removed}
-        write_json(tree / REPORT, report)
-        write_json(
-            tree / MANIFEST,
-            _manifest(config, sources, report, total, started, changes_listed),
-        )
+        report.update(placed.report, stages=dict(log.seconds))
+        write_json(target.tree / REPORT, report)
+        manifest = _manifest(config, plan.sources, report, placed.files, started, placed.changes)
+        write_json(target.tree / MANIFEST, manifest)
         with log.stage("state"):
-            # Publishing the tables first flushes the swaps, lists, manifest and table files;
-            # then it replaces the snapshot, and the catalog commits last.
-            publish_tables(tree, tables, tree, _history(config, report, started))
+            # Publishing the tables first flushes the files written so far; then it replaces
+            # the snapshot, and the catalog commits last.
+            publish_tables(target.tree, tables, target.previous, _history(config, report, started))
             state.record(run_id, staged.files)
-    finally:
-        root.discard(work)
+        target.switch()
+    except BaseException:
+        target.discard()
+        raise
     return report
 
 
@@ -292,8 +347,7 @@ def _derive_and_write(
     writer: Writer,
     log: RunLog,
     tree: Path,
-    conversations: Path | None = None,
-    days: list[date] | None = None,
+    affected: _Affected,
 ) -> tuple[dict[str, Any], Written]:
     """Run the engine and write every page and summary asked for, and the tables into `tree`.
 
@@ -302,7 +356,7 @@ def _derive_and_write(
     """
     engine = get_engine(config.engine, config.threads)
     settings = EngineSettings(
-        work, config.threads, config.memory_limit, conversations=conversations,
+        work, config.threads, config.memory_limit, conversations=affected.conversations,
         page_size=config.page_size,
     )  # fmt: skip
     with ExitStack() as engine_scope:
@@ -314,11 +368,11 @@ def _derive_and_write(
             with log.stage("pages") as stage:
                 for order in _orders(config):
                     rows = derived.conversation_rows(descending=order == "desc")
-                    _write_pages(writer, rows, config.page_size, order, stage)
+                    write_pages(writer, rows, config.page_size, order, stage)
         with log.stage("summaries") as stage:
-            _write_summaries(writer, derived.summaries(), stage)
+            write_summaries(writer, derived.summaries(), stage)
         with log.stage("tables") as stage:
-            tables = write_tables(derived.relations(), tree, work, run_id, days)
+            tables = write_tables(derived.relations(), tree, work, run_id, affected.days)
             stage.set(files=sum(map(len, tables.files.values())))
     return counts, tables
 
@@ -389,29 +443,3 @@ def _conversation_dirs(conversations: Path) -> Iterator[str]:
     owners, participants = (column.to_pylist() for column in table.columns)
     for owner, participant in zip(owners, participants, strict=True):
         yield conversation_dir(owner, participant)
-
-
-def _write_pages(
-    writer: Writer, rows: Iterable[pa.RecordBatch], page_size: int, order: str, stage: Stage
-) -> None:
-    last: tuple[str, str] | None = None
-    directory = ""
-    written = 0
-    for page in conversation_pages(rows, page_size):
-        if (page.owner, page.participant) != last:
-            last = (page.owner, page.participant)
-            directory = conversation_dir(page.owner, page.participant)
-        writer.write(directory, page_file(page_size, page.list_name, order, page.start), page.body)
-        written += 1
-        if written == 4096:
-            stage.add(files=written)
-            written = 0
-    stage.add(files=written)
-
-
-def _write_summaries(writer: Writer, batches: Iterable[pa.RecordBatch], stage: Stage) -> None:
-    for batch in batches:
-        owners, participants, bodies = (column.to_pylist() for column in batch.columns)
-        for owner, participant, body in zip(owners, participants, bodies, strict=True):
-            writer.write(conversation_dir(owner, participant), SUMMARY_FILE, body.encode())
-        stage.add(files=batch.num_rows)

@@ -235,14 +235,20 @@ class State:
         self.con.execute("DROP TABLE touched")
         return int(pq.ParquetFile(target).metadata.num_rows), days
 
-    def begin_update(self, conversations: Path, changes: pa.Table) -> None:
+    def pending(self) -> int:
+        """Return how many conversations an unfinished update had started to rewrite."""
+        row = self.con.execute("SELECT count(*) FROM pending").fetchone()
+        return int(row[0]) if row else 0
+
+    def begin_update(self, conversations: Path | None, changes: pa.Table) -> None:
         """Record, before the served tree changes, what this update is going to change."""
         with self.transaction() as con:
             con.execute("DELETE FROM pending")
-            con.execute(
-                "INSERT INTO pending SELECT owner, participant FROM read_parquet($p)",
-                {"p": str(conversations)},
-            )
+            if conversations is not None:
+                con.execute(
+                    "INSERT INTO pending SELECT owner, participant FROM read_parquet($p)",
+                    {"p": str(conversations)},
+                )
             con.register("changes", changes)
             con.execute("INSERT INTO unreported SELECT path, op FROM changes")
             con.unregister("changes")

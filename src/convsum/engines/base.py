@@ -232,6 +232,13 @@ def define_relations(
     return con
 
 
+# The run report's counts of the data (`report_counts`).
+DATA_COUNTS = (
+    "messages", "duplicate_messages", "messages_without_status", "orphan_statuses",
+    "duplicate_statuses", "unknown_codes", "owners", "participants",
+)  # fmt: skip
+
+
 def report_counts(facts: dict[str, Any], rows_read: Mapping[str, int]) -> dict[str, Any]:
     """Return the run report's data counts from an engine's facts and the rows staged."""
     status_rows = rows_read["statuses"] + rows_read["nested_statuses"]

@@ -72,7 +72,10 @@ def update_file_list(tree: Path, changes: pa.Table, earlier: pa.Table) -> tuple[
             "UNION SELECT path FROM final WHERE op = '+'"
         )
         old = tree / FILE_LIST
-        total = _copy_sorted(con, listed, tree / FILE_LIST, old=old)
+        if con.execute("SELECT count(*) FROM final").fetchone() == (0,):
+            total = old.read_bytes().count(b"\n")  # nothing changed: the list stands
+        else:
+            total = _copy_sorted(con, listed, tree / FILE_LIST, old=old)
         written = _copy_sorted(con, "SELECT path FROM final WHERE op = '+'", tree / WRITTEN_LIST)
         removed = _copy_sorted(con, "SELECT path FROM final WHERE op = '-'", tree / REMOVED_LIST)
     finally:

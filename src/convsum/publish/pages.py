@@ -1,15 +1,25 @@
-"""Cut the engine's sorted conversation stream into page files, one page in memory at a time."""
+"""Cut the engine's sorted conversation stream into page files, one page in memory at a time;
+write them, and the summaries, through a tree's writer (a new tree's or an update's)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from convsum.config import LIST_NAMES
+from convsum.log import Stage
+from convsum.publish.paths import SUMMARY_FILE, conversation_dir, page_file
+
+
+class Writer(Protocol):
+    """Where a run's files go: a new tree (publish/tree.py) or an update (publish/update.py)."""
+
+    def write(self, conversation: str, name: str, body: bytes) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -118,3 +128,31 @@ def conversation_pages(batches: Iterable[pa.RecordBatch], page_size: int) -> Ite
 
 def _filtered(mask: pa.Array | None, *arrays: pa.Array) -> tuple[pa.Array, ...]:
     return arrays if mask is None else tuple(array.filter(mask) for array in arrays)
+
+
+def write_pages(
+    writer: Writer, rows: Iterable[pa.RecordBatch], page_size: int, order: str, stage: Stage
+) -> None:
+    """Write the pages of one order's sorted stream of conversation rows."""
+    last: tuple[str, str] | None = None
+    directory = ""
+    written = 0
+    for page in conversation_pages(rows, page_size):
+        if (page.owner, page.participant) != last:
+            last = (page.owner, page.participant)
+            directory = conversation_dir(page.owner, page.participant)
+        writer.write(directory, page_file(page_size, page.list_name, order, page.start), page.body)
+        written += 1
+        if written == 4096:
+            stage.add(files=written)
+            written = 0
+    stage.add(files=written)
+
+
+def write_summaries(writer: Writer, batches: Iterable[pa.RecordBatch], stage: Stage) -> None:
+    """Write each conversation's summary file."""
+    for batch in batches:
+        owners, participants, bodies = (column.to_pylist() for column in batch.columns)
+        for owner, participant, body in zip(owners, participants, bodies, strict=True):
+            writer.write(conversation_dir(owner, participant), SUMMARY_FILE, body.encode())
+        stage.add(files=batch.num_rows)

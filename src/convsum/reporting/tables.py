@@ -193,6 +193,13 @@ def write_tables(
     return written
 
 
+def unchanged_tables(tree: Path) -> Written:
+    """Return what a run that changes no row writes: nothing; the tree's files all stay."""
+    snapshot = Snapshot.read(tree)
+    kept = list(snapshot.files["conversations"]) if snapshot else []
+    return Written(files={"messages": [], "statuses": [], "conversations": kept}, days=frozenset())
+
+
 def _copy(con: duckdb.DuckDBPyConnection, sql: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     con.execute(f"COPY ({sql}) TO '{_quoted(target)}' (FORMAT parquet)")
