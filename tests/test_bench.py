@@ -8,9 +8,11 @@ from convsum.bench import (
     ensure_data,
     format_reports,
     format_table,
+    format_targets,
     run_bench,
     run_nightly,
     run_reports,
+    targets,
 )
 from convsum.reporting.reports import REPORTS
 
@@ -33,19 +35,36 @@ def test_bench_smoke_measures_every_run_and_both_floors(tmp_path: Path) -> None:
     assert "pages" not in results[0].stages
     table = format_table(results, 2_000)
     assert "| duckdb full |" in table and "x (query + writer)" in table
+    summaries, full, query, writer = results
+    checked = {(key, label): value for key, label, value in targets(results)}
+    compute = summaries.stages["read"] + summaries.stages["derive"]
+    assert checked[("compute", "duckdb summaries")] == compute / query.wall
+    assert checked[("full", "duckdb full")] == full.wall / (query.wall + writer.wall)
+    assert {key for key, _ in checked} == {"compute", "full", "memory"}
+    lines = format_targets(results).splitlines()
+    assert len(lines) == 2 + len(checked)
+    assert all(line.endswith(("| yes |", "x the goal) |")) for line in lines[2:])
     assert (tmp_path / "data" / "generated.json").exists()
 
 
 def test_bench_nightly_smoke_measures_a_full_run_then_an_increment(tmp_path: Path) -> None:
     data = tmp_path / "data"
     ensure_data(data, 2_000, seed=1)
-    full, increment = run_nightly(data, "duckdb", tmp_path / "work", threads=1)
+    full, increment, unchanged = run_nightly(data, "duckdb", tmp_path / "work", threads=1)
     assert (full.label, increment.label) == ("duckdb nightly full", "duckdb nightly increment")
+    assert unchanged.label == "duckdb nightly unchanged"
     assert (full.report["mode"], increment.report["mode"]) == ("full", "incremental")
+    assert unchanged.report["files_read"] == {"messages": 0, "statuses": 0}
+    assert unchanged.report["messages"] == increment.report["messages"]
+    assert "derive" not in unchanged.stages
     assert increment.report["files_read"] == {"messages": 1, "statuses": 1}
     assert increment.report["files_skipped"] == {"messages": 1, "statuses": 1}
     assert 0 < increment.report["rows_read"]["messages"] < full.report["rows_read"]["messages"]
-    assert "x full" in format_table([full, increment], 2_000)
+    assert "x full" in format_table([full, increment, unchanged], 2_000)
+    checked = {(key, label): value for key, label, value in targets([full, increment, unchanged])}
+    assert checked[("night", "duckdb nightly increment")] == increment.wall / full.wall
+    assert checked[("unchanged", "duckdb nightly unchanged")] == unchanged.wall
+    assert checked[("memory", "duckdb nightly full")] == full.peak_mib
 
 
 def test_bench_reports_smoke_times_every_named_report(tmp_path: Path) -> None:

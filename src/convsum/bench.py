@@ -232,7 +232,8 @@ def run_nightly(
     runs: int = 1,
     progress: Callable[[str], None] = lambda _line: None,
 ) -> list[Measurement]:
-    """Measure a full run over all but the last night, then the incremental run adding it."""
+    """Measure a full run over all but the last night, the incremental run adding it, and one
+    more run without a new file."""
     root, night = nightly_inputs(data, work)
     inputs, extra = _run_options(root, threads)
     base = [sys.executable, "-m", "convsum", "run", *inputs, "--out", str(work / "out")]
@@ -246,9 +247,9 @@ def run_nightly(
         samples.setdefault(label, []).append(measured(label, command))
         for role, path in night.items():
             os.link(path, root / role / path.name)
-        label = f"{engine} nightly increment"
-        progress(f"{label} ({turn + 1}/{runs})")
-        samples.setdefault(label, []).append(measured(label, command))
+        for label in (f"{engine} nightly increment", f"{engine} nightly unchanged"):
+            progress(f"{label} ({turn + 1}/{runs})")
+            samples.setdefault(label, []).append(measured(label, command))
         remove_made(work / "out")
     return [median_of(ms) for ms in samples.values()]
 
@@ -320,8 +321,9 @@ def format_table(results: list[Measurement], messages: int) -> str:
     header = ["run", *STAGES, "wall s", "cpu s", "peak MiB", "ratio to floor"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in results:
-        if m.label.endswith("nightly increment"):
-            ratio = f"{m.wall / by_label[m.label.replace('increment', 'full')].wall:.3f} x full"
+        if m.label.endswith(("nightly increment", "nightly unchanged")):
+            night_full = by_label[m.label.rsplit(" ", 1)[0] + " full"]
+            ratio = f"{m.wall / night_full.wall:.3f} x full"
         elif m.label.endswith("nightly full"):
             ratio = ""
         elif m.label.endswith("summaries"):
@@ -351,6 +353,51 @@ def format_table(results: list[Measurement], messages: int) -> str:
                 f"conversations changed; {r['files_written']:,} files written, "
                 f"{r['files_unchanged']:,} unchanged, {r['files_removed']:,} removed"
             )
+    return "\n".join(lines)
+
+
+# The targets every `make bench` checks (this machine: 2 cores, 24 GB): (what, goal, unit).
+TARGETS = {
+    "compute": ("read + derive of a summaries-only run, to the bare query", 1.5, "x"),
+    "full": ("full run, to bare query + bare writer", 1.0, "x"),
+    "night": ("nightly increment (1 % new messages), to its full run", 0.10, "x"),
+    "unchanged": ("night without a new file, wall time", 2.0, "s"),
+    "memory": ("peak memory of any run", 4096.0, "MiB"),
+}
+
+
+def targets(results: list[Measurement]) -> list[tuple[str, str, float]]:
+    """Return (target, run, measured value) for every target the results can check."""
+    by_label = {m.label: m for m in results}
+    query = by_label.get("bare query")
+    writer = by_label.get("bare writer")
+    rows: list[tuple[str, str, float]] = []
+    for m in results:
+        label = m.label
+        if label.endswith(" summaries") and query:
+            compute = sum(m.stages.get(stage, 0.0) for stage in ("read", "derive"))
+            rows.append(("compute", label, compute / query.wall))
+        elif label.endswith(" full") and "nightly" not in label and query and writer:
+            rows.append(("full", label, m.wall / (query.wall + writer.wall)))
+        elif label.endswith("nightly increment"):
+            rows.append(
+                ("night", label, m.wall / by_label[label.replace("increment", "full")].wall)
+            )
+        elif label.endswith("nightly unchanged"):
+            rows.append(("unchanged", label, m.wall))
+        if not label.startswith("bare"):
+            rows.append(("memory", label, m.peak_mib))
+    return rows
+
+
+def format_targets(results: list[Measurement]) -> str:
+    """Return the targets as a Markdown table: goal, measured value, met or by how much not."""
+    lines = ["| target | run | goal | measured | met |", "|---|---|---|---|---|"]
+    for key, label, value in targets(results):
+        what, goal, unit = TARGETS[key]
+        met = "yes" if value <= goal else f"no ({value / goal:.2f} x the goal)"
+        number = f"{value:.0f}" if unit == "MiB" else f"{value:.2f}"
+        lines.append(f"| {what} | {label} | {goal:g} {unit} | {number} {unit} | {met} |")
     return "\n".join(lines)
 
 

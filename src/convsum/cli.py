@@ -346,11 +346,19 @@ def bench(
 
     Per engine, a summaries-only run and a full run; each run, and each floor, is one process
     whose wall time, CPU time and peak memory are measured; every figure is a median of --runs.
-    With --nightly, per engine also a full run over all but the last 1 % of messages and the
-    incremental run that adds them with every status logged since. With --reports, each named
-    report over the tables of a full run.
+    With --nightly, per engine also a full run over all but the last 1 % of messages, the
+    incremental run that adds them with every status logged since, and a run without a new
+    file. With --reports, each named report over the tables of a full run. Then the targets:
+    each goal, the measured value and whether it is met.
     """
-    from convsum.bench import format_reports, format_table, run_bench, run_nightly, run_reports
+    from convsum.bench import (
+        format_reports,
+        format_table,
+        format_targets,
+        run_bench,
+        run_nightly,
+        run_reports,
+    )
 
     directory = data or Path("bench_data") / str(count)
     say = lambda label: click.echo(f"convsum bench: {label}", err=True)  # noqa: E731
@@ -365,6 +373,7 @@ def bench(
     except ConvsumError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(format_table(results, count))
+    click.echo("\n" + format_targets(results))
     if timed:
         click.echo("\n" + format_reports(timed))
 
