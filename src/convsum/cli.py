@@ -101,7 +101,7 @@ def _checked(
     "--memory-limit",
     metavar="SIZE",
     callback=_checked(check_memory_limit),
-    help="Engine memory cap, as 4GB or 512MiB [default: engine's].",
+    help="Engine memory budget, as 4GB or 512MiB [default: half the memory, at most 3GiB].",
 )
 @click.option(
     "--rebuild/--no-rebuild",

@@ -168,6 +168,14 @@ class _Placed:
     changes: dict[str, int] | None = None  # the change lists of an update (None: a new tree)
 
 
+@dataclass(frozen=True)
+class _Affected:
+    """What an incremental run recomputes: a file of conversations, and UTC days of tables."""
+
+    conversations: Path | None
+    days: list[date] | None
+
+
 class _NewTree:
     """A full run's target: a new tree with its own state store, beside the served one."""
 
@@ -205,14 +213,6 @@ class _NewTree:
         self.writer.close()
         self.state.close()
         self.root.discard(self.tree)
-
-
-@dataclass(frozen=True)
-class _Affected:
-    """What an incremental run recomputes: a file of conversations, and UTC days of tables."""
-
-    conversations: Path | None
-    days: list[date] | None
 
 
 class _InPlace:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import tempfile
 from contextlib import nullcontext
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from convsum.config import ENGINES, RunConfig
 from convsum.engines import polars as polars_engine
-from convsum.engines.base import EngineSettings
-from convsum.inputs import StagedInputs
+from convsum.engines.base import EngineSettings, StatusOrder, status_order
+from convsum.inputs import STATUSES_SCHEMA, StagedInputs
 from convsum.run import run_job
 from tests.conftest import (
     ALL_COLUMNS,
@@ -110,3 +113,31 @@ def test_polars_parts_follow_the_rows_and_the_memory_limit(tmp_path: Path) -> No
     assert polars_engine._parts(staged, EngineSettings(tmp_path, memory_limit="16GiB")) == 1
     small = StagedInputs(tmp_path, tmp_path, {"messages": 10, "statuses": 0}, {})
     assert polars_engine._parts(small, EngineSettings(tmp_path, memory_limit="64MiB")) == 1
+
+
+def _staged_statuses(directory: Path, rows: list[tuple[int, int | None, datetime]]) -> Path:
+    directory.mkdir()
+    table = pa.Table.from_pylist(
+        [
+            {"message_id": "m", "owner": None, "code": c, "created": t, "duration": d}
+            for c, d, t in rows
+        ],
+        schema=STATUSES_SCHEMA,
+    )
+    pq.write_table(table, directory / "s.parquet")
+    return directory
+
+
+def test_status_order_packs_the_ranges_that_fit_127_bits(tmp_path: Path) -> None:
+    t0, t1 = datetime(2025, 1, 1), datetime(2025, 1, 1, 0, 0, 1)  # 1,000,000 us: 20 bits
+    narrow = _staged_statuses(tmp_path / "a", [(101, None, t0), (403, 6, t1)])
+    order = status_order(narrow)
+    assert order == StatusOrder(int(t0.replace(tzinfo=UTC).timestamp() * 1e6), 101, 3, 12)
+    assert order.created_shift == 13  # duration + 1 < 2**3, codes 0..302 < 2**9, the final bit
+    no_durations = _staged_statuses(tmp_path / "b", [(101, None, t0), (102, None, t0)])
+    assert status_order(no_durations) == StatusOrder(order.created_from, 101, 0, 1)
+    # 20 + 1 + 63 + 43 = 127 bits fit; one more bit of duration does not.
+    fits = _staged_statuses(tmp_path / "c", [(0, 2**43 - 2, t0), (2**63 - 1, 0, t1)])
+    assert status_order(fits) is not None
+    wide = _staged_statuses(tmp_path / "d", [(0, 2**43 - 1, t0), (2**63 - 1, 0, t1)])
+    assert status_order(wide) is None

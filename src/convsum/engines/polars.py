@@ -1,10 +1,10 @@
 """The Polars engine: SPEC section 3 as lazy Polars queries over the staged Parquet files.
 
 Every query runs on Polars' streaming engine and ends in a Parquet file in the work directory,
-read back batch by batch, so no derived table is held in this process's Python memory. What
-Polars may still materialise inside a query: the window positions (`over`) and the sorts of the
-deduplication, the latest status and the ordered lists, which are not guaranteed to spill; the
-DuckDB engine spills those to disk under its memory limit.
+read back batch by batch, so no derived table is held in this process's Python memory. Polars
+has no memory cap: the passes local to a message run in parts sized to the memory limit (see
+`_parts`). What Polars may still hold whole inside a query: the window positions (`over`) and the
+sorts of the ordered lists; the DuckDB engine spills those to disk under its memory limit.
 """
 
 from __future__ import annotations
