@@ -25,7 +25,7 @@ TIMES = [T0 + timedelta(seconds=s) for s in (0, 0.25, 1, 2)]
 # widest a code and a duration can be: with them, the latest-status order no longer fits one
 # 128-bit integer (engines/base.py: StatusOrder), so both of the engines' paths are exercised.
 WIDEST = 2**63 - 1
-CODES = [101, 102, 111, 201, 202, 203, 301, 402, 403, 510, 610, 999, WIDEST]
+CODES = [101, 102, 111, 201, 202, 203, 301, 402, 403, 510, 610, 999, WIDEST, -WIDEST - 1]
 HIGH_NON_FINAL = [301, 610, 999]
 DURATIONS = [None, 0, 1, 3, WIDEST]  # the reader refuses negative durations
 

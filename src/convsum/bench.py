@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from convsum.publish.tree import make_marked, remove_made
+from convsum.sql import literal
 
 STAGES = ("read", "derive", "pages", "summaries", "tables", "swap", "index")
 NIGHTLY_SHARE = 0.01  # the share of messages that arrives in one night
@@ -32,7 +33,7 @@ NIGHTLY_SHARE = 0.01  # the share of messages that arrives in one night
 # messages by their creation time, statuses by theirs (late statuses of older messages included).
 _NIGHT_SPLIT = """
 COPY (SELECT * FROM read_parquet($source) WHERE (created >= $cutoff) = $night)
-TO '{target}' (FORMAT parquet)
+TO {target} (FORMAT parquet)
 """
 
 BARE_QUERY = """
@@ -218,7 +219,7 @@ def split_night(data: Path, root: Path, night: Path) -> None:
         (root / role).mkdir(parents=True)
         for target, is_night in ((root / role / "before.parquet", False),
                                  (night / f"{role}.parquet", True)):  # fmt: skip
-            sql = _NIGHT_SPLIT.format(target=str(target).replace("'", "''"))
+            sql = _NIGHT_SPLIT.format(target=literal(str(target)))
             con.execute(sql, {"source": source[role], "cutoff": cutoff[0] if cutoff else None,
                               "night": is_night})  # fmt: skip
     con.close()

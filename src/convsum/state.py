@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from convsum.inputs import MESSAGES_SCHEMA, STATUSES_SCHEMA, StagedFile
+from convsum.sql import literal
 
 STATE = "state"
 CATALOG = "catalog.duckdb"
@@ -77,7 +78,7 @@ COPY (
         FROM sides GROUP BY owner, participant
     )
     SELECT owner, participant, since.created AS since_created, since.id AS since_id FROM least
-) TO '{target}' (FORMAT parquet)
+) TO {target} (FORMAT parquet)
 """
 # The UTC days of every row (old or new) of the touched messages: the days whose messages (and
 # their statuses) may have changed in the queryable tables (see reporting/tables.py).
@@ -230,7 +231,7 @@ class State:
                 "new_statuses": [str(p) for p in new_statuses],
             },
         )
-        self.con.execute(_AFFECTED.format(target=str(target).replace("'", "''")))
+        self.con.execute(_AFFECTED.format(target=literal(str(target))))
         days = [day for (day,) in self.con.execute(_DAYS).fetchall()]
         self.con.execute("DROP TABLE touched")
         return int(pq.ParquetFile(target).metadata.num_rows), days

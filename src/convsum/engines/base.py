@@ -18,6 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from convsum.inputs import StagedInputs
+from convsum.sql import literal
 
 # The message object of SPEC section 1, in key order: (JSON key, staged column, kind). Kinds:
 # text, int, double, time; `statuses` is the latest-status list, which splits the object into
@@ -189,18 +190,13 @@ def default_memory_limit() -> str:
     return f"{min(3 * 1024, physical // 2 // 2**20)}MiB"
 
 
-def sql_literal(text: str) -> str:
-    """Return `text` as a SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
-
-
 def deduplicated_messages(staged: Path, multi: str, winners: str) -> str:
     """Return the SQL relation of the messages after deduplication (SPEC section 3).
 
     `multi` is a relation of the ids seen more than once, `winners` one of the rows that won
     among theirs: every staged row of another id is taken where it lies.
     """
-    files = sql_literal(str(staged / "*.parquet"))
+    files = literal(str(staged / "*.parquet"))
     return (
         f"(SELECT * FROM read_parquet({files}) AS staged ANTI JOIN {multi} AS multi USING (id) "
         f"UNION ALL SELECT * FROM {winners})"
@@ -219,7 +215,7 @@ def define_relations(
     participant, direction, created, id, segments, code); staged_statuses: every staged status.
     The arguments are SQL relations of `con` holding those rows.
     """
-    glob = sql_literal(str(statuses / "*.parquet"))
+    glob = literal(str(statuses / "*.parquet"))
     con.execute(
         f"""
         CREATE OR REPLACE TEMP VIEW derived_messages AS SELECT * FROM {messages};

@@ -20,10 +20,10 @@ from convsum.engines.base import (
     default_memory_limit,
     define_relations,
     message_object_parts,
-    sql_literal,
     status_order,
 )
 from convsum.inputs import StagedInputs
+from convsum.sql import literal
 
 # JSON text must be byte-identical across engines. DuckDB's to_json agrees with the canonical
 # form (that of orjson) except for a few control characters (upper-case hex) and for doubles
@@ -250,7 +250,7 @@ class DuckDBEngine:
                 "messages": str(staged.messages / "*.parquet"),
                 "statuses": str(staged.statuses / "*.parquet"),
             }
-            con.execute(_MULTI.format(messages=sql_literal(params["messages"]), **_OBJECT))
+            con.execute(_MULTI.format(messages=literal(params["messages"]), **_OBJECT))
             msg = deduplicated_messages(staged.messages, "multi", "multi_winners")
             con.execute(f"CREATE TEMP VIEW msg AS SELECT * FROM {msg}")
             latest = _latest_sql(status_order(staged.statuses))

@@ -32,11 +32,11 @@ from convsum.engines.base import (
     default_memory_limit,
     define_relations,
     message_object_parts,
-    sql_literal,
     status_order,
 )
 from convsum.engines.duckdb import connect
 from convsum.inputs import StagedInputs
+from convsum.sql import literal
 
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
@@ -127,7 +127,7 @@ class _PolarsDerivation:
     def relations(self) -> duckdb.DuckDBPyConnection:
         if self._con is None:
             multi, winners, latest, conv = (
-                f"read_parquet({sql_literal(str(self.work / name))})"
+                f"read_parquet({literal(str(self.work / name))})"
                 for name in (
                     "multi-*.parquet",
                     "winners.parquet",

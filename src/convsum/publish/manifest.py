@@ -12,6 +12,7 @@ import pyarrow as pa
 from convsum.inputs import Source
 from convsum.publish import durable
 from convsum.publish.tree import FILE_LIST
+from convsum.sql import literal
 
 MANIFEST = "manifest.json"
 REPORT = "report.json"
@@ -94,17 +95,13 @@ def _copy_sorted(
     params = {k: str(v) for k, v in (("new", new), ("old", old)) if f"${k}" in query and v}
     tmp = target.with_name(f".{target.name}.tmp")
     copied = con.execute(
-        f"COPY (SELECT DISTINCT * FROM ({query}) ORDER BY 1) TO '{_sql_path(tmp)}' "
+        f"COPY (SELECT DISTINCT * FROM ({query}) ORDER BY 1) TO {literal(str(tmp))} "
         "(FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\\x1f')",
         params,
     ).fetchone()
     durable.sync_file(tmp)
     tmp.replace(target)
     return int(copied[0]) if copied else 0
-
-
-def _sql_path(path: Path) -> str:
-    return str(path).replace("'", "''")
 
 
 def describe_inputs(sources: list[Source]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import pyarrow as pa
 from convsum.errors import ConvsumError, first_line
 from convsum.publish.tree import CURRENT, reading
 from convsum.reporting.tables import NAMES, Snapshot
+from convsum.sql import literal
 
 _ATTEMPTS = 5  # a run may replace the served tree between resolving `current` and holding it
 
@@ -129,7 +130,7 @@ def _sandbox(
             "SET allowed_paths = $paths", {"paths": [f for fs in files.values() for f in fs]}
         )
         for name in NAMES:
-            listed = ", ".join("'{}'".format(f.replace("'", "''")) for f in files[name])
+            listed = ", ".join(literal(f) for f in files[name])
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{listed}])")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from convsum.publish import durable
 from convsum.publish.manifest import write_json
 from convsum.publish.tree import READERS, unread
+from convsum.sql import literal
 
 TABLES = "tables"
 SNAPSHOT = "snapshot.json"
@@ -177,7 +178,7 @@ def write_tables(
         staging = work / "tables" / name
         staging.parent.mkdir(exist_ok=True)
         con.execute(
-            f"COPY ({select}) TO '{_quoted(staging)}' (FORMAT parquet, PARTITION_BY ({DAY}), "
+            f"COPY ({select}) TO {literal(str(staging))} (FORMAT parquet, PARTITION_BY ({DAY}), "
             f"FILENAME_PATTERN '{run_id}-{{i}}')",
             params,
         )
@@ -202,11 +203,7 @@ def unchanged_tables(tree: Path) -> Written:
 
 def _copy(con: duckdb.DuckDBPyConnection, sql: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    con.execute(f"COPY ({sql}) TO '{_quoted(target)}' (FORMAT parquet)")
-
-
-def _quoted(path: Path) -> str:
-    return str(path).replace("'", "''")
+    con.execute(f"COPY ({sql}) TO {literal(str(target))} (FORMAT parquet)")
 
 
 def publish_tables(
