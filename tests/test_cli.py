@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from convsum import __version__
 from convsum.cli import cli
 from convsum.engines.base import DATA_COUNTS
+from convsum.reporting.query import open_tables
 from tests.conftest import (
     MESSAGE_TYPES,
     STATUS_TYPES,
@@ -23,6 +24,7 @@ from tests.conftest import (
     message,
     snapshot,
     status,
+    table_rows,
     write_parquet,
 )
 
@@ -328,6 +330,7 @@ def test_cli_run_report_on_stdout(published: Path, good_inputs: tuple[Path, Path
     # The state is committed after the report is written: its stage is not in the report.
     stages = {"list", "read", "derive", "pages", "summaries", "tables", "index"}
     assert set(report["stages"]) == stages
+    tables, listed = table_rows(published), (published / "current" / "files.txt").read_bytes()
     again = orjson.loads(_invoke(*args, "--report").stdout)
     assert (again["mode"], again["rebuild_reason"]) == ("incremental", None)
     assert again["files_read"] == {"messages": 0, "statuses": 0}
@@ -336,6 +339,12 @@ def test_cli_run_report_on_stdout(published: Path, good_inputs: tuple[Path, Path
     # No new file: nothing is derived again, and the counts stand.
     assert {k: again[k] for k in DATA_COUNTS} == {k: report[k] for k in DATA_COUNTS}
     assert set(again["stages"]) == {"list", "read", "swap", "index"}
+    assert table_rows(published) == tables
+    assert (published / "current" / "files.txt").read_bytes() == listed
+    assert (published / "current" / "written.txt").read_bytes() == b""
+    with open_tables(published) as opened:
+        runs = opened.con.execute("SELECT run_id FROM runs ORDER BY started").fetchall()
+    assert runs[-2:] == [(report["run_id"],), (again["run_id"],)]  # one row more
 
 
 def test_cli_only_summaries_writes_no_pages(tmp_path: Path, good_inputs: tuple[Path, Path]) -> None:
