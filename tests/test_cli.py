@@ -15,7 +15,6 @@ from click.testing import CliRunner
 
 from convsum import __version__
 from convsum.cli import cli
-from convsum.engines.base import DATA_COUNTS
 from convsum.reporting.query import open_tables
 from tests.conftest import (
     MESSAGE_TYPES,
@@ -27,6 +26,7 @@ from tests.conftest import (
     table_rows,
     write_parquet,
 )
+from tests.test_incremental import DATA_COUNTS
 
 
 def _invoke(*args: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from convsum.config import ENGINES, RunConfig
 from convsum.errors import RebuildRefusedError
+from convsum.log import RunLog
 from convsum.publish.paths import conversation_dir
 from convsum.run import run_job
 from tests.conftest import (
@@ -94,6 +96,7 @@ def _night(inputs: Path, night: int, messages: list[dict[str, Any]], statuses: l
     statuses=statuses_strategy,
     nights=st.integers(1, 4),
     page_size=st.sampled_from([1, 2, 5]),
+    lists=st.sampled_from(["asc", "asc and desc", "none"]),
     data=st.data(),
 )
 def test_incremental_any_nightly_split_gives_the_full_run_tree(
@@ -101,13 +104,17 @@ def test_incremental_any_nightly_split_gives_the_full_run_tree(
     statuses: list[dict[str, Any]],
     nights: int,
     page_size: int,
+    lists: str,
     data: st.DataObject,
 ) -> None:
     rows = [{**m, "type": "SMS", "datacoding": "gsm", "currency": "SEK"} for m in messages]
     night_of = st.integers(0, nights - 1)
     message_nights = data.draw(st.lists(night_of, min_size=len(rows), max_size=len(rows)))
     status_nights = data.draw(st.lists(night_of, min_size=len(statuses), max_size=len(statuses)))
-    options = {"page_size": page_size, "desc_pages": True}
+    # With summaries only, an update derives the touched ids' rows alone (state.py).
+    options = {"page_size": page_size, "desc_pages": lists == "asc and desc"}
+    if lists == "none":
+        options["only"] = "summaries"
     with tempfile.TemporaryDirectory() as tmp:
         inputs = Path(tmp) / "in"
         for night in range(nights):
@@ -194,6 +201,31 @@ def test_incremental_touches_only_the_changed_conversations(tmp_path: Path, engi
     fresh = tmp_path / "fresh"
     run_job(_config(inputs, fresh, engine=engine, page_size=2))
     assert published(out) == published(fresh)
+
+
+def test_incremental_summaries_only_derives_the_touched_ids_and_days(
+    tmp_path: Path, engine: str
+) -> None:
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    day = 24 * 60
+    first = [message(f"a{i}", recipient="4601", created=_at(i)) for i in range(4)]
+    first += [message(f"b{i}", recipient="4602", created=_at(day + i)) for i in range(6)]
+    _night(inputs, 0, first, [status(f"a{i}", 201) for i in range(4)])
+    options = {"engine": engine, "only": "summaries"}
+    run_job(_config(inputs, out, **options))
+    # A late status for a0 (day 1) and a new message on day 3: day 2's six messages stay put.
+    _night(inputs, 1, [message("c0", recipient="4601", created=_at(2 * day))], [status("a0", 402)])
+    stream = io.StringIO()
+    report = run_job(_config(inputs, out, **options), RunLog("json", stream))
+    events = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    (plan,) = [e["counts"] for e in events if e.get("stage") == "plan" and "counts" in e]
+    assert plan == {"conversations": 2, "days": 2, "touched": 2, "rows": 5}
+    fresh = tmp_path / "fresh"
+    full = run_job(_config(inputs, fresh, **options))
+    assert published(out) == published(fresh)
+    assert table_rows(out, ALL_COLUMNS) == table_rows(fresh, ALL_COLUMNS)
+    assert {k: report[k] for k in DATA_COUNTS} == {k: full[k] for k in DATA_COUNTS}
+    assert report["messages"] == 11 and report["participants"] == 3
 
 
 def test_incremental_late_duplicate_moves_a_message_and_removes_a_conversation(

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from convsum import __version__
 from convsum.config import RunConfig
 from convsum.engines import EngineSettings, get_engine
-from convsum.engines.base import DATA_COUNTS, report_counts
+from convsum.engines.base import add_facts, report_counts, summaries, tally
 from convsum.errors import PublishError, RebuildRefusedError, first_line
 from convsum.inputs import Source, StagedInputs, list_inputs, stage_inputs
 from convsum.log import RunLog
@@ -51,7 +51,7 @@ from convsum.reporting.tables import (
     unchanged_tables,
     write_tables,
 )
-from convsum.state import STATE, State
+from convsum.state import STATE, State, Tally
 
 
 def new_run_id() -> str:
@@ -170,10 +170,14 @@ class _Placed:
 
 @dataclass(frozen=True)
 class _Affected:
-    """What an incremental run recomputes: a file of conversations, and UTC days of tables."""
+    """What a run derives: the rows its lists and tables come from, and for an update the
+    conversations and UTC days it recomputes and the touched ids' rows now and before."""
 
-    conversations: Path | None
-    days: list[date] | None
+    rows: StagedInputs
+    conversations: Path | None = None  # None: every conversation (a full run)
+    days: list[date] | None = None  # None: every day
+    # The touched ids' rows (now, before); None: a full run, where every row is new.
+    touched: tuple[StagedInputs, StagedInputs] | None = None
 
 
 class _NewTree:
@@ -189,8 +193,10 @@ class _NewTree:
     def unchanged(self, staged: StagedInputs) -> dict[str, Any] | None:
         return None
 
-    def affected(self, staged: StagedInputs, work: Path, log: RunLog) -> _Affected:
-        return _Affected(None, None)
+    def affected(
+        self, staged: StagedInputs, rows: StagedInputs, work: Path, log: RunLog, every_row: bool
+    ) -> _Affected:
+        return _Affected(rows)
 
     def place(self, log: RunLog, affected: _Affected, counts: dict[str, Any]) -> _Placed:
         with log.stage("index") as stage:
@@ -224,22 +230,24 @@ class _InPlace:
         state.remove_unlisted()
 
     def unchanged(self, staged: StagedInputs) -> dict[str, Any] | None:
-        """Return the served tree's data counts if nothing can change: no new file, and no
+        """Return the served tree's facts if nothing can change: no new file, and no
         unfinished update."""
         if staged.files or self.state.pending():
             return None
-        try:
-            report = orjson.loads((self.tree / REPORT).read_bytes())
-            return {key: report[key] for key in DATA_COUNTS}
-        except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
-            return None
+        return self.state.facts()
 
-    def affected(self, staged: StagedInputs, work: Path, log: RunLog) -> _Affected:
+    def affected(
+        self, staged: StagedInputs, rows: StagedInputs, work: Path, log: RunLog, every_row: bool
+    ) -> _Affected:
         touched = work / "conversations.parquet"
         with log.stage("plan") as stage:
-            conversations, days = self.state.affected(staged.files, touched)
-            stage.set(conversations=conversations, days=len(days))
-        return _Affected(touched, days)
+            found = self.state.affected(staged.files, work / "touched", touched, every_row)
+            derived = found.rows or rows
+            stage.set(
+                conversations=found.conversations, days=len(found.days),
+                touched=found.after.rows_read["messages"], rows=derived.rows_read["messages"],
+            )  # fmt: skip
+        return _Affected(derived, touched, found.days, (found.after, found.before))
 
     def place(self, log: RunLog, affected: _Affected, counts: dict[str, Any]) -> _Placed:
         update = self.writer
@@ -293,16 +301,19 @@ def _run(
         for role, rows in staged.rows_read.items():
             totals[role] += rows
         state.adopt(staged.files, staged.messages, staged.statuses)
-        unchanged = target.unchanged(staged)
-        affected = _Affected(None, None)
-        if unchanged is not None:  # a night without new files: the counts stand
-            counts, tables = unchanged, unchanged_tables(target.tree)
+        every = StagedInputs(state.messages, state.statuses, totals, staged.files_read)
+        affected = _Affected(every)
+        facts = target.unchanged(staged)
+        tally: Tally | None = None
+        if facts is not None:  # a night without new files: the counts stand
+            tables = unchanged_tables(target.tree)
         else:
-            affected = target.affected(staged, work, log)
-            inputs = StagedInputs(state.messages, state.statuses, totals, staged.files_read)
-            counts, tables = _derive_and_write(
-                config, inputs, run_id, work, target.writer, log, target.tree, affected
+            every_row = config.only != "summaries"
+            affected = target.affected(staged, every, work, log, every_row)
+            facts, tally, tables = _derive_and_write(
+                config, affected, state, run_id, work, target.writer, log, target.tree
             )
+        counts = report_counts(facts, totals)
         placed = target.place(log, affected, counts)
         report = _report(run_id, plan, staged, counts, log)
         report.update(placed.report, stages=dict(log.seconds))
@@ -313,7 +324,7 @@ def _run(
             # Publishing the tables first flushes the files written so far; then it replaces
             # the snapshot, and the catalog commits last.
             publish_tables(target.tree, tables, target.previous, _history(config, report, started))
-            state.record(run_id, staged.files)
+            state.record(run_id, staged.files, facts, tally)
         target.switch()
     except BaseException:
         target.discard()
@@ -341,40 +352,64 @@ def _writing(out: str) -> Iterator[None]:
 
 def _derive_and_write(
     config: RunConfig,
-    staged: StagedInputs,
+    affected: _Affected,
+    state: State,
     run_id: str,
     work: Path,
     writer: Writer,
     log: RunLog,
     tree: Path,
-    affected: _Affected,
-) -> tuple[dict[str, Any], Written]:
-    """Run the engine and write every page and summary asked for, and the tables into `tree`.
+) -> tuple[dict[str, Any], Tally, Written]:
+    """Run the engine; write every page and summary asked for, and the tables into `tree`.
 
-    An incremental run passes the conversations and the UTC days it touches. Returns the
-    engine's counts and the table files written.
+    The facts and conversation tallies are the served tree's (none for a full run) plus those
+    of the touched ids' rows now, less theirs before (for a full run, every row is touched and
+    none was there before). The pages and the tables come from `affected.rows`. Returns the
+    tree's facts, the new tallies and the table files written.
     """
     engine = get_engine(config.engine, config.threads)
-    settings = EngineSettings(
-        work, config.threads, config.memory_limit, conversations=affected.conversations,
-        page_size=config.page_size,
-    )  # fmt: skip
+
+    def settings(directory: Path, conversations: Path | None = None) -> EngineSettings:
+        directory.mkdir(exist_ok=True)
+        return EngineSettings(
+            directory, config.threads, config.memory_limit, conversations=conversations,
+            page_size=config.page_size,
+        )  # fmt: skip
+
     with ExitStack() as engine_scope:
         with log.stage("derive") as stage:
-            derived = engine_scope.enter_context(engine.derive(staged, settings))
-            counts = report_counts(derived.counts(), staged.rows_read)
-            stage.set(messages=counts["messages"], participants=counts["participants"])
+            now, was = work / "tally-now.parquet", None
+            if affected.touched is None:
+                derived = engine_scope.enter_context(engine.derive(affected.rows, settings(work)))
+                facts = add_facts({}, tally(derived, now), None)
+            else:
+                after, before = affected.touched
+                was = work / "tally-before.parquet"
+                with engine.derive(after, settings(work / "after")) as changed:
+                    facts_now = tally(changed, now)
+                with engine.derive(before, settings(work / "before")) as changed:
+                    facts_before = tally(changed, was)
+                facts = add_facts(state.facts() or {}, facts_now, facts_before)
+                rows = settings(work / "rows", affected.conversations)
+                derived = engine_scope.enter_context(engine.derive(affected.rows, rows))
+            tallies = state.tally(now, was, affected.conversations, work)
+            facts.update(owners=tallies.owners, participants=tallies.participants)
+            stage.set(messages=facts["messages"], participants=tallies.participants)
         if config.only != "summaries":
             with log.stage("pages") as stage:
                 for order in _orders(config):
-                    rows = derived.conversation_rows(descending=order == "desc")
-                    write_pages(writer, rows, config.page_size, order, stage)
+                    rows_stream = derived.conversation_rows(descending=order == "desc")
+                    write_pages(writer, rows_stream, config.page_size, order, stage)
         with log.stage("summaries") as stage:
-            write_summaries(writer, derived.summaries(), stage)
+            batches = summaries(derived.relations(), tallies.counts, EngineSettings.batch_rows)
+            write_summaries(writer, batches, stage)
         with log.stage("tables") as stage:
-            tables = write_tables(derived.relations(), tree, work, run_id, affected.days)
+            tables = write_tables(
+                derived.relations(), tree, work, run_id, affected.days,
+                lambda target: state.write_conversations(tallies, target),
+            )  # fmt: skip
             stage.set(files=sum(map(len, tables.files.values())))
-    return counts, tables
+    return facts, tallies, tables
 
 
 def _history(config: RunConfig, report: dict[str, Any], started: datetime) -> dict[str, Any]:

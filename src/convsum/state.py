@@ -4,12 +4,18 @@ A tree's state lives beside its API files, in `trees/<id>/state/`:
 
     catalog.duckdb       the catalog (an embedded DuckDB database): every input file read, with
                          its size, modification time and row counts; the staging files that hold
-                         its normalised rows; the conversations and files of an unfinished update
+                         its normalised rows; the conversations and files of an unfinished update;
+                         the tree's counts: the report's facts, and per conversation, direction
+                         and latest status code the messages and SMS (the summaries' numbers)
     messages/*.parquet   the normalised rows of every message file read (staging files, kept)
     statuses/*.parquet   the normalised rows of every status file read, and nested statuses
 
 Rows are kept, not only results: a late duplicate of a message, or a late status, can change
-which row wins, so an incremental run recomputes the conversations it touches from their rows.
+which row wins, so an incremental run recomputes the messages it touches from all their rows.
+Every count is kept too, and an incremental run adds what changed: the counts of the touched
+messages' rows as they are now, less the same counts over their rows as they were. Every count of
+the report but the owners and participants is a sum over message ids, and so is each
+conversation's tally, so the night costs what it adds, not what the history holds.
 The catalog changes only inside transactions, and a staging file counts only once the catalog
 lists it: a run killed at any moment leaves a catalog that describes the served tree, plus the
 conversations it had started to rewrite (`pending`), which the next run rewrites again.
@@ -17,23 +23,26 @@ conversations it had started to rewrite (`pending`), which the next run rewrites
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from convsum.inputs import MESSAGES_SCHEMA, STATUSES_SCHEMA, StagedFile
+from convsum.inputs import MESSAGES_SCHEMA, STATUSES_SCHEMA, StagedFile, StagedInputs
 from convsum.sql import literal
 
 STATE = "state"
 CATALOG = "catalog.duckdb"
-FORMAT = "1"
+FORMAT = "2"
 EMPTY = "empty.parquet"
 
 _SCHEMA = """
@@ -45,6 +54,10 @@ CREATE TABLE inputs (
 );
 CREATE TABLE pending (owner VARCHAR NOT NULL, participant VARCHAR NOT NULL);
 CREATE TABLE unreported (path VARCHAR NOT NULL, op VARCHAR NOT NULL);
+CREATE TABLE conversations (
+    owner VARCHAR NOT NULL, participant VARCHAR NOT NULL, direction VARCHAR NOT NULL,
+    status_code BIGINT, messages BIGINT NOT NULL, sms BIGINT NOT NULL
+);
 """
 
 # The messages an update touches: every row (old or new) of each message that has a new row or a
@@ -83,6 +96,66 @@ COPY (
 # The UTC days of every row (old or new) of the touched messages: the days whose messages (and
 # their statuses) may have changed in the queryable tables (see reporting/tables.py).
 _DAYS = "SELECT DISTINCT created::DATE FROM touched ORDER BY 1"
+
+# The ids whose rows changed: of every new message row and every new status row. Every row of
+# these ids, old and new, is read again: their counts now, less their counts before.
+_IDS = """
+CREATE OR REPLACE TEMP TABLE ids AS
+SELECT id FROM read_parquet($new_messages) UNION SELECT message_id FROM read_parquet($new_statuses)
+"""
+# With the ids of the messages created on the touched days, whose tables are rewritten.
+_DAY_IDS = """
+CREATE OR REPLACE TEMP TABLE day_ids AS
+SELECT id FROM ids UNION
+SELECT id FROM read_parquet($messages) WHERE created::DATE IN (SELECT unnest($days::DATE[]))
+"""
+_ROWS_OF = """
+COPY (SELECT * FROM read_parquet($files) WHERE {column} IN (SELECT id FROM {ids}))
+TO {target} (FORMAT parquet)
+"""
+# The conversations a run recomputes: those it touched and those whose tallies it has.
+_UPDATED = """
+COPY (SELECT owner, participant FROM {sources}) TO {target} (FORMAT parquet)
+"""
+# Their tallies: as the catalog has them, plus the touched messages' now, less theirs before.
+_TALLY = """
+COPY (
+    WITH parts AS (
+        SELECT * FROM conversations SEMI JOIN read_parquet($updated) USING (owner, participant)
+        UNION ALL SELECT * FROM read_parquet($after)
+        UNION ALL SELECT owner, participant, direction, status_code, -messages, -sms
+            FROM read_parquet($before)
+    )
+    SELECT owner, participant, direction, status_code, sum(messages)::BIGINT AS messages,
+        sum(sms)::BIGINT AS sms
+    FROM parts GROUP BY ALL HAVING sum(messages) <> 0 ORDER BY ALL
+) TO {target} (FORMAT parquet)
+"""
+_MERGED = """(
+    SELECT * FROM conversations ANTI JOIN read_parquet({updated}) USING (owner, participant)
+    UNION ALL SELECT * FROM read_parquet({counts})
+)"""
+
+
+@dataclass(frozen=True)
+class Touched:
+    """What an incremental run derives again (see `State.affected`)."""
+
+    conversations: int  # how many the update recomputes
+    days: list[date]  # the UTC days of every row of the touched messages
+    after: StagedInputs  # every row, old and new, of the ids that have a new row
+    before: StagedInputs  # their rows as the served tree was built from them
+    rows: StagedInputs | None  # the rows the tables (and lists) come from; None: every row
+
+
+@dataclass(frozen=True)
+class Tally:
+    """The new conversation tallies of a run (see `State.tally`)."""
+
+    counts: Path  # (owner, participant, direction, status_code, messages, sms) of `updated`
+    updated: Path  # (owner, participant) of every conversation recomputed
+    owners: int  # in the whole tree after this run
+    participants: int
 
 
 @dataclass(frozen=True)
@@ -208,33 +281,118 @@ class State:
             if item.nested:
                 (work_statuses / item.nested).rename(self.statuses / item.nested)
 
-    def affected(self, new: Sequence[StagedFile], target: Path) -> tuple[int, list[date]]:
-        """Write the conversations that `new` files touch (and pending ones) to `target`.
+    def affected(
+        self, new: Sequence[StagedFile], work: Path, target: Path, every_row: bool
+    ) -> Touched:
+        """Find what the `new` files change; write the touched conversations (and pending ones)
+        to `target`, and under `work` the rows to derive again.
 
-        Call after `adopt`: the store's message rows then include the new ones. Returns how many,
-        and the UTC days of the touched messages' rows.
+        Call after `adopt`: the store then holds the new files, not yet listed. `every_row`: the
+        lists are derived from every row (their pages count positions over whole
+        conversations), so only the touched ids' rows are copied.
         """
-        new_messages = [self.messages / EMPTY] + [
-            self.messages / f.staged for f in new if f.source.role == "messages"
-        ]
-        new_statuses = [self.statuses / EMPTY]
+        new_files = {role: [self.directory / role / EMPTY] for role in ("messages", "statuses")}
         for f in new:
-            if f.source.role == "statuses":
-                new_statuses.append(self.statuses / f.staged)
+            new_files[f.source.role].append(self.directory / f.source.role / f.staged)
             if f.nested:
-                new_statuses.append(self.statuses / f.nested)
+                new_files["statuses"].append(self.statuses / f.nested)
+        new_paths = {role: [str(p) for p in files] for role, files in new_files.items()}
         self.con.execute(
             _TOUCHED,
             {
                 "messages": str(self.messages / "*.parquet"),
-                "new_messages": [str(p) for p in new_messages],
-                "new_statuses": [str(p) for p in new_statuses],
+                "new_messages": new_paths["messages"],
+                "new_statuses": new_paths["statuses"],
             },
         )
         self.con.execute(_AFFECTED.format(target=literal(str(target))))
         days = [day for (day,) in self.con.execute(_DAYS).fetchall()]
         self.con.execute("DROP TABLE touched")
-        return int(pq.ParquetFile(target).metadata.num_rows), days
+        self.con.execute(
+            _IDS, {"new_messages": new_paths["messages"], "new_statuses": new_paths["statuses"]}
+        )
+        old = {role: sorted(str(p) for p in self.staged_files() if p.parent.name == role)
+               for role in ("messages", "statuses")}  # fmt: skip
+        rows = None
+        source = old
+        if not every_row:
+            self.con.execute(_DAY_IDS, {"messages": old["messages"], "days": days})
+            rows = self._rows_of(old, "day_ids", work / "rows", new_files)
+            source = {role: [str(work / "rows" / role / "old.parquet")] for role in old}
+        before = self._rows_of(source, "ids", work / "before", {})
+        after = self._rows_of(
+            {role: [str(work / "before" / role / "old.parquet")] for role in old},
+            "ids", work / "after", new_files,
+        )  # fmt: skip
+        count = int(pq.ParquetFile(target).metadata.num_rows)
+        return Touched(count, days, after, before, rows)
+
+    def _rows_of(
+        self, files: dict[str, list[str]], ids: str, root: Path, new: dict[str, list[Path]]
+    ) -> StagedInputs:
+        """Copy the rows of `files` whose id is in the table `ids`, and link the `new` files,
+        into a staging root (`messages/`, `statuses/`) under `root`."""
+        rows = {}
+        for role, column in (("messages", "id"), ("statuses", "message_id")):
+            directory = root / role
+            directory.mkdir(parents=True)
+            sql = _ROWS_OF.format(
+                column=column, ids=ids, target=literal(str(directory / "old.parquet"))
+            )
+            (copied,) = self.con.execute(sql, {"files": files[role]}).fetchone() or (0,)
+            rows[role] = int(copied)
+            for path in new.get(role, ()):
+                if path.name != EMPTY:
+                    os.link(path, directory / path.name)
+                    rows[role] += pq.ParquetFile(path).metadata.num_rows
+        return StagedInputs(root / "messages", root / "statuses", rows, {})
+
+    def tally(self, after: Path, before: Path | None, touched: Path | None, work: Path) -> Tally:
+        """Write the new tallies of the conversations a run recomputes; count the tree's owners
+        and participants after it.
+
+        `after` and `before` hold the tallies (as the `conversations` table) of the touched
+        messages' rows now and before (none for a full run); `touched` the conversations an
+        update recomputes. Nothing in the catalog changes until `record`.
+        """
+        sources = [f"read_parquet({literal(str(after))})"]
+        sources += [f"read_parquet({literal(str(p))})" for p in (before, touched) if p]
+        updated, counts = work / "updated.parquet", work / "tallies.parquet"
+        union = " UNION ".join(f"SELECT owner, participant FROM {s}" for s in sources)
+        self.con.execute(_UPDATED.format(sources=f"({union})", target=literal(str(updated))))
+        empty = f"(SELECT * FROM read_parquet({literal(str(after))}) LIMIT 0)"
+        negated = f"read_parquet({literal(str(before))})" if before else empty
+        self.con.execute(
+            _TALLY.replace("read_parquet($before)", negated).format(target=literal(str(counts))),
+            {"updated": str(updated), "after": str(after)},
+        )
+        tally = Tally(counts, updated, 0, 0)
+        row = self.con.execute(
+            "SELECT count(DISTINCT owner), count(*) FROM "
+            f"(SELECT DISTINCT owner, participant FROM {self._merged(tally)})"
+        ).fetchone()
+        owners, participants = row or (0, 0)
+        return Tally(counts, updated, int(owners), int(participants))
+
+    def _merged(self, tally: Tally) -> str:
+        """The catalog's tallies with those of `tally` in place of theirs, as a relation."""
+        return _MERGED.format(
+            updated=literal(str(tally.updated)), counts=literal(str(tally.counts))
+        )
+
+    def write_conversations(self, tally: Tally, target: Path) -> None:
+        """Write the `conversations` table as it is after this run (reporting/tables.py)."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.con.execute(
+            f"COPY (SELECT * FROM {self._merged(tally)} ORDER BY ALL) "
+            f"TO {literal(str(target))} (FORMAT parquet)"
+        )
+
+    def facts(self) -> dict[str, Any] | None:
+        """Return the facts of the served tree's data (as an engine counts them, with the
+        owners and participants); None before a run recorded them."""
+        raw = self.meta("facts")
+        return None if raw is None else dict(orjson.loads(raw))
 
     def pending(self) -> int:
         """Return how many conversations an unfinished update had started to rewrite."""
@@ -258,8 +416,15 @@ class State:
         """Return the file changes of unfinished updates: (path, op) with op "+" or "-"."""
         return self.con.sql("SELECT DISTINCT path, op FROM unreported").to_arrow_table()
 
-    def record(self, run_id: str, staged: Sequence[StagedFile]) -> None:
-        """Commit the new input files and end the update: the tree now matches the catalog."""
+    def record(
+        self,
+        run_id: str,
+        staged: Sequence[StagedFile],
+        facts: dict[str, Any],
+        tally: Tally | None,
+    ) -> None:
+        """Commit the new input files, the tree's facts and the new tallies (None: unchanged),
+        and end the update: the tree now matches the catalog."""
         rows = [
             (
                 f.source.key,
@@ -279,6 +444,20 @@ class State:
                 con.executemany("INSERT INTO inputs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             con.execute("DELETE FROM pending")
             con.execute("DELETE FROM unreported")
+            con.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('facts', ?)",
+                [orjson.dumps(facts).decode()],
+            )
+            if tally is not None:
+                con.execute(
+                    "DELETE FROM conversations AS c USING read_parquet($updated) AS u "
+                    "WHERE c.owner = u.owner AND c.participant = u.participant",
+                    {"updated": str(tally.updated)},
+                )
+                con.execute(
+                    "INSERT INTO conversations SELECT * FROM read_parquet($counts)",
+                    {"counts": str(tally.counts)},
+                )
         self.con.execute("CHECKPOINT")
 
 

@@ -51,7 +51,7 @@ def calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Calls:
     spy(TreeWriter, "write", lambda _self, conversation, name, _body: f"{conversation}/{name}")
     spy(TreeUpdate, "write", lambda _self, conversation, name, _body: f"{conversation}/{name}")
     spy(convsum.run, "write_json", lambda path, _value: under_out(path))
-    spy(State, "record", lambda _self, run_id, _staged: run_id)
+    spy(State, "record", lambda _self, run_id, *_rest: run_id)
     return recorded
 
 

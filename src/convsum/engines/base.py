@@ -1,8 +1,10 @@
 """The engine interface: staged inputs in, derived tables out as sorted Arrow record batches.
 
 An engine does all per-message work (deduplication, latest status, grouping, ordering and the
-JSON text of every message and summary); the publisher only cuts the sorted stream into pages and
-moves bytes to files. Engines never write to the output tree.
+JSON text of every message); the publisher only cuts the sorted stream into pages and moves bytes
+to files. A conversation's numbers are tallied from the engine's relations and its summary is
+rendered from the tally, once for every engine (`tally`, `summaries`), so that an incremental run
+can add a night's tallies to the tree's. Engines never write to the output tree.
 """
 
 from __future__ import annotations
@@ -146,13 +148,9 @@ class Derivation(Protocol):
         """Return what only the engine can count, as `report_counts` takes it.
 
         Keys: messages (after deduplication), messages_without_status, matched_statuses (status
-        rows that belong to a message), distinct_statuses, unknown_codes ({code: rows}), owners,
-        participants.
+        rows that belong to a message), distinct_statuses, unknown_codes ({code: rows}). Each
+        is a sum over message ids (see state.py).
         """
-        ...
-
-    def summaries(self) -> Iterator[pa.RecordBatch]:
-        """Yield SUMMARY_SCHEMA batches in (owner, participant) order."""
         ...
 
     def conversation_rows(self, descending: bool) -> Iterator[pa.RecordBatch]:
@@ -228,15 +226,78 @@ def define_relations(
     return con
 
 
-# The run report's counts of the data (`report_counts`).
-DATA_COUNTS = (
-    "messages", "duplicate_messages", "messages_without_status", "orphan_statuses",
-    "duplicate_statuses", "unknown_codes", "owners", "participants",
-)  # fmt: skip
+# Each conversation's messages and SMS per direction and latest status code, from the
+# derivation's relations: the numbers of its summary, and the `conversations` table.
+_TALLY = """
+COPY (
+    SELECT owner, participant, direction, code AS status_code, count(*) AS messages,
+        sum(segments)::BIGINT AS sms
+    FROM derived_conversations GROUP BY ALL
+) TO {target} (FORMAT parquet)
+"""
+
+# The summary object (SPEC section 1) of each conversation of a tally file.
+_SUMMARIES = """
+WITH per_conv AS (
+    SELECT owner, participant, sum(messages) AS total, sum(sms) AS total_sms,
+        coalesce(string_agg('"' || status_code || '":{"messages":' || messages || ',"sms":'
+            || sms || '}', ',' ORDER BY status_code)
+            FILTER (WHERE direction = 'mt' AND status_code IS NOT NULL), '') AS mt,
+        coalesce(string_agg('"' || status_code || '":{"messages":' || messages || ',"sms":'
+            || sms || '}', ',' ORDER BY status_code)
+            FILTER (WHERE direction = 'mo' AND status_code IS NOT NULL), '') AS mo
+    FROM read_parquet($tallies) GROUP BY owner, participant
+)
+SELECT owner, participant,
+    '{"participant":' || json_text(participant) || ',"totalMessageCount":' || total
+    || ',"totalSmsCount":' || total_sms || ',"mobileTerminatedMessages":{' || mt
+    || '},"mobileOriginatedMessages":{' || mo || '}}' AS json
+FROM per_conv
+ORDER BY owner, participant
+"""
+
+
+def tally(derived: Derivation, target: Path) -> dict[str, Any]:
+    """Write the derivation's conversation tallies to `target`; return its facts (`counts`)."""
+    derived.relations().execute(_TALLY.format(target=literal(str(target))))
+    return derived.counts()
+
+
+def summaries(
+    con: duckdb.DuckDBPyConnection, tallies: Path, batch_rows: int
+) -> Iterator[pa.RecordBatch]:
+    """Yield the summaries of the conversations of a tally file as SUMMARY_SCHEMA batches, in
+    (owner, participant) order.
+
+    `con` is a derivation's `relations()`, which renders text with the engines' JSON macros:
+    every engine's summaries come from this one rule.
+    """
+    reader = con.sql(_SUMMARIES, params={"tallies": str(tallies)}).to_arrow_reader(batch_rows)
+    for batch in reader:
+        yield pa.RecordBatch.from_arrays(batch.columns, schema=SUMMARY_SCHEMA)
+
+
+def add_facts(
+    facts: dict[str, Any], after: dict[str, Any], before: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Return `facts` plus `after` less `before` (engines' facts: every one a sum over ids)."""
+    total = dict(facts)
+    for key, value in after.items():
+        if key == "unknown_codes":
+            codes = dict(total.get(key, {}))
+            for code, rows in value.items():
+                codes[code] = codes.get(code, 0) + rows
+            for code, rows in (before or {}).get(key, {}).items():
+                codes[code] -= rows
+            ordered = sorted((int(code), n) for code, n in codes.items() if n)
+            total[key] = {str(code): n for code, n in ordered}
+        else:
+            total[key] = total.get(key, 0) + value - (before or {}).get(key, 0)
+    return total
 
 
 def report_counts(facts: dict[str, Any], rows_read: Mapping[str, int]) -> dict[str, Any]:
-    """Return the run report's data counts from an engine's facts and the rows staged."""
+    """Return the run report's data counts from the tree's facts and the rows staged."""
     status_rows = rows_read["statuses"] + rows_read["nested_statuses"]
     return {
         "messages": facts["messages"],

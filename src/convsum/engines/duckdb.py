@@ -13,7 +13,6 @@ import pyarrow as pa
 from convsum.codes import FINAL_GROUPS, KNOWN_CODES
 from convsum.engines.base import (
     CONVERSATION_SCHEMA,
-    SUMMARY_SCHEMA,
     EngineSettings,
     StatusOrder,
     deduplicated_messages,
@@ -132,26 +131,6 @@ SELECT owner, recipient, direction, created, id, segments, code FROM coded
 WHERE recipient <> sender
 """
 
-_SUMMARIES = """
-WITH per_code AS (
-    SELECT owner, participant, direction, code, count(*) AS n, sum(segments) AS sms
-    FROM conv_out GROUP BY ALL
-), per_conv AS (
-    SELECT owner, participant, sum(n) AS total, sum(sms) AS total_sms,
-        coalesce(string_agg('"' || code || '":{"messages":' || n || ',"sms":' || sms || '}', ','
-            ORDER BY code) FILTER (WHERE direction = 'mt' AND code IS NOT NULL), '') AS mt,
-        coalesce(string_agg('"' || code || '":{"messages":' || n || ',"sms":' || sms || '}', ','
-            ORDER BY code) FILTER (WHERE direction = 'mo' AND code IS NOT NULL), '') AS mo
-    FROM per_code GROUP BY owner, participant
-)
-SELECT owner, participant,
-    '{"participant":' || json_text(participant) || ',"totalMessageCount":' || total
-    || ',"totalSmsCount":' || total_sms || ',"mobileTerminatedMessages":{' || mt
-    || '},"mobileOriginatedMessages":{' || mo || '}}' AS json
-FROM per_conv
-ORDER BY owner, participant
-"""
-
 # The message lists. The message object's text is rendered here, once per message, only when
 # pages are asked for, and only for the rows `kept`: all of them, unless an incremental run leaves
 # out the pages that cannot have changed.
@@ -218,9 +197,7 @@ SELECT
         JOIN (SELECT id, count(*) AS owners FROM multi_winners GROUP BY id HAVING owners > 1)
             AS shared ON s.message_id = shared.id AND s.owner IS NULL
     ) AS matched_statuses,
-    (SELECT count(*) FROM (SELECT DISTINCT * FROM read_parquet($statuses))) AS distinct_statuses,
-    (SELECT count(DISTINCT owner) FROM msg) AS owners,
-    (SELECT count(*) FROM (SELECT DISTINCT owner, participant FROM conv)) AS participants
+    (SELECT count(*) FROM (SELECT DISTINCT * FROM read_parquet($statuses))) AS distinct_statuses
 """
 
 _UNKNOWN_CODES = """
@@ -313,9 +290,6 @@ class _DuckDBDerivation:
             _UNKNOWN_CODES, {"statuses": self.params["statuses"], "known": list(KNOWN_CODES)}
         ).fetchall()
         return {**values, "unknown_codes": {str(code): n for code, n in unknown}}
-
-    def summaries(self) -> Iterator[pa.RecordBatch]:
-        yield from self._stream(_SUMMARIES, SUMMARY_SCHEMA)
 
     def relations(self) -> duckdb.DuckDBPyConnection:
         latest = (

@@ -25,7 +25,6 @@ from convsum.codes import FINAL_GROUPS, KNOWN_CODES
 from convsum.config import memory_bytes
 from convsum.engines.base import (
     CONVERSATION_SCHEMA,
-    SUMMARY_SCHEMA,
     EngineSettings,
     StatusOrder,
     deduplicated_messages,
@@ -160,14 +159,12 @@ class _PolarsDerivation:
                 pl.concat(
                     [self._statuses_of(k).unique().select(pl.len()) for k in range(self.parts)]
                 ).sum(),
-                self.msg.select(pl.col("owner").n_unique()),
-                self.conv.select("owner", "participant").unique().select(pl.len()),
             ],
             engine="streaming",
         )
         rows, multi_rows, winners = (int(frame.item()) for frame in values[:3])
         with_status, pairs = values[3].row(0)
-        extra, distinct, owners, participants = (int(frame.item()) for frame in values[4:])
+        extra, distinct = (int(frame.item()) for frame in values[4:])
         messages = rows - multi_rows + winners
         unknown = (
             self.statuses.filter(~pl.col("code").is_in(list(KNOWN_CODES)))
@@ -182,13 +179,7 @@ class _PolarsDerivation:
             "matched_statuses": (pairs or 0) - extra,
             "distinct_statuses": distinct,
             "unknown_codes": {str(c): n for c, n in unknown.iter_rows()},
-            "owners": owners,
-            "participants": participants,
         }
-
-    def summaries(self) -> Iterator[pa.RecordBatch]:
-        path = self._sink(_summaries(self.conv_out), "summaries")
-        yield from _read(path, SUMMARY_SCHEMA, self.batch_rows)
 
     def conversation_rows(self, descending: bool) -> Iterator[pa.RecordBatch]:
         rendered = _rendered(self.msg, self.latest)
@@ -396,39 +387,6 @@ def _rendered(messages: pl.LazyFrame, latest: pl.LazyFrame) -> pl.LazyFrame:
     return messages.join(latest, on=["owner", "id"], how="left").select(
         "owner", "id", json=_message_json(statuses)
     )
-
-
-def _summaries(conv: pl.LazyFrame) -> pl.LazyFrame:
-    entry = pl.concat_str(
-        [
-            pl.lit('"'), pl.col("code").cast(pl.String),
-            pl.lit('":{"messages":'), pl.col("n").cast(pl.String),
-            pl.lit(',"sms":'), pl.col("sms").cast(pl.String), pl.lit("}"),
-        ]
-    )  # fmt: skip
-
-    def code_map(direction: str) -> pl.Expr:
-        keep = (pl.col("direction") == direction) & pl.col("code").is_not_null()
-        return pl.col("entry").filter(keep).sort_by(pl.col("code").filter(keep)).str.join(",")
-
-    per_code = (
-        conv.group_by("owner", "participant", "direction", "code")
-        .agg(n=pl.len(), sms=pl.col("segments").sum())
-        .with_columns(entry=entry)
-    )
-    per_conv = per_code.group_by("owner", "participant").agg(
-        total=pl.col("n").sum(), total_sms=pl.col("sms").sum(), mt=code_map("mt"), mo=code_map("mo")
-    )
-    json = pl.concat_str(
-        [
-            pl.lit('{"participant":'), _json_text("participant"),
-            pl.lit(',"totalMessageCount":'), pl.col("total").cast(pl.String),
-            pl.lit(',"totalSmsCount":'), pl.col("total_sms").cast(pl.String),
-            pl.lit(',"mobileTerminatedMessages":{'), pl.col("mt"),
-            pl.lit('},"mobileOriginatedMessages":{'), pl.col("mo"), pl.lit("}}"),
-        ]
-    )  # fmt: skip
-    return per_conv.select("owner", "participant", json=json).sort("owner", "participant")
 
 
 def _ordered_rows(conv: pl.LazyFrame, rendered: pl.LazyFrame, descending: bool) -> pl.LazyFrame:

@@ -15,14 +15,15 @@ the snapshot once, so a query sees one run's tables whole (see reporting/query.p
 run rewrites only the days its new rows touch; the other days' files stay listed. Files the
 snapshot no longer lists are removed while no reader holds the tree (see publish/tree.py).
 
-The rows come from the engine's own derivation (deduplicated messages, latest statuses, one row
-per message and participant), through the DuckDB relations every engine offers (see
-engines/base.py), so the tables say what the API says, by construction.
+The rows come from the engine's own derivation (deduplicated messages, latest statuses), through
+the DuckDB relations every engine offers (see engines/base.py), and the conversations from the
+tallies the summaries are rendered from (state.py), so the tables say what the API says, by
+construction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -61,9 +62,8 @@ OUTCOME = """CASE
     ELSE 'pending' END"""
 
 # The relations an engine offers (engines/base.py): derived_messages (one row per message, the
-# staged columns), derived_latest (owner, id, code, duration, status_created, final_created),
-# staged_statuses (every staged status row) and derived_conversations (one row per message and
-# participant).
+# staged columns), derived_latest (owner, id, code, duration, status_created, final_created)
+# and staged_statuses (every staged status row).
 # `{days}` restricts the messages to the UTC days an incremental run rewrites.
 _MESSAGES = f"""
 SELECT m.id, m.batch_id, m.owner, m.sender, m.recipient, m.body, m.direction, m.segments,
@@ -80,12 +80,6 @@ SELECT DISTINCT m.owner, s.message_id, s.code, timezone('UTC', s.created) AS cre
     s.duration, s.created < m.created AS before_message, m.created::DATE AS {DAY}
 FROM m JOIN staged_statuses AS s ON s.message_id = m.id AND (s.owner IS NULL OR s.owner = m.owner)
 """
-_CONVERSATIONS = """
-SELECT owner, participant, direction, code AS status_code, count(*) AS messages,
-    sum(segments)::BIGINT AS sms
-FROM derived_conversations GROUP BY ALL ORDER BY ALL
-"""
-
 RUNS_SCHEMA = pa.schema(
     [
         ("run_id", pa.string()),
@@ -152,12 +146,18 @@ class Written:
 
 
 def write_tables(
-    con: duckdb.DuckDBPyConnection, tree: Path, work: Path, run_id: str, days: Iterable[date] | None
+    con: duckdb.DuckDBPyConnection,
+    tree: Path,
+    work: Path,
+    run_id: str,
+    days: Iterable[date] | None,
+    conversations: Callable[[Path], None],
 ) -> Written:
     """Write the messages, statuses and conversations tables' new files into `tree`.
 
     `con` holds the engine's relations. With `days`, only the messages (and their statuses)
     created on those UTC days are written: the days an incremental run touches.
+    `conversations` writes that table's file (from the state store's tallies, state.py).
     """
     written = Written(days=None if days is None else frozenset(days))
     params: dict[str, Any] = {}
@@ -189,7 +189,7 @@ def write_tables(
                 file.rename(directory / relative)
                 written.files[name].append(relative)
     relative = f"conversations/{run_id}.parquet"
-    _copy(con, _CONVERSATIONS, directory / relative)
+    conversations(directory / relative)
     written.files["conversations"].append(relative)
     return written
 
