@@ -228,6 +228,34 @@ def test_incremental_summaries_only_derives_the_touched_ids_and_days(
     assert report["messages"] == 11 and report["participants"] == 3
 
 
+def test_incremental_ascending_pages_derive_from_the_last_unchanged_page(
+    tmp_path: Path, engine: str
+) -> None:
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    day = 24 * 60
+    first = [message(f"a{i:02d}", recipient="4601", created=_at(i)) for i in range(20)]
+    first += [message(f"b{i}", sender="4601", recipient="Acme", direction="mo", created=_at(21 + i))
+              for i in range(3)]  # fmt: skip
+    _night(inputs, 0, first, [status(f"a{i:02d}", 201) for i in range(20)])
+    options = {"engine": engine, "page_size": 5}
+    run_job(_config(inputs, out, **options))
+    # One new message on day 2. The pages that may change: of 4601's 23 rows the last, 20-22
+    # (b0 to b2); of its 20 mt rows the last, 15-19 (a15 to a19), which the new one follows;
+    # of its 3 mo rows the last, 0-2 (b0 to b2). So the update derives again the 8 rows from a15
+    # on, and the new one: no row of day 1 before a15.
+    _night(inputs, 1, [message("c0", recipient="4601", created=_at(day))], [])
+    stream = io.StringIO()
+    report = run_job(_config(inputs, out, **options), RunLog("json", stream))
+    events = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    (plan,) = [e["counts"] for e in events if e.get("stage") == "plan" and "counts" in e]
+    assert plan == {"conversations": 2, "days": 1, "touched": 1, "rows": 9}
+    fresh = tmp_path / "fresh"
+    full = run_job(_config(inputs, fresh, **options))
+    assert published(out) == published(fresh)
+    assert table_rows(out, ALL_COLUMNS) == table_rows(fresh, ALL_COLUMNS)
+    assert {k: report[k] for k in DATA_COUNTS} == {k: full[k] for k in DATA_COUNTS}
+
+
 def test_incremental_late_duplicate_moves_a_message_and_removes_a_conversation(
     tmp_path: Path,
 ) -> None:

@@ -213,6 +213,8 @@ def test_kill_stop_signal_ends_the_run_cleanly(
     assert [(e["message"].split(";")[0], e["exit_code"]) for e in errors] == [
         (f"interrupted by {sig.name}", 128 + sig)
     ]
+    failed = [(e["stage"], e["error"]) for e in events if e["event"] == "stage_failed"]
+    assert failed == [(stage, f"interrupted by {sig.name}")]
     if full:
         assert published(out) == before
     assert not list(out.glob(".work-*"))  # the run cleaned up after itself

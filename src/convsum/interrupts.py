@@ -31,6 +31,9 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(signum)
         self.signum = signum
 
+    def __str__(self) -> str:
+        return f"interrupted by {signal.Signals(self.signum).name}"
+
 
 @dataclass
 class Received:

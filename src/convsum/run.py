@@ -194,7 +194,7 @@ class _NewTree:
         return None
 
     def affected(
-        self, staged: StagedInputs, rows: StagedInputs, work: Path, log: RunLog, every_row: bool
+        self, config: RunConfig, staged: StagedInputs, rows: StagedInputs, work: Path, log: RunLog
     ) -> _Affected:
         return _Affected(rows)
 
@@ -237,11 +237,13 @@ class _InPlace:
         return self.state.facts()
 
     def affected(
-        self, staged: StagedInputs, rows: StagedInputs, work: Path, log: RunLog, every_row: bool
+        self, config: RunConfig, staged: StagedInputs, rows: StagedInputs, work: Path, log: RunLog
     ) -> _Affected:
         touched = work / "conversations.parquet"
         with log.stage("plan") as stage:
-            found = self.state.affected(staged.files, work / "touched", touched, every_row)
+            found = self.state.affected(
+                staged.files, work / "touched", touched, _orders(config), config.page_size
+            )
             derived = found.rows or rows
             stage.set(
                 conversations=found.conversations, days=len(found.days),
@@ -308,8 +310,7 @@ def _run(
         if facts is not None:  # a night without new files: the counts stand
             tables = unchanged_tables(target.tree)
         else:
-            every_row = config.only != "summaries"
-            affected = target.affected(staged, every, work, log, every_row)
+            affected = target.affected(config, staged, every, work, log)
             facts, tally, tables = _derive_and_write(
                 config, affected, state, run_id, work, target.writer, log, target.tree
             )

@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from convsum.inputs import MESSAGES_SCHEMA, STATUSES_SCHEMA, StagedFile, StagedInputs
+from convsum.reporting.tables import Snapshot
 from convsum.sql import literal
 
 STATE = "state"
@@ -62,9 +63,9 @@ CREATE TABLE conversations (
 
 # The messages an update touches: every row (old or new) of each message that has a new row or a
 # new matching status. The conversations it touches: those of these rows, with the pending ones
-# of an unfinished update. `since` is
-# the least (created, id) of those rows in the conversation: everything before it in the list is
-# unchanged. It is null (everything may have changed) for a pending conversation.
+# of an unfinished update. `since` is the least (created, id) of those rows in the conversation:
+# everything before it in the list is unchanged. It is null (everything may have changed) for a
+# pending conversation.
 _TOUCHED = """
 CREATE OR REPLACE TEMP TABLE touched AS
 WITH rows AS (SELECT owner, id, sender, recipient, created FROM read_parquet($messages)),
@@ -78,20 +79,64 @@ keys AS (
 SELECT * FROM rows SEMI JOIN keys USING (owner, id)
 """
 _AFFECTED = """
-COPY (
-    WITH sides AS (
-        SELECT owner, sender AS participant, {{'created': created, 'id': id}} AS since
-        FROM touched
-        UNION ALL SELECT owner, recipient, {{'created': created, 'id': id}} FROM touched
-        UNION ALL SELECT owner, participant, NULL FROM pending
-    ),
-    least AS (
-        SELECT owner, participant,
-            CASE WHEN bool_or(since IS NULL) THEN NULL ELSE min(since) END AS since
-        FROM sides GROUP BY owner, participant
-    )
-    SELECT owner, participant, since.created AS since_created, since.id AS since_id FROM least
-) TO {target} (FORMAT parquet)
+CREATE OR REPLACE TEMP TABLE affected AS
+WITH sides AS (
+    SELECT owner, sender AS participant, {'created': created, 'id': id} AS since FROM touched
+    UNION ALL SELECT owner, recipient, {'created': created, 'id': id} FROM touched
+    UNION ALL SELECT owner, participant, NULL FROM pending
+),
+least AS (
+    SELECT owner, participant,
+        CASE WHEN bool_or(since IS NULL) THEN NULL ELSE min(since) END AS since
+    FROM sides GROUP BY owner, participant
+)
+SELECT owner, participant, since.created AS since_created, since.id AS since_id,
+    NULL::TIMESTAMP AS cut_created, NULL::VARCHAR AS cut_id,
+    0::BIGINT AS base_all, 0::BIGINT AS base_mt, 0::BIGINT AS base_mo
+FROM least
+"""
+# An update that writes ascending lists alone needs, of each touched conversation, only the rows
+# from the page that holds its last row before `since` (or, with none after, its last page). The
+# rows as the tree has them come from its `messages` table (one row per message, as the last run
+# derived it). Per list (all, mt, mo): the rows before `since`, how many, and the last page of
+# them. `cut` is the first row the update derives again, the least over the lists of the row
+# that starts that page (null: every row); `base_*` count each list's rows before it.
+_OLD_ROWS = """
+CREATE OR REPLACE TEMP VIEW old_rows AS
+WITH m AS (
+    SELECT owner, id, sender, recipient, direction, timezone('UTC', created) AS created
+    FROM read_parquet({table})
+), sides AS (
+    SELECT owner, sender AS participant, direction, created, id FROM m
+    UNION ALL SELECT owner, recipient, direction, created, id FROM m WHERE recipient <> sender
+)
+SELECT s.owner, s.participant, s.direction, s.id, {{'created': s.created, 'id': s.id}} AS key,
+    a.since_created IS NOT NULL AND (s.created, s.id) < (a.since_created, a.since_id) AS before
+FROM sides AS s JOIN affected AS a USING (owner, participant)
+"""
+_CUTS = """
+CREATE OR REPLACE TEMP TABLE cut AS
+WITH lists AS (
+    SELECT owner, participant, count(*) AS n, max(key, $size) AS last FROM (
+        SELECT owner, participant, 'all' AS list, key FROM old_rows WHERE before
+        UNION ALL SELECT owner, participant, direction, key FROM old_rows WHERE before
+    ) GROUP BY owner, participant, list
+), cuts AS (
+    SELECT owner, participant, min(last[n - (n - 1) // $size * $size]) AS cut
+    FROM lists GROUP BY owner, participant
+)
+SELECT a.owner, a.participant, a.since_created, a.since_id,
+    c.cut.created AS cut_created, c.cut.id AS cut_id,
+    count(o.key) FILTER (o.key < c.cut) AS base_all,
+    count(o.key) FILTER (o.key < c.cut AND o.direction = 'mt') AS base_mt,
+    count(o.key) FILTER (o.key < c.cut AND o.direction = 'mo') AS base_mo
+FROM affected AS a LEFT JOIN cuts AS c USING (owner, participant)
+LEFT JOIN old_rows AS o USING (owner, participant)
+GROUP BY ALL
+"""
+_CONTEXT_IDS = """
+UNION SELECT o.id FROM old_rows AS o JOIN cut AS c USING (owner, participant)
+WHERE c.cut_created IS NULL OR o.key >= {'created': c.cut_created, 'id': c.cut_id}
 """
 # The UTC days of every row (old or new) of the touched messages: the days whose messages (and
 # their statuses) may have changed in the queryable tables (see reporting/tables.py).
@@ -103,11 +148,13 @@ _IDS = """
 CREATE OR REPLACE TEMP TABLE ids AS
 SELECT id FROM read_parquet($new_messages) UNION SELECT message_id FROM read_parquet($new_statuses)
 """
-# With the ids of the messages created on the touched days, whose tables are rewritten.
-_DAY_IDS = """
-CREATE OR REPLACE TEMP TABLE day_ids AS
+# With the ids of the messages created on the touched days, whose tables are rewritten, and
+# those of the rows kept of each conversation (`_CONTEXT_IDS`), whose pages are.
+_ROW_IDS = """
+CREATE OR REPLACE TEMP TABLE row_ids AS
 SELECT id FROM ids UNION
 SELECT id FROM read_parquet($messages) WHERE created::DATE IN (SELECT unnest($days::DATE[]))
+{context}
 """
 _ROWS_OF = """
 COPY (SELECT * FROM read_parquet($files) WHERE {column} IN (SELECT id FROM {ids}))
@@ -282,14 +329,20 @@ class State:
                 (work_statuses / item.nested).rename(self.statuses / item.nested)
 
     def affected(
-        self, new: Sequence[StagedFile], work: Path, target: Path, every_row: bool
+        self,
+        new: Sequence[StagedFile],
+        work: Path,
+        target: Path,
+        orders: Sequence[str],
+        page_size: int,
     ) -> Touched:
         """Find what the `new` files change; write the touched conversations (and pending ones)
         to `target`, and under `work` the rows to derive again.
 
-        Call after `adopt`: the store then holds the new files, not yet listed. `every_row`: the
-        lists are derived from every row (their pages count positions over whole
-        conversations), so only the touched ids' rows are copied.
+        Call after `adopt`: the store then holds the new files, not yet listed. `orders`: the
+        orders of the lists written. Descending lists count positions from the end, so their
+        pages come from every row; ascending ones from the rows from the first page that may
+        change (`_CUTS`, when the tree's tables are those the catalog describes).
         """
         new_files = {role: [self.directory / role / EMPTY] for role in ("messages", "statuses")}
         for f in new:
@@ -305,7 +358,7 @@ class State:
                 "new_statuses": new_paths["statuses"],
             },
         )
-        self.con.execute(_AFFECTED.format(target=literal(str(target))))
+        self.con.execute(_AFFECTED)
         days = [day for (day,) in self.con.execute(_DAYS).fetchall()]
         self.con.execute("DROP TABLE touched")
         self.con.execute(
@@ -313,12 +366,21 @@ class State:
         )
         old = {role: sorted(str(p) for p in self.staged_files() if p.parent.name == role)
                for role in ("messages", "statuses")}  # fmt: skip
-        rows = None
-        source = old
-        if not every_row:
-            self.con.execute(_DAY_IDS, {"messages": old["messages"], "days": days})
-            rows = self._rows_of(old, "day_ids", work / "rows", new_files)
+        table = self._messages_table() if tuple(orders) == ("asc",) else None
+        source, rows, written = old, None, "affected"
+        if "desc" not in orders and (table is not None or not orders):
+            context = ""
+            if table is not None:
+                files = ", ".join(literal(path) for path in table)
+                self.con.execute(_OLD_ROWS.format(table=f"[{files}]"))
+                self.con.execute(_CUTS, {"size": page_size})
+                context, written = _CONTEXT_IDS, "cut"
+            self.con.execute(
+                _ROW_IDS.format(context=context), {"messages": old["messages"], "days": days}
+            )
+            rows = self._rows_of(old, "row_ids", work / "rows", new_files)
             source = {role: [str(work / "rows" / role / "old.parquet")] for role in old}
+        self.con.execute(f"COPY {written} TO {literal(str(target))} (FORMAT parquet)")
         before = self._rows_of(source, "ids", work / "before", {})
         after = self._rows_of(
             {role: [str(work / "before" / role / "old.parquet")] for role in old},
@@ -326,6 +388,15 @@ class State:
         )  # fmt: skip
         count = int(pq.ParquetFile(target).metadata.num_rows)
         return Touched(count, days, after, before, rows)
+
+    def _messages_table(self) -> list[str] | None:
+        """Return the files of the tree's `messages` table if it is the one the catalog
+        describes (a run killed between publishing its tables and its commit leaves newer
+        tables); None otherwise."""
+        snapshot = Snapshot.read(self.directory.parent)
+        if snapshot is None or snapshot.run_id != self.meta("run"):
+            return None
+        return snapshot.paths(self.directory.parent)["messages"]
 
     def _rows_of(
         self, files: dict[str, list[str]], ids: str, root: Path, new: dict[str, list[Path]]
@@ -444,9 +515,9 @@ class State:
                 con.executemany("INSERT INTO inputs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             con.execute("DELETE FROM pending")
             con.execute("DELETE FROM unreported")
-            con.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('facts', ?)",
-                [orjson.dumps(facts).decode()],
+            con.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                [("facts", orjson.dumps(facts).decode()), ("run", run_id)],
             )
             if tally is not None:
                 con.execute(

@@ -131,12 +131,15 @@ class EngineSettings:
     threads: int | None = None
     memory_limit: str | None = None
     batch_rows: int = 65_536
-    # An incremental run: a Parquet file of (owner, participant, since_created, since_id). Only
-    # these conversations' summaries and rows are produced, and in ascending order only the
-    # rows of pages that may have changed: the pages from the one holding the first row at or
-    # after (since_created, since_id) (all of them when that is null), and always the last page
-    # of each list, so that the publisher knows where each list ends. Counts always cover
-    # every conversation.
+    # An incremental run: a Parquet file of (owner, participant, since_created, since_id,
+    # cut_created, cut_id, base_all, base_mt, base_mo). Only these conversations' rows are
+    # produced, from their row (cut_created, cut_id) on (every row when that is null): the
+    # staged inputs hold every row from there, and `base_*` count the rows of each list (all,
+    # mt, mo) before it, so a row's position is its base plus its index from the cut. In
+    # ascending order only the rows of pages that may have changed: the pages from the one
+    # holding the first row at or after (since_created, since_id) (all of them when that is
+    # null), and always the last page of each list, so that the publisher knows where each
+    # list ends.
     conversations: Path | None = None
     page_size: int = 50
 

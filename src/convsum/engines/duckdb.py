@@ -117,9 +117,10 @@ def _latest_sql(order: StatusOrder | None) -> str:
 
 
 # One row per (message, participant): a message is in its sender's and its recipient's
-# conversation, once when they are equal.
+# conversation, once when they are equal. A view: the tally reads it once, each order of pages
+# once more; a table of it would hold two rows per message (spilled to disk at scale).
 _CONVERSATIONS = """
-CREATE TEMP TABLE conv AS
+CREATE TEMP VIEW conv AS
 WITH coded AS (
     SELECT m.owner, m.id, m.sender, m.recipient, m.direction, m.created, m.segments,
         l.status.code AS code
@@ -129,6 +130,13 @@ SELECT owner, sender AS participant, direction, created, id, segments, code FROM
 UNION ALL
 SELECT owner, recipient, direction, created, id, segments, code FROM coded
 WHERE recipient <> sender
+"""
+
+# An incremental run's conversations, from their cut on (see EngineSettings.conversations).
+_CONVERSATIONS_OUT = """
+CREATE TEMP TABLE conv_out AS
+SELECT c.* FROM conv AS c JOIN read_parquet($only) AS o USING (owner, participant)
+WHERE o.cut_created IS NULL OR (c.created, c.id) >= (o.cut_created, o.cut_id)
 """
 
 # The message lists. The message object's text is rendered here, once per message, only when
@@ -159,17 +167,21 @@ _KEEP_ALL = "SELECT * FROM positioned"
 # last page of each list (see EngineSettings.conversations).
 _KEEP_CHANGED = """
 WITH marked AS (
-    SELECT p.*, (o.since_created IS NULL OR (p.created, p.id) >= (o.since_created, o.since_id))
-        AS changed
+    SELECT p.owner, p.participant, p.direction, p.created, p.id,
+        o.base_all + p.pos_all AS pos_all, o.base_all,
+        CASE p.direction WHEN 'mt' THEN o.base_mt ELSE o.base_mo END AS base_dir,
+        CASE p.direction WHEN 'mt' THEN o.base_mt ELSE o.base_mo END + p.pos_dir AS pos_dir,
+        (o.since_created IS NULL OR (p.created, p.id) >= (o.since_created, o.since_id))
+            AS changed
     FROM positioned AS p JOIN read_parquet($only) AS o USING (owner, participant)
 ), bounds AS (
     SELECT *,
-        coalesce(min(CASE WHEN changed THEN pos_all END) OVER conv, count(*) OVER conv)
+        coalesce(min(CASE WHEN changed THEN pos_all END) OVER conv, base_all + count(*) OVER conv)
             AS first_all,
-        count(*) OVER conv AS n_all,
-        coalesce(min(CASE WHEN changed THEN pos_dir END) OVER list, count(*) OVER list)
+        base_all + count(*) OVER conv AS n_all,
+        coalesce(min(CASE WHEN changed THEN pos_dir END) OVER list, base_dir + count(*) OVER list)
             AS first_dir,
-        count(*) OVER list AS n_dir
+        base_dir + count(*) OVER list AS n_dir
     FROM marked
     WINDOW conv AS (PARTITION BY owner, participant),
         list AS (PARTITION BY owner, participant, direction)
@@ -236,11 +248,7 @@ class DuckDBEngine:
             if settings.conversations is None:
                 con.execute("CREATE TEMP VIEW conv_out AS SELECT * FROM conv")
             else:
-                con.execute(
-                    "CREATE TEMP TABLE conv_out AS SELECT * FROM conv "
-                    "SEMI JOIN read_parquet($only) USING (owner, participant)",
-                    {"only": str(settings.conversations)},
-                )
+                con.execute(_CONVERSATIONS_OUT, {"only": str(settings.conversations)})
             yield _DuckDBDerivation(con, staged, params, settings)
         finally:
             con.close()

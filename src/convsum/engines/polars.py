@@ -90,7 +90,12 @@ class _PolarsDerivation:
         self.page_size = settings.page_size
         if settings.conversations is not None:
             self.only = pl.scan_parquet(settings.conversations)
-            self.conv_out = self.conv.join(self.only, on=["owner", "participant"], how="semi")
+            cut = self.only.select("owner", "participant", "cut_created", "cut_id")
+            self.conv_out = (
+                self.conv.join(cut, on=["owner", "participant"])
+                .filter(_at_or_after("cut_created", "cut_id"))
+                .drop("cut_created", "cut_id")
+            )
 
     def _messages_of(self, k: int) -> pl.LazyFrame:
         """The staged message rows of part `k` (see `_parts`)."""
@@ -403,24 +408,34 @@ def _ordered_rows(conv: pl.LazyFrame, rendered: pl.LazyFrame, descending: bool) 
     )
 
 
-def _changed_pages(rows: pl.LazyFrame, only: pl.LazyFrame, page_size: int) -> pl.LazyFrame:
-    """Keep the rows of the pages that may have changed (see EngineSettings.conversations)."""
-    since = only.select("owner", "participant", "since_created", "since_id")
-    rows = rows.join(since, on=["owner", "participant"], how="left", maintain_order="left")
-    created, since_created = pl.col("created"), pl.col("since_created")
-    changed = (
-        since_created.is_null()
-        | (created > since_created)
-        | ((created == since_created) & (pl.col("id") >= pl.col("since_id")))
+def _at_or_after(created: str, id_: str) -> pl.Expr:
+    """Whether a row's (created, id) is at or after those columns' (true when they are null)."""
+    return (
+        pl.col(created).is_null()
+        | (pl.col("created") > pl.col(created))
+        | ((pl.col("created") == pl.col(created)) & (pl.col("id") >= pl.col(id_)))
     )
 
-    def cut(position: str, *key: str) -> pl.Expr:
+
+def _changed_pages(rows: pl.LazyFrame, only: pl.LazyFrame, page_size: int) -> pl.LazyFrame:
+    """Keep the rows of the pages that may have changed (see EngineSettings.conversations)."""
+    since = only.select(
+        "owner", "participant", "since_created", "since_id", "base_all", "base_mt", "base_mo"
+    )
+    rows = rows.join(since, on=["owner", "participant"], how="left", maintain_order="left")
+    changed = _at_or_after("since_created", "since_id")
+    base_dir = pl.when(pl.col("direction") == "mt").then("base_mt").otherwise("base_mo")
+    rows = rows.with_columns(
+        pos_all=pl.col("pos_all") + pl.col("base_all"), pos_dir=pl.col("pos_dir") + base_dir
+    )
+
+    def cut(position: str, base: pl.Expr, *key: str) -> pl.Expr:
         first = pl.when(changed).then(pl.col(position)).min().over(*key)
-        length = pl.len().over(*key).cast(pl.Int64)
+        length = base + pl.len().over(*key).cast(pl.Int64)
         start = pl.min_horizontal(first.fill_null(length), length - 1) // page_size * page_size
         return pl.when(pl.col(position) >= start).then(pl.col(position))
 
     return rows.with_columns(
-        pos_all=cut("pos_all", "owner", "participant"),
-        pos_dir=cut("pos_dir", "owner", "participant", "direction"),
+        pos_all=cut("pos_all", pl.col("base_all"), "owner", "participant"),
+        pos_dir=cut("pos_dir", base_dir, "owner", "participant", "direction"),
     ).filter(pl.col("pos_all").is_not_null() | pl.col("pos_dir").is_not_null())
