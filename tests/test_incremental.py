@@ -203,6 +203,22 @@ def test_incremental_touches_only_the_changed_conversations(tmp_path: Path, engi
     assert published(out) == published(fresh)
 
 
+def _planned_like_a_full_run(
+    inputs: Path, out: Path, fresh: Path, **options: Any
+) -> tuple[dict[str, int], dict[str, Any]]:
+    """Run an update into `out`; check that it ends like a full run into `fresh` (files, tables,
+    counts). Returns its `plan` stage's counts (what it derives again) and its report."""
+    stream = io.StringIO()
+    report = run_job(_config(inputs, out, **options), RunLog("json", stream))
+    events = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    (plan,) = [e["counts"] for e in events if e.get("stage") == "plan" and "counts" in e]
+    full = run_job(_config(inputs, fresh, **options))
+    assert published(out) == published(fresh)
+    assert table_rows(out, ALL_COLUMNS) == table_rows(fresh, ALL_COLUMNS)
+    assert {k: report[k] for k in DATA_COUNTS} == {k: full[k] for k in DATA_COUNTS}
+    return plan, report
+
+
 def test_incremental_summaries_only_derives_the_touched_ids_and_days(
     tmp_path: Path, engine: str
 ) -> None:
@@ -215,16 +231,8 @@ def test_incremental_summaries_only_derives_the_touched_ids_and_days(
     run_job(_config(inputs, out, **options))
     # A late status for a0 (day 1) and a new message on day 3: day 2's six messages stay put.
     _night(inputs, 1, [message("c0", recipient="4601", created=_at(2 * day))], [status("a0", 402)])
-    stream = io.StringIO()
-    report = run_job(_config(inputs, out, **options), RunLog("json", stream))
-    events = [orjson.loads(line) for line in stream.getvalue().splitlines()]
-    (plan,) = [e["counts"] for e in events if e.get("stage") == "plan" and "counts" in e]
+    plan, report = _planned_like_a_full_run(inputs, out, tmp_path / "fresh", **options)
     assert plan == {"conversations": 2, "days": 2, "touched": 2, "rows": 5}
-    fresh = tmp_path / "fresh"
-    full = run_job(_config(inputs, fresh, **options))
-    assert published(out) == published(fresh)
-    assert table_rows(out, ALL_COLUMNS) == table_rows(fresh, ALL_COLUMNS)
-    assert {k: report[k] for k in DATA_COUNTS} == {k: full[k] for k in DATA_COUNTS}
     assert report["messages"] == 11 and report["participants"] == 3
 
 
@@ -244,16 +252,8 @@ def test_incremental_ascending_pages_derive_from_the_last_unchanged_page(
     # of its 3 mo rows the last, 0-2 (b0 to b2). So the update derives again the 8 rows from a15
     # on, and the new one: no row of day 1 before a15.
     _night(inputs, 1, [message("c0", recipient="4601", created=_at(day))], [])
-    stream = io.StringIO()
-    report = run_job(_config(inputs, out, **options), RunLog("json", stream))
-    events = [orjson.loads(line) for line in stream.getvalue().splitlines()]
-    (plan,) = [e["counts"] for e in events if e.get("stage") == "plan" and "counts" in e]
+    plan, _report = _planned_like_a_full_run(inputs, out, tmp_path / "fresh", **options)
     assert plan == {"conversations": 2, "days": 1, "touched": 1, "rows": 9}
-    fresh = tmp_path / "fresh"
-    full = run_job(_config(inputs, fresh, **options))
-    assert published(out) == published(fresh)
-    assert table_rows(out, ALL_COLUMNS) == table_rows(fresh, ALL_COLUMNS)
-    assert {k: report[k] for k in DATA_COUNTS} == {k: full[k] for k in DATA_COUNTS}
 
 
 def test_incremental_late_duplicate_moves_a_message_and_removes_a_conversation(

@@ -171,7 +171,7 @@ COPY (
         SELECT * FROM conversations SEMI JOIN read_parquet($updated) USING (owner, participant)
         UNION ALL SELECT * FROM read_parquet($after)
         UNION ALL SELECT owner, participant, direction, status_code, -messages, -sms
-            FROM read_parquet($before)
+            FROM {before}
     )
     SELECT owner, participant, direction, status_code, sum(messages)::BIGINT AS messages,
         sum(sms)::BIGINT AS sms
@@ -431,10 +431,10 @@ class State:
         updated, counts = work / "updated.parquet", work / "tallies.parquet"
         union = " UNION ".join(f"SELECT owner, participant FROM {s}" for s in sources)
         self.con.execute(_UPDATED.format(sources=f"({union})", target=literal(str(updated))))
-        empty = f"(SELECT * FROM read_parquet({literal(str(after))}) LIMIT 0)"
-        negated = f"read_parquet({literal(str(before))})" if before else empty
+        nothing = f"(SELECT * FROM read_parquet({literal(str(after))}) LIMIT 0)"
+        was = f"read_parquet({literal(str(before))})" if before else nothing
         self.con.execute(
-            _TALLY.replace("read_parquet($before)", negated).format(target=literal(str(counts))),
+            _TALLY.format(before=was, target=literal(str(counts))),
             {"updated": str(updated), "after": str(after)},
         )
         tally = Tally(counts, updated, 0, 0)
