@@ -91,10 +91,13 @@ class _PolarsDerivation:
         if settings.conversations is not None:
             self.only = pl.scan_parquet(settings.conversations)
             cut = self.only.select("owner", "participant", "cut_created", "cut_id")
+            # The flag is a column, not a filter on the join: fused into it, Polars reorders the
+            # joins into one on the owner alone (measured at 1M: 8 s and 8.6 GB, not 0.4 s).
             self.conv_out = (
                 self.conv.join(cut, on=["owner", "participant"])
-                .filter(_at_or_after("cut_created", "cut_id"))
-                .drop("cut_created", "cut_id")
+                .with_columns(kept=_at_or_after("cut_created", "cut_id"))
+                .filter("kept")
+                .drop("cut_created", "cut_id", "kept")
             )
 
     def _messages_of(self, k: int) -> pl.LazyFrame:
