@@ -382,10 +382,9 @@ class State:
             source = {role: [str(work / "rows" / role / "old.parquet")] for role in old}
         self.con.execute(f"COPY {written} TO {literal(str(target))} (FORMAT parquet)")
         before = self._rows_of(source, "ids", work / "before", {})
-        after = self._rows_of(
-            {role: [str(work / "before" / role / "old.parquet")] for role in old},
-            "ids", work / "after", new_files,
-        )  # fmt: skip
+        # Now: the same rows (linked, not copied again) with the new files.
+        was = {role: [work / "before" / role / "old.parquet", *new_files[role]] for role in old}
+        after = self._rows_of({}, "ids", work / "after", was)
         count = int(pq.ParquetFile(target).metadata.num_rows)
         return Touched(count, days, after, before, rows)
 
@@ -401,17 +400,19 @@ class State:
     def _rows_of(
         self, files: dict[str, list[str]], ids: str, root: Path, new: dict[str, list[Path]]
     ) -> StagedInputs:
-        """Copy the rows of `files` whose id is in the table `ids`, and link the `new` files,
-        into a staging root (`messages/`, `statuses/`) under `root`."""
+        """Copy the rows of `files` (by role; none for a role not given) whose id is in the
+        table `ids`, and link the `new` files, into a staging root (`messages/`, `statuses/`)
+        under `root`."""
         rows = {}
         for role, column in (("messages", "id"), ("statuses", "message_id")):
             directory = root / role
             directory.mkdir(parents=True)
-            sql = _ROWS_OF.format(
-                column=column, ids=ids, target=literal(str(directory / "old.parquet"))
-            )
-            (copied,) = self.con.execute(sql, {"files": files[role]}).fetchone() or (0,)
-            rows[role] = int(copied)
+            rows[role] = 0
+            if role in files:
+                target = literal(str(directory / "old.parquet"))
+                sql = _ROWS_OF.format(column=column, ids=ids, target=target)
+                (copied,) = self.con.execute(sql, {"files": files[role]}).fetchone() or (0,)
+                rows[role] = int(copied)
             for path in new.get(role, ()):
                 if path.name != EMPTY:
                     os.link(path, directory / path.name)
