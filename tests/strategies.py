@@ -20,7 +20,8 @@ from tests.conftest import T0
 OWNERS = ["acme", "bank", "../x"]
 PARTICIPANTS = ["4670", "4671", "Shop1", "a/b", "日本", "..", "summary", "mt"]
 IDS = [f"m{i}" for i in range(10)]
-TIMES = [T0 + timedelta(seconds=s) for s in (0, 0.25, 1, 2)]
+# The last is the next UTC day: the tables are written by day (and in chunks of days).
+TIMES = [T0 + timedelta(seconds=s) for s in (0, 0.25, 1, 2, 86_400)]
 # Known codes of every group, unknown ones in final groups (510) and in others above 200, and the
 # widest a code and a duration can be: with them, the latest-status order no longer fits one
 # 128-bit integer (engines/base.py: StatusOrder), so both of the engines' paths are exercised.

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from convsum import __version__
 from convsum.config import RunConfig
 from convsum.engines import EngineSettings, get_engine
-from convsum.engines.base import add_facts, report_counts, summaries, tally
+from convsum.engines.base import add_facts, memory_budget, report_counts, summaries, tally
 from convsum.errors import PublishError, RebuildRefusedError, first_line
 from convsum.inputs import Source, StagedInputs, list_inputs, stage_inputs
 from convsum.log import RunLog
@@ -408,6 +408,7 @@ def _derive_and_write(
             tables = write_tables(
                 derived.relations(), tree, work, run_id, affected.days,
                 lambda target: state.write_conversations(tallies, target),
+                memory_budget(config.memory_limit),
             )  # fmt: skip
             stage.set(files=sum(map(len, tables.files.values())))
     return facts, tallies, tables

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import duckdb
 import pyarrow as pa
 
+from convsum.config import memory_bytes
 from convsum.inputs import StagedInputs
 from convsum.sql import literal
 
@@ -189,6 +190,12 @@ def default_memory_limit() -> str:
     """
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return f"{min(3 * 1024, physical // 2 // 2**20)}MiB"
+
+
+def memory_budget(limit: str | None) -> int:
+    """Return the bytes the engines may use: `limit` (as `--memory-limit` takes it), or the
+    default."""
+    return int(memory_bytes(limit or default_memory_limit()))
 
 
 def deduplicated_messages(staged: Path, multi: str, winners: str) -> str:

@@ -22,14 +22,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from convsum.codes import FINAL_GROUPS, KNOWN_CODES
-from convsum.config import memory_bytes
 from convsum.engines.base import (
     CONVERSATION_SCHEMA,
     EngineSettings,
     StatusOrder,
     deduplicated_messages,
-    default_memory_limit,
     define_relations,
+    memory_budget,
     message_object_parts,
     status_order,
 )
@@ -262,7 +261,7 @@ _BYTES_PER_ROW = 100
 def _parts(staged: StagedInputs, settings: EngineSettings) -> int:
     """Return into how many parts the passes local to a message are split."""
     rows = sum(staged.rows_read.values())
-    budget = int(memory_bytes(settings.memory_limit or default_memory_limit()) // 2)
+    budget = memory_budget(settings.memory_limit) // 2
     return max(1, -(-rows * _BYTES_PER_ROW // budget))
 
 

@@ -64,7 +64,10 @@ OUTCOME = """CASE
 # The relations an engine offers (engines/base.py): derived_messages (one row per message, the
 # staged columns), derived_latest (owner, id, code, duration, status_created, final_created)
 # and staged_statuses (every staged status row).
-# `{days}` restricts the messages to the UTC days an incremental run rewrites.
+# `{days}` restricts the messages to some UTC days: the tables are written a few days at a time
+# (see `_chunks`), so that every join and the distinct statuses hold only those days' rows. The
+# latest statuses are first narrowed to those days' messages, so that the join's build side is
+# small whichever side DuckDB builds on.
 _MESSAGES = f"""
 SELECT m.id, m.batch_id, m.owner, m.sender, m.recipient, m.body, m.direction, m.segments,
     m.type, m.datacoding, m.priority, m.price, m.currency, timezone('UTC', m.created) AS created,
@@ -72,7 +75,10 @@ SELECT m.id, m.batch_id, m.owner, m.sender, m.recipient, m.body, m.direction, m.
     l.code AS status_code, timezone('UTC', l.status_created) AS status_created,
     l.duration AS status_duration, {OUTCOME.format(code="l.code")} AS outcome,
     timezone('UTC', l.final_created) AS final_created, m.created::DATE AS {DAY}
-FROM (SELECT * FROM derived_messages {{days}}) AS m LEFT JOIN derived_latest AS l USING (owner, id)
+FROM (SELECT * FROM derived_messages {{days}}) AS m LEFT JOIN (
+    SELECT * FROM derived_latest
+    SEMI JOIN (SELECT owner, id FROM derived_messages {{days}}) USING (owner, id)
+) AS l USING (owner, id)
 """
 _STATUSES = f"""
 WITH m AS (SELECT owner, id, created FROM derived_messages {{days}})
@@ -152,46 +158,73 @@ def write_tables(
     run_id: str,
     days: Iterable[date] | None,
     conversations: Callable[[Path], None],
+    budget: int,
 ) -> Written:
     """Write the messages, statuses and conversations tables' new files into `tree`.
 
     `con` holds the engine's relations. With `days`, only the messages (and their statuses)
     created on those UTC days are written: the days an incremental run touches.
     `conversations` writes that table's file (from the state store's tallies, state.py).
+    `budget` is the engines' memory limit in bytes, which sizes the chunks of days written at
+    once.
     """
     written = Written(days=None if days is None else frozenset(days))
-    params: dict[str, Any] = {}
-    where = ""
-    if written.days is not None:
-        where = "WHERE created::DATE IN (SELECT unnest($days::DATE[]))"
-        params["days"] = sorted(written.days)
     directory = tree / TABLES
     directory.mkdir(exist_ok=True)
     (tree / READERS).touch()
+    chunks = _chunks(con, written.days, budget)
     for name, sql in (("messages", _MESSAGES), ("statuses", _STATUSES)):
-        select = sql.format(days=where)
         if written.days is None:
-            _copy(
-                con, f"SELECT * EXCLUDE ({DAY}) FROM ({select}) LIMIT 0", directory / name / EMPTY
-            )
+            empty = f"SELECT * EXCLUDE ({DAY}) FROM ({sql.format(days='')}) LIMIT 0"
+            _copy(con, empty, directory / name / EMPTY)
             written.files[name].append(f"{name}/{EMPTY}")
-        staging = work / "tables" / name
-        staging.parent.mkdir(exist_ok=True)
-        con.execute(
-            f"COPY ({select}) TO {literal(str(staging))} (FORMAT parquet, PARTITION_BY ({DAY}), "
-            f"FILENAME_PATTERN '{run_id}-{{i}}')",
-            params,
-        )
-        for part in sorted(staging.iterdir()) if staging.exists() else []:
-            (directory / name / part.name).mkdir(parents=True, exist_ok=True)
-            for file in sorted(part.iterdir()):
-                relative = f"{name}/{part.name}/{file.name}"
-                file.rename(directory / relative)
-                written.files[name].append(relative)
+        for k, chunk in enumerate(chunks):
+            staging = work / "tables" / name / str(k)
+            staging.parent.mkdir(parents=True, exist_ok=True)
+            con.execute(
+                f"COPY ({sql.format(days=_ON_DAYS)}) TO {literal(str(staging))} "
+                f"(FORMAT parquet, PARTITION_BY ({DAY}), FILENAME_PATTERN '{run_id}-{{i}}')",
+                {"days": chunk},
+            )
+            for part in sorted(staging.iterdir()) if staging.exists() else []:
+                (directory / name / part.name).mkdir(parents=True, exist_ok=True)
+                for file in sorted(part.iterdir()):
+                    relative = f"{name}/{part.name}/{file.name}"
+                    file.rename(directory / relative)
+                    written.files[name].append(relative)
     relative = f"conversations/{run_id}.parquet"
     conversations(directory / relative)
     written.files["conversations"].append(relative)
     return written
+
+
+_ON_DAYS = "WHERE created::DATE IN (SELECT unnest($days::DATE[]))"
+# The working set of writing one message and its statuses (the joins' hash tables, the distinct
+# statuses), about; a chunk of days may take half the memory budget.
+_BYTES_PER_MESSAGE = 400
+
+
+def _chunks(
+    con: duckdb.DuckDBPyConnection, days: frozenset[date] | None, budget: int
+) -> list[list[date]]:
+    """Split the days to write (every day with a message when None), in order, into chunks of
+    at most as many messages as half the budget allows (a larger day is a chunk alone)."""
+    where = "" if days is None else _ON_DAYS
+    params = {} if days is None else {"days": sorted(days)}
+    counts = con.execute(
+        f"SELECT created::DATE, count(*) FROM derived_messages {where} GROUP BY 1 ORDER BY 1",
+        params,
+    ).fetchall()
+    most = max(1, budget // 2 // _BYTES_PER_MESSAGE)
+    chunks: list[list[date]] = []
+    rows = most
+    for day, n in counts:
+        if rows + n > most:
+            chunks.append([])
+            rows = 0
+        chunks[-1].append(day)
+        rows += n
+    return chunks
 
 
 def unchanged_tables(tree: Path) -> Written:
