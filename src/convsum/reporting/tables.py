@@ -186,16 +186,24 @@ def write_tables(
                 f"(FORMAT parquet, PARTITION_BY ({DAY}), FILENAME_PATTERN '{run_id}-{{i}}')",
                 {"days": chunk},
             )
-            for part in sorted(staging.iterdir()) if staging.exists() else []:
-                (directory / name / part.name).mkdir(parents=True, exist_ok=True)
-                for file in sorted(part.iterdir()):
-                    relative = f"{name}/{part.name}/{file.name}"
-                    file.rename(directory / relative)
-                    written.files[name].append(relative)
+            written.files[name] += _move_days(staging, directory, name)
     relative = f"conversations/{run_id}.parquet"
     conversations(directory / relative)
     written.files["conversations"].append(relative)
     return written
+
+
+def _move_days(staging: Path, directory: Path, name: str) -> list[str]:
+    """Move the day directories' files of one COPY into table `name`; return their paths
+    relative to the tables directory."""
+    moved = []
+    for part in sorted(staging.iterdir()) if staging.exists() else []:
+        (directory / name / part.name).mkdir(parents=True, exist_ok=True)
+        for file in sorted(part.iterdir()):
+            relative = f"{name}/{part.name}/{file.name}"
+            file.rename(directory / relative)
+            moved.append(relative)
+    return moved
 
 
 _ON_DAYS = "WHERE created::DATE IN (SELECT unnest($days::DATE[]))"
