@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -249,7 +250,7 @@ def test_cli_bad_status_column_names_file_and_column(
         (["run", "--out", "x"], "missing messages"),
         (["run", "--messages", "m", "--out", "o", "--page-size", "7"], "must divide 10000"),
         (
-            ["run", "--messages", "m", "--out", "o", "--engine", "spark"],
+            ["run", "--messages", "m", "--out", "o", "--engine", "flink"],
             "Invalid value for '--engine'",
         ),
         (
@@ -284,6 +285,7 @@ def test_cli_misuse_exits_2(args: list[str], words: str) -> None:
     [
         ("page_sise = 50", "unknown key 'page_sise'"),
         ('memory_limit = "lots"', "memory limit 'lots': expected a size from 64MiB to 8EiB"),
+        ("[spark.executor]\nmemory = 4", "[spark] must be a table of Spark settings"),
     ],
 )
 def test_cli_bad_config_file_exits_2(tmp_path: Path, line: str, words: str) -> None:
@@ -292,6 +294,24 @@ def test_cli_bad_config_file_exits_2(tmp_path: Path, line: str, words: str) -> N
     result = CliRunner().invoke(cli, ["run", "--config", str(config)])
     assert result.exit_code == 2
     assert words in result.stderr
+
+
+@pytest.mark.parametrize("missing", ["pyspark", "java"])
+def test_cli_spark_engine_without_pyspark_or_java_exits_2_with_the_install_line(
+    monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
+    if missing == "pyspark":
+        find_spec = importlib.util.find_spec
+        monkeypatch.setattr(
+            importlib.util, "find_spec", lambda name: None if name == "pyspark" else find_spec(name)
+        )
+    else:
+        monkeypatch.delenv("JAVA_HOME", raising=False)
+        monkeypatch.setenv("PATH", "/nonexistent")
+    result = CliRunner().invoke(cli, ["run", "--messages", "m", "--out", "o", "--engine", "spark"])
+    assert result.exit_code == 2, result.output
+    assert "pip install 'convsum[spark]'" in result.stderr
+    assert "Java 17+" in result.stderr
 
 
 def test_cli_config_file_supplies_options_and_flags_win(

@@ -37,6 +37,29 @@ def test_config_toml_tables_and_relative_paths(tmp_path: Path) -> None:
     )
 
 
+def test_config_spark_master_and_table_are_how_it_runs_not_what_it_writes(tmp_path: Path) -> None:
+    path = tmp_path / "job.toml"
+    path.write_text(
+        'messages = "m"\nout = "o"\nengine = "spark"\nspark_master = "spark://h:7077"\n'
+        '[spark]\n"spark.executor.memory" = "4g"\n"spark.executor.cores" = 2\n'
+        '"spark.dynamicAllocation.enabled" = true\n"spark.hadoop.fs.s3a.secret.key" = "s3cr3t"\n'
+    )
+    config = build_config(load_toml(path))
+    assert config.spark_master == "spark://h:7077"
+    assert dict(config.spark) == {
+        "spark.executor.memory": "4g",
+        "spark.executor.cores": "2",
+        "spark.dynamicAllocation.enabled": "true",
+        "spark.hadoop.fs.s3a.secret.key": "s3cr3t",
+    }
+    assert config.output_settings() == RunConfig(messages="m", out="o").output_settings() | {
+        "messages": str(tmp_path / "m")
+    }
+    # The manifest records the settings' names only: a value may be a credential.
+    assert config.to_dict()["spark"] == sorted(config.spark)
+    assert "s3cr3t" not in repr(config.to_dict())
+
+
 @pytest.mark.parametrize(
     ("text", "words"),
     [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -79,7 +80,17 @@ def _checked(
     callback=lambda ctx, _param, path: _config_file(ctx, path),
     help="TOML file with the same keys as these options; options given here win.",
 )
-@click.option("--engine", type=click.Choice(ENGINES), help="Computation engine [default: duckdb].")
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    callback=lambda _ctx, _param, name: _installed(name),
+    help="Computation engine [default: duckdb].",
+)
+@click.option(
+    "--spark-master",
+    metavar="URL",
+    help="With --engine spark: the cluster, as spark://HOST:7077 or yarn [default: local[*]].",
+)
 @click.option(
     "--page-size",
     type=int,
@@ -170,6 +181,18 @@ def run(report: bool, full: bool, **options: Any) -> None:
 
 
 _CONFIG_TABLES = "convsum.config_tables"
+
+
+def _installed(engine: str | None) -> str | None:
+    """Return the engine's name if what it needs is installed; else exit 2 saying what to do."""
+    if engine == "spark" and (
+        importlib.util.find_spec("pyspark") is None
+        or not (os.environ.get("JAVA_HOME") or shutil.which("java"))
+    ):
+        from convsum.engines.spark import INSTALL_HINT
+
+        raise click.BadParameter(INSTALL_HINT)
+    return engine
 
 
 def _config_file(ctx: click.Context, path: Path | None) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from convsum.errors import ConfigError
 
-ENGINES = ("duckdb", "polars")
+ENGINES = ("duckdb", "polars", "spark")
 ONLY = ("summaries",)
 LOG_FORMATS = ("text", "json")
 LIST_NAMES = ("all", "mt", "mo")
@@ -45,6 +45,8 @@ class RunConfig:
     only: str | None = None
     threads: int | None = None
     memory_limit: str | None = None
+    spark_master: str | None = None  # None: spark-submit's master, else local[*]
+    spark: Mapping[str, str] = field(default_factory=lambda: _frozen({}))
     rebuild: bool = True
     log_format: str = "text"
     direction_codes: Mapping[int, str] = field(default_factory=lambda: DEFAULT_DIRECTION_CODES)
@@ -55,15 +57,17 @@ class RunConfig:
 
     def output_settings(self) -> dict[str, Any]:
         """Return the settings that decide the output's bytes (not how the machine is used)."""
-        how = ("out", "engine", "threads", "memory_limit", "rebuild", "log_format")
-        return {k: v for k, v in self.to_dict().items() if k not in how}
+        how = {"out", "engine", "threads", "memory_limit", "spark_master", "spark"}
+        return {k: v for k, v in self.to_dict().items() if k not in how | {"rebuild", "log_format"}}
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready view, as recorded in the manifest."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, Mapping):
+            if f.name == "spark":  # Spark settings may hold credentials: only their keys
+                value = sorted(value)
+            elif isinstance(value, Mapping):
                 value = {str(k): v for k, v in sorted(value.items())}
             out[f.name] = value
         return out
@@ -166,6 +170,7 @@ _SCALAR_KEYS = {
     "only": str,
     "threads": int,
     "memory_limit": str,
+    "spark_master": str,
     "rebuild": bool,
     "log_format": str,
 }
@@ -199,8 +204,10 @@ def load_toml(path: Path) -> dict[str, Any]:
             values.update(_code_tables(path, value))
         elif key == "columns":
             values.update(_column_tables(path, value))
+        elif key == "spark":
+            values["spark"] = _spark_table(path, value)
         else:
-            known = ", ".join([*_SCALAR_KEYS, "codes", "columns"])
+            known = ", ".join([*_SCALAR_KEYS, "codes", "columns", "spark"])
             msg = f"config {path}: unknown key {key!r}; expected one of {known}"
             raise ConfigError(msg)
     for key in _PATH_KEYS:
@@ -253,6 +260,18 @@ def _column_tables(path: Path, value: Any) -> dict[str, Mapping[str, str]]:
             raise ConfigError(msg)
         out[_COLUMN_TABLES[name]] = _frozen(table)
     return out
+
+
+def _spark_table(path: Path, value: Any) -> Mapping[str, str]:
+    """Return the [spark] table: Spark settings, as the strings Spark takes."""
+    scalars = (str, int, float, bool)
+    if not isinstance(value, dict) or not all(isinstance(v, scalars) for v in value.values()):
+        msg = (
+            f"config {path}: [spark] must be a table of Spark settings, as "
+            '"spark.executor.memory" = "4g"'
+        )
+        raise ConfigError(msg)
+    return _frozen({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()})
 
 
 def build_config(values: Mapping[str, Any]) -> RunConfig:

@@ -368,7 +368,7 @@ def _derive_and_write(
     none was there before). The pages and the tables come from `affected.rows`. Returns the
     tree's facts, the new tallies and the table files written.
     """
-    engine = get_engine(config.engine, config.threads)
+    engine = get_engine(config.engine, config.threads, config.spark_master, config.spark)
 
     def settings(directory: Path, conversations: Path | None = None) -> EngineSettings:
         directory.mkdir(exist_ok=True)

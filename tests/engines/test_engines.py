@@ -23,5 +23,5 @@ def test_engines_polars_takes_the_thread_count_before_import() -> None:
 
 
 def test_engines_unknown_name_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="unknown engine 'spark'"):
-        get_engine("spark")
+    with pytest.raises(ConfigError, match="unknown engine 'flink'"):
+        get_engine("flink")

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from convsum.config import ENGINES, RunConfig
 from convsum.engines import polars as polars_engine
+from convsum.engines import spark as spark_engine
 from convsum.engines.base import EngineSettings, StatusOrder, status_order
 from convsum.inputs import STATUSES_SCHEMA, StagedInputs
 from convsum.reporting import tables as tables_module
@@ -34,7 +35,8 @@ from tests.strategies import logs_strategy
 
 def _run(directory: Path, engine: str, page_size: int, threads: int | None, parts: int = 1) -> Tree:
     """Run the job; with `parts` > 1, the work is split as a memory budget too small for it
-    would: the Polars engine's passes into that many parts, the tables into a chunk per day."""
+    would: the Polars engine's passes into that many parts, the tables into a chunk per day; and
+    the Spark engine's shuffles into that many buckets."""
     out = directory / f"out-{engine}-{threads}-{parts}"
     config = RunConfig(
         messages=str(directory / "messages.parquet"),
@@ -48,6 +50,7 @@ def _run(directory: Path, engine: str, page_size: int, threads: int | None, part
     with ExitStack() as split:
         if parts > 1:
             split.enter_context(patch.object(polars_engine, "_parts", lambda *_: parts))
+            split.enter_context(patch.object(spark_engine, "_bucket_count", lambda *_: parts))
             split.enter_context(patch.object(tables_module, "_BYTES_PER_MESSAGE", 2**62))
         return Tree(out, run_job(config))
 
@@ -75,7 +78,13 @@ def _check_against_reference(
             assert [m for page in desc for m in page] == expected[::-1]
 
 
-# A quarter of the profile's examples: each one runs the whole job three times.
+# Per engine, (threads, parts) of each run: DuckDB on one thread and on two; Polars in one part
+# and in three; Spark (local mode) in three buckets, so that a conversation's messages come from
+# several id buckets, and a bucket holds several conversations.
+_VARIANTS = {"duckdb": ((1, 1), (2, 3)), "polars": ((None, 1), (None, 3)), "spark": ((None, 3),)}
+
+
+# A quarter of the profile's examples: each one runs the whole job five times.
 @settings(
     max_examples=max(10, settings.default.max_examples // 4),
     deadline=None,
@@ -94,9 +103,7 @@ def test_parity_engines_match_reference_and_each_other(
         trees = {
             (engine, threads, parts): _run(directory, engine, page_size, threads, parts)
             for engine in ENGINES
-            for threads, parts in (
-                ((1, 1), (2, 3)) if engine == "duckdb" else ((None, 1), (None, 3))
-            )
+            for threads, parts in _VARIANTS[engine]
         }
         first = next(iter(trees.values()))
         _check_against_reference(first, rows, statuses)

@@ -22,7 +22,7 @@ from convsum.engines.base import (
     message_object_parts,
     status_order,
 )
-from convsum.inputs import StagedInputs
+from convsum.inputs import MESSAGES_SCHEMA, StagedInputs
 from convsum.sql import literal
 
 # JSON text must be byte-identical across engines. DuckDB's to_json agrees with the canonical
@@ -41,6 +41,7 @@ CREATE MACRO json_double(x) AS CASE
 CREATE MACRO iso_time(t) AS strftime(t, '%Y-%m-%dT%H:%M:%S')
     || CASE WHEN millisecond(t) % 1000 <> 0 THEN strftime(t, '.%g') ELSE '' END || 'Z';
 CREATE MACRO json_time(t) AS CASE WHEN t IS NULL THEN 'null' ELSE '"' || iso_time(t) || '"' END;
+CREATE MACRO conversation_bucket(owner, participant, n) AS (hash(owner, participant) % n)::INTEGER;
 """
 
 # Each distinct (owner, id) once: the greatest `modified` wins, then the greater content (the
@@ -141,7 +142,7 @@ WHERE recipient <> sender
 # An incremental run's conversations, from their cut on (see EngineSettings.conversations).
 _CONVERSATIONS_OUT = """
 CREATE TEMP TABLE conv_out AS
-SELECT c.* FROM conv AS c JOIN read_parquet($only) AS o USING (owner, participant)
+SELECT c.* FROM {scope} AS c JOIN read_parquet($only) AS o USING (owner, participant)
 WHERE o.cut_created IS NULL OR (c.created, c.id) >= (o.cut_created, o.cut_id)
 """
 
@@ -241,29 +242,87 @@ class DuckDBEngine:
     def derive(self, staged: StagedInputs, settings: EngineSettings) -> Iterator[_DuckDBDerivation]:
         con = connect(settings)
         try:
-            params = {
-                "messages": str(staged.messages / "*.parquet"),
-                "statuses": str(staged.statuses / "*.parquet"),
-            }
-            con.execute(_MULTI.format(messages=literal(params["messages"]), **_OBJECT))
-            msg = deduplicated_messages(staged.messages, "multi", "multi_winners")
-            con.execute(f"CREATE TEMP VIEW msg AS SELECT * FROM {msg}")
-            latest = settings.work_dir / "latest.parquet"
-            con.execute(
-                _latest_sql(status_order(staged.statuses), latest),
-                {"statuses": params["statuses"]},
-            )
-            con.execute(
-                f"CREATE TEMP VIEW latest AS SELECT * FROM read_parquet({literal(str(latest))})"
-            )
-            con.execute(_CONVERSATIONS)
-            if settings.conversations is None:
-                con.execute("CREATE TEMP VIEW conv_out AS SELECT * FROM conv")
-            else:
-                con.execute(_CONVERSATIONS_OUT, {"only": str(settings.conversations)})
-            yield _DuckDBDerivation(con, staged, params, settings)
+            params = resolve(con, staged, settings.work_dir)
+            lists(con, settings.conversations)
+            yield derivation(con, staged, settings, params)
         finally:
             con.close()
+
+
+# The derivation in two steps, each local to a key, so that the Spark engine (engines/spark.py)
+# runs the same SQL on one partition of the data at a time: `resolve` is local to a message id
+# (deduplication, latest status), `lists` to a conversation (its rows, their positions and text).
+
+
+def resolve(con: duckdb.DuckDBPyConnection, staged: StagedInputs, work: Path) -> dict[str, str]:
+    """Create `msg` (the messages after deduplication) and `latest` (the latest status of each
+    message that has one) in `con`; return the staged files' globs, as `counts` takes them."""
+    params = {
+        "messages": str(staged.messages / "*.parquet"),
+        "statuses": str(staged.statuses / "*.parquet"),
+    }
+    con.execute(_MULTI.format(messages=literal(params["messages"]), **_OBJECT))
+    msg = deduplicated_messages(staged.messages, "multi", "multi_winners")
+    con.execute(f"CREATE TEMP VIEW msg AS SELECT * FROM {msg}")
+    latest = work / "latest.parquet"
+    con.execute(
+        _latest_sql(status_order(staged.statuses), latest), {"statuses": params["statuses"]}
+    )
+    con.execute(f"CREATE TEMP VIEW latest AS SELECT * FROM read_parquet({literal(str(latest))})")
+    return params
+
+
+# What `resolve` found, one row per message: its staged columns, then `latest`'s columns (null
+# without a status), then the buckets (as `lists` takes them) of its two conversations.
+_RESOLVED = """
+COPY (
+    SELECT m.*, l.pairs, l.status, l.final_created,
+        conversation_bucket(m.owner, m.sender, $buckets) AS bucket_sender,
+        conversation_bucket(m.owner, m.recipient, $buckets) AS bucket_recipient
+    FROM msg AS m LEFT JOIN latest AS l USING (owner, id)
+) TO {target} (FORMAT parquet)
+"""
+
+
+def write_resolved(con: duckdb.DuckDBPyConnection, target: Path, buckets: int) -> None:
+    """Write what `resolve` found in `con` to the Parquet file `target`."""
+    con.execute(_RESOLVED.format(target=literal(str(target))), {"buckets": buckets})
+
+
+def resolved(con: duckdb.DuckDBPyConnection, files: str) -> None:
+    """Create `msg` and `latest` in `con` from files that `write_resolved` wrote (a glob)."""
+    columns = ", ".join(MESSAGES_SCHEMA.names)
+    source = f"read_parquet({literal(files)})"
+    con.execute(
+        f"""
+        CREATE TEMP VIEW msg AS SELECT {columns} FROM {source};
+        CREATE TEMP VIEW latest AS
+            SELECT owner, id, pairs, status, final_created FROM {source} WHERE pairs IS NOT NULL;
+        """
+    )
+
+
+def lists(
+    con: duckdb.DuckDBPyConnection,
+    conversations: Path | None,
+    bucket: tuple[int, int] | None = None,
+) -> None:
+    """Create `conv` (one row per message and participant) and `conv_out` (the rows the lists are
+    made of) from `msg` and `latest`: every conversation's, those of an incremental run
+    (EngineSettings.conversations), and with `bucket` (k, of n) only bucket k's."""
+    con.execute(_CONVERSATIONS)
+    scope = "conv"
+    if bucket is not None:
+        k, n = bucket
+        con.execute(
+            "CREATE TEMP VIEW conv_bucket AS SELECT * FROM conv "
+            f"WHERE conversation_bucket(owner, participant, {n:d}) = {k:d}"
+        )
+        scope = "conv_bucket"
+    if conversations is None:
+        con.execute(f"CREATE TEMP VIEW conv_out AS SELECT * FROM {scope}")
+    else:
+        con.execute(_CONVERSATIONS_OUT.format(scope=scope), {"only": str(conversations)})
 
 
 def connect(settings: EngineSettings) -> duckdb.DuckDBPyConnection:
@@ -298,7 +357,7 @@ class _DuckDBDerivation:
         params: dict[str, str],
         settings: EngineSettings,
     ) -> None:
-        self.con, self.params, self.rows = con, params, settings.batch_rows
+        self.con, self.params = con, params
         self.staged, self.settings = staged, settings
 
     def counts(self) -> dict[str, Any]:
@@ -319,18 +378,33 @@ class _DuckDBDerivation:
         return define_relations(self.con, "msg", latest, "conv", self.staged.statuses)
 
     def conversation_rows(self, descending: bool) -> Iterator[pa.RecordBatch]:
-        order = "DESC" if descending else "ASC"
-        only = self.settings.conversations
-        skip = only is not None and not descending
-        restrict = "SEMI JOIN kept USING (owner, id)" if only is not None else ""
-        keep = _KEEP_CHANGED if skip else _KEEP_ALL
-        sql = _ROWS.format(o=order, keep=keep, restrict=restrict, **_OBJECT)
-        params = {"only": str(only), "size": self.settings.page_size} if skip else None
-        yield from self._stream(sql, CONVERSATION_SCHEMA, params)
+        return conversation_rows(self.con, self.settings, descending)
 
-    def _stream(
-        self, sql: str, schema: pa.Schema, params: dict[str, Any] | None = None
-    ) -> Iterator[pa.RecordBatch]:
-        reader = self.con.sql(sql, params=params).to_arrow_reader(self.rows)
-        for batch in reader:
-            yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+
+def derivation(
+    con: duckdb.DuckDBPyConnection,
+    staged: StagedInputs,
+    settings: EngineSettings,
+    params: dict[str, str] | None = None,
+) -> _DuckDBDerivation:
+    """Return the derivation whose relations `resolve` (or `resolved`) and `lists` made in `con`.
+
+    Its `counts` needs the `params` that `resolve` returned.
+    """
+    return _DuckDBDerivation(con, staged, params or {}, settings)
+
+
+def conversation_rows(
+    con: duckdb.DuckDBPyConnection, settings: EngineSettings, descending: bool
+) -> Iterator[pa.RecordBatch]:
+    """Yield the rows of `conv_out` (see `lists`), positioned and rendered, in list order."""
+    order = "DESC" if descending else "ASC"
+    only = settings.conversations
+    skip = only is not None and not descending
+    restrict = "SEMI JOIN kept USING (owner, id)" if only is not None else ""
+    keep = _KEEP_CHANGED if skip else _KEEP_ALL
+    sql = _ROWS.format(o=order, keep=keep, restrict=restrict, **_OBJECT)
+    params = {"only": str(only), "size": settings.page_size} if skip else None
+    reader = con.sql(sql, params=params).to_arrow_reader(settings.batch_rows)
+    for batch in reader:
+        yield pa.RecordBatch.from_arrays(batch.columns, schema=CONVERSATION_SCHEMA)

@@ -1,0 +1,259 @@
+"""The Spark engine: the DuckDB engine's two steps, each run by the cluster's executors on one
+part of the data at a time, with Spark's shuffles between them.
+
+SPEC section 3 is written once, as the DuckDB engine's SQL, in two steps that are each local to
+a key (engines/duckdb.py): `resolve` to a message id (deduplication, latest status), `lists` to
+a conversation (its rows, positions and JSON text). A run here is:
+
+1. a shuffle: Spark writes the staged messages and statuses in buckets of message id;
+2. each executor task runs `resolve` on one bucket, writes one row per message with its latest
+   status (`write_resolved`) and returns the bucket's counts, which the driver adds up;
+3. a shuffle: Spark writes each of those rows to the bucket of each of its two conversations;
+4. each executor task runs `lists` on one conversation bucket and writes its conversations'
+   rows, positioned and rendered, to a Parquet file per bucket; the driver streams those files
+   to the publisher, one bucket after another.
+
+Every file lives in the run's work directory, which must be one shared file system path for the
+driver and every executor (the executors' Python must have convsum installed). The driver never
+collects a message row: it receives counts. The conversation tallies and the queryable tables
+are computed by DuckDB on the driver from the resolved files (`relations`), as for the other
+engines.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from convsum.engines.base import CONVERSATION_SCHEMA, Derivation, EngineSettings, add_facts
+from convsum.engines.duckdb import (
+    connect,
+    conversation_rows,
+    lists,
+    resolve,
+    resolved,
+    write_resolved,
+)
+from convsum.engines.duckdb import (
+    derivation as duckdb_derivation,
+)
+from convsum.inputs import MESSAGES_SCHEMA, STATUSES_SCHEMA, StagedInputs
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+INSTALL_HINT = "the spark engine needs PySpark and a Java 17+ runtime: pip install 'convsum[spark]'"
+
+# The session's settings unless the [spark] table sets them: the staged times are UTC, and
+# Spark's progress bar would interleave with convsum's own progress on the terminal.
+SESSION_DEFAULTS = {
+    "spark.app.name": "convsum",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.log.level": "ERROR",
+}
+
+# A bucket holds about this many staged rows (messages and statuses), at least one bucket per
+# core of the cluster (Spark's default parallelism): each task's DuckDB works on one bucket.
+_ROWS_PER_BUCKET = 4_000_000
+
+_SPARK_TYPES = {
+    pa.string(): "STRING",
+    pa.int64(): "BIGINT",
+    pa.float64(): "DOUBLE",
+    pa.timestamp("us"): "TIMESTAMP_NTZ",
+}
+
+
+class SparkEngine:
+    """Compute the derived tables on a Spark cluster (or in local mode)."""
+
+    name = "spark"
+
+    def __init__(self, master: str | None, conf: Mapping[str, str]) -> None:
+        self.master, self.conf = master, conf
+
+    @contextmanager
+    def derive(self, staged: StagedInputs, settings: EngineSettings) -> Iterator[_SparkDerivation]:
+        spark = session(self.master, self.conf)
+        work = settings.work_dir / "spark"
+        work.mkdir()
+        # Each task's DuckDB uses the cores Spark gives a task, unless --threads says otherwise.
+        cores = int(spark.sparkContext.getConf().get("spark.task.cpus", "1") or 1)
+        task = replace(settings, threads=settings.threads or cores)
+        buckets = _bucket_count(spark, staged)
+        by_id = work / "by_id"
+        _shuffle(_read(spark, staged.messages, MESSAGES_SCHEMA), "id", by_id / "messages", buckets)
+        _shuffle(
+            _read(spark, staged.statuses, STATUSES_SCHEMA),
+            "message_id",
+            by_id / "statuses",
+            buckets,
+        )
+        (work / "resolved").mkdir()
+        facts = _each_bucket(spark, buckets, partial(_resolve_bucket, work, task, buckets))
+        rows = spark.read.parquet((work / "resolved").as_uri())
+        conversation = rows.selectExpr(
+            "*", "explode(array_distinct(array(bucket_sender, bucket_recipient))) AS bucket"
+        ).drop("bucket_sender", "bucket_recipient")
+        _shuffle(conversation, None, work / "by_conversation", buckets)
+        con = connect(settings)
+        try:
+            resolved(con, str(work / "resolved" / "*.parquet"))
+            lists(con, None)
+            counts: dict[str, Any] = {}
+            for bucket_facts in facts:
+                counts = add_facts(counts, bucket_facts, None)
+            yield _SparkDerivation(
+                spark, duckdb_derivation(con, staged, settings), counts, work, task, buckets
+            )
+        finally:
+            con.close()
+
+
+def session(master: str | None, conf: Mapping[str, str]) -> SparkSession:
+    """Return the Spark session for `master`: the one running, or a new one.
+
+    Without a master, the one `spark-submit` was given, else local mode on every core. The
+    Python workers run this interpreter unless PYSPARK_PYTHON says otherwise.
+    """
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if master is None and "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit
+        master = "local[*]"
+    active = SparkSession.getActiveSession()
+    if active is not None and master is not None and active.sparkContext.master != master:
+        active.stop()
+    builder = SparkSession.builder
+    if master is not None:
+        builder = builder.master(master)
+    for key, value in {**SESSION_DEFAULTS, **conf}.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
+
+
+class _SparkDerivation:
+    def __init__(
+        self,
+        spark: SparkSession,
+        driver: Derivation,
+        counts: dict[str, Any],
+        work: Path,
+        task: EngineSettings,
+        buckets: int,
+    ) -> None:
+        self.spark, self.driver, self._counts = spark, driver, counts
+        self.work, self.task, self.buckets = work, task, buckets
+
+    def counts(self) -> dict[str, Any]:
+        return self._counts
+
+    def relations(self) -> duckdb.DuckDBPyConnection:
+        return self.driver.relations()
+
+    def conversation_rows(self, descending: bool) -> Iterator[pa.RecordBatch]:
+        """Have the executors write each bucket's rows; stream them one bucket after another.
+
+        Each conversation lies whole in one bucket, in list order there.
+        """
+        target = self.work / ("rows_desc" if descending else "rows_asc")
+        target.mkdir()
+        step = partial(_lists_bucket, self.work, target, self.task, self.buckets, descending)
+        _each_bucket(self.spark, self.buckets, step)
+        for k in range(self.buckets):
+            path = target / f"{k:05d}.parquet"
+            if path.exists():
+                yield from pq.ParquetFile(path).iter_batches(batch_size=self.task.batch_rows)
+
+
+def _bucket_count(spark: SparkSession, staged: StagedInputs) -> int:
+    """Return into how many buckets each shuffle splits the rows."""
+    rows = sum(staged.rows_read.values())
+    return max(spark.sparkContext.defaultParallelism, -(-rows // _ROWS_PER_BUCKET))
+
+
+def _read(spark: SparkSession, directory: Path, schema: pa.Schema) -> DataFrame:
+    ddl = ", ".join(f"`{field.name}` {_SPARK_TYPES[field.type]}" for field in schema)
+    return spark.read.schema(ddl).parquet(directory.as_uri())
+
+
+def _shuffle(frame: DataFrame, key: str | None, target: Path, buckets: int) -> None:
+    """Write `frame` in `buckets` buckets of `key` (None: of its `bucket` column) under
+    `target`, one directory per bucket (`target/k`; none for an empty bucket)."""
+    if key is not None:
+        frame = frame.selectExpr("*", f"pmod(xxhash64(`{key}`), {buckets:d}) AS bucket")
+    frame.repartition(buckets, "bucket").write.partitionBy("bucket").parquet(target.as_uri())
+    # DuckDB would read `bucket=k` as a column of the files (hive partitioning).
+    for directory in target.glob("bucket=*"):
+        directory.rename(target / directory.name.removeprefix("bucket="))
+
+
+def _each_bucket(spark: SparkSession, buckets: int, step: Any) -> list[Any]:
+    """Run `step(k)` for each bucket k, one executor task each; return the results in order."""
+    results: list[Any] = spark.sparkContext.parallelize(range(buckets), buckets).map(step).collect()
+    return results
+
+
+def _bucket(directory: Path, k: int, schema: pa.Schema) -> Path:
+    """Return the directory of bucket k's files; an empty one when Spark wrote none."""
+    path = directory / str(k)
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        pq.write_table(schema.empty_table(), path / "empty.parquet")
+    return path
+
+
+def _task_settings(task: EngineSettings, work: Path, name: str) -> EngineSettings:
+    directory = work / "tasks" / name
+    directory.mkdir(parents=True, exist_ok=True)
+    return replace(task, work_dir=directory)
+
+
+def _resolve_bucket(work: Path, task: EngineSettings, buckets: int, k: int) -> dict[str, Any]:
+    """Executor: resolve the messages of id bucket k; write them; return the bucket's counts."""
+    by_id = work / "by_id"
+    staged = StagedInputs(
+        _bucket(by_id / "messages", k, MESSAGES_SCHEMA),
+        _bucket(by_id / "statuses", k, STATUSES_SCHEMA),
+        {},
+        {},
+    )
+    settings = _task_settings(task, work, f"resolve-{k}")
+    con = connect(settings)
+    try:
+        params = resolve(con, staged, settings.work_dir)
+        write_resolved(con, work / "resolved" / f"{k:05d}.parquet", buckets)
+        return duckdb_derivation(con, staged, settings, params).counts()
+    finally:
+        con.close()
+
+
+def _lists_bucket(
+    work: Path, target: Path, task: EngineSettings, buckets: int, descending: bool, k: int
+) -> None:
+    """Executor: write the rows of the conversations of bucket k, in list order."""
+    directory = work / "by_conversation" / str(k)
+    if not directory.is_dir():
+        return
+    settings = _task_settings(task, work, f"lists-{'desc' if descending else 'asc'}-{k}")
+    con = connect(settings)
+    try:
+        resolved(con, str(directory / "*.parquet"))
+        lists(con, settings.conversations, (k, buckets))
+        with pq.ParquetWriter(target / f"{k:05d}.parquet", CONVERSATION_SCHEMA) as out:
+            for batch in conversation_rows(con, settings, descending):
+                out.write_batch(batch)
+    finally:
+        con.close()
