@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from convsum.bench import (
+    Measurement,
     ensure_data,
     format_reports,
     format_table,
@@ -76,3 +77,14 @@ def test_bench_reports_smoke_times_every_named_report(tmp_path: Path) -> None:
     table = format_reports(results)
     assert table.count("\n") == len(REPORTS) + 1 and "| outcomes |" in table
     assert not (tmp_path / "work" / "reports").exists()
+
+
+def test_bench_spark_startup_is_shown_apart() -> None:
+    """The JVM's start is a row of its own: no ratio to a floor, and no memory target."""
+    startup = Measurement("spark startup", 6.5, 0.4, 60.0)
+    query = Measurement("bare query", 1.0, 1.0, 300.0)
+    table = format_table([startup, query], 2_000)
+    assert "| spark startup |" in table
+    row = next(line for line in table.splitlines() if line.startswith("| spark startup |"))
+    assert row.endswith("| 6.5 | 0.4 | 60 |  |")
+    assert targets([startup, query]) == []

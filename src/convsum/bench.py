@@ -183,6 +183,10 @@ def run_bench(
             progress(f"{label} ({turn + 1}/{runs})")
             samples.setdefault(label, []).append(measured(label, command))
             remove_made(work / "out")
+        if "spark" in engines:  # shown apart: the JVM's start is part of every Spark run
+            progress(f"spark startup ({turn + 1}/{runs})")
+            startup = [*here, "spark-startup"]
+            samples.setdefault("spark startup", []).append(measured("spark startup", startup))
         progress(f"bare query ({turn + 1}/{runs})")
         samples.setdefault("bare query", []).append(measured("bare query", query))
         full = next(m for label, ms in samples.items() if label.endswith("full") for m in ms)
@@ -330,7 +334,7 @@ def format_table(results: list[Measurement], messages: int) -> str:
         if m.label.endswith(("nightly increment", "nightly unchanged")):
             night_full = by_label[m.label.rsplit(" ", 1)[0] + " full"]
             ratio = f"{m.wall / night_full.wall:.3f} x full"
-        elif m.label.endswith("nightly full"):
+        elif m.label.endswith(("nightly full", "startup")):
             ratio = ""
         elif m.label.endswith("summaries"):
             ratio = f"{m.wall / query:.2f} x query"
@@ -391,7 +395,7 @@ def targets(results: list[Measurement]) -> list[tuple[str, str, float]]:
             )
         elif label.endswith("nightly unchanged"):
             rows.append(("unchanged", label, m.wall))
-        if not label.startswith("bare"):
+        if not label.startswith("bare") and not label.endswith("startup"):
             rows.append(("memory", label, m.peak_mib))
     return rows
 
@@ -407,9 +411,19 @@ def format_targets(results: list[Measurement]) -> str:
     return "\n".join(lines)
 
 
+def spark_startup() -> None:
+    """Start the Spark engine's session in local mode, run one task on each core, and stop."""
+    from convsum.engines.spark import session
+
+    spark = session(None, {})
+    cores = spark.sparkContext.defaultParallelism
+    spark.sparkContext.parallelize(range(cores), cores).map(abs).collect()
+    spark.stop()
+
+
 def _main(argv: list[str]) -> None:
     """Run one helper process: the floors `query MESSAGES STATUSES THREADS` and `writer DIR FILES
-    BYTES`, or `split DATA ROOT NIGHT` (see `nightly_inputs`)."""
+    BYTES`, `spark-startup`, or `split DATA ROOT NIGHT` (see `nightly_inputs`)."""
     if argv[0] == "split":
         split_night(Path(argv[1]), Path(argv[2]), Path(argv[3]))
     elif argv[0] == "query":
@@ -417,6 +431,8 @@ def _main(argv: list[str]) -> None:
         bare_query(messages, statuses, int(argv[3]) or None)
     elif argv[0] == "writer":
         bare_writer(Path(argv[1]), int(argv[2]), int(argv[3]))
+    elif argv[0] == "spark-startup":
+        spark_startup()
     else:
         raise SystemExit(f"unknown floor {argv[0]!r}")
 

@@ -40,7 +40,7 @@ from convsum.publish.manifest import (
     update_file_list,
     write_json,
 )
-from convsum.publish.pages import Writer, write_pages, write_summaries
+from convsum.publish.pages import Writer, write_summaries
 from convsum.publish.paths import conversation_dir
 from convsum.publish.tree import API, FILE_LIST, OutputRoot, TreeWriter
 from convsum.publish.update import TreeUpdate
@@ -399,8 +399,7 @@ def _derive_and_write(
         if config.only != "summaries":
             with log.stage("pages") as stage:
                 for order in _orders(config):
-                    rows_stream = derived.conversation_rows(descending=order == "desc")
-                    write_pages(writer, rows_stream, config.page_size, order, stage)
+                    derived.write_pages(writer, config.page_size, order, stage)
         with log.stage("summaries") as stage:
             batches = summaries(derived.relations(), tallies.counts, EngineSettings.batch_rows)
             write_summaries(writer, batches, stage)

@@ -21,6 +21,8 @@ import pyarrow as pa
 
 from convsum.config import memory_bytes
 from convsum.inputs import StagedInputs
+from convsum.log import Stage
+from convsum.publish.pages import Writer, write_pages
 from convsum.sql import literal
 
 # The message object of SPEC section 1, in key order: (JSON key, staged column, kind). Kinds:
@@ -158,7 +160,12 @@ class Derivation(Protocol):
         ...
 
     def conversation_rows(self, descending: bool) -> Iterator[pa.RecordBatch]:
-        """Yield CONVERSATION_SCHEMA batches in list order (or its exact reverse)."""
+        """Yield CONVERSATION_SCHEMA batches: each conversation's rows together, in list order
+        (or its exact reverse)."""
+        ...
+
+    def write_pages(self, writer: Writer, page_size: int, order: str, stage: Stage) -> None:
+        """Write the pages of one order ("asc" or "desc") through `writer`."""
         ...
 
     def relations(self) -> duckdb.DuckDBPyConnection:
@@ -168,6 +175,18 @@ class Derivation(Protocol):
         engine. The connection is the derivation's: valid until its context ends.
         """
         ...
+
+
+class StreamedPages:
+    """A derivation whose rows go to the writer in this process (the DuckDB and Polars engines;
+    the Spark engine's executors write a new tree's pages themselves)."""
+
+    def conversation_rows(self, descending: bool) -> Iterator[pa.RecordBatch]:
+        raise NotImplementedError
+
+    def write_pages(self, writer: Writer, page_size: int, order: str, stage: Stage) -> None:
+        rows = self.conversation_rows(descending=order == "desc")
+        write_pages(writer, rows, page_size, order, stage)
 
 
 class Engine(Protocol):

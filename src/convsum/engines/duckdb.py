@@ -16,6 +16,7 @@ from convsum.engines.base import (
     CONVERSATION_SCHEMA,
     EngineSettings,
     StatusOrder,
+    StreamedPages,
     deduplicated_messages,
     default_memory_limit,
     define_relations,
@@ -349,7 +350,7 @@ def _connection_config(settings: EngineSettings) -> dict[str, Any]:
     return config
 
 
-class _DuckDBDerivation:
+class _DuckDBDerivation(StreamedPages):
     def __init__(
         self,
         con: duckdb.DuckDBPyConnection,

@@ -26,6 +26,7 @@ from convsum.engines.base import (
     CONVERSATION_SCHEMA,
     EngineSettings,
     StatusOrder,
+    StreamedPages,
     deduplicated_messages,
     define_relations,
     memory_budget,
@@ -55,7 +56,7 @@ class PolarsEngine:
             derivation.close()
 
 
-class _PolarsDerivation:
+class _PolarsDerivation(StreamedPages):
     def __init__(self, staged: StagedInputs, work: Path, settings: EngineSettings) -> None:
         self.staged, self.work, self.batch_rows = staged, work, settings.batch_rows
         self.settings = settings

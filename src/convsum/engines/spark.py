@@ -9,15 +9,17 @@ a conversation (its rows, positions and JSON text). A run here is:
 2. each executor task runs `resolve` on one bucket, writes one row per message with its latest
    status (`write_resolved`) and returns the bucket's counts, which the driver adds up;
 3. a shuffle: Spark writes each of those rows to the bucket of each of its two conversations;
-4. each executor task runs `lists` on one conversation bucket and writes its conversations'
-   rows, positioned and rendered, to a Parquet file per bucket; the driver streams those files
-   to the publisher, one bucket after another.
+4. each executor task runs `lists` on one conversation bucket, positions and renders its
+   conversations' rows, and writes their page files into the new tree (with its own list of
+   the paths, which the driver's writer adopts). An incremental run's tasks write the rows to a
+   Parquet file per bucket instead, which the driver streams to the update: it compares each
+   changed page with the served file before it swaps it in.
 
-Every file lives in the run's work directory, which must be one shared file system path for the
-driver and every executor (the executors' Python must have convsum installed). The driver never
-collects a message row: it receives counts. The conversation tallies and the queryable tables
-are computed by DuckDB on the driver from the resolved files (`relations`), as for the other
-engines.
+The work directory and the output root must be one shared file system path for the driver and
+every executor (whose Python must have convsum installed). The driver never collects a message
+row: it receives counts and file counts. The conversation tallies, the summaries and the
+queryable tables are computed by DuckDB on the driver from the resolved files (`relations`), as
+for the other engines.
 """
 
 from __future__ import annotations
@@ -35,7 +37,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from convsum.engines.base import CONVERSATION_SCHEMA, Derivation, EngineSettings, add_facts
+from convsum.engines.base import (
+    CONVERSATION_SCHEMA,
+    Derivation,
+    EngineSettings,
+    StreamedPages,
+    add_facts,
+)
 from convsum.engines.duckdb import (
     connect,
     conversation_rows,
@@ -48,6 +56,9 @@ from convsum.engines.duckdb import (
     derivation as duckdb_derivation,
 )
 from convsum.inputs import MESSAGES_SCHEMA, STATUSES_SCHEMA, StagedInputs
+from convsum.log import Stage
+from convsum.publish.pages import Writer, write_pages
+from convsum.publish.tree import TreeWriter
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -144,7 +155,7 @@ def session(master: str | None, conf: Mapping[str, str]) -> SparkSession:
     return builder.getOrCreate()
 
 
-class _SparkDerivation:
+class _SparkDerivation(StreamedPages):
     def __init__(
         self,
         spark: SparkSession,
@@ -170,12 +181,26 @@ class _SparkDerivation:
         """
         target = self.work / ("rows_desc" if descending else "rows_asc")
         target.mkdir()
-        step = partial(_lists_bucket, self.work, target, self.task, self.buckets, descending)
+        step = partial(_rows_bucket, self.work, target, self.task, self.buckets, descending)
         _each_bucket(self.spark, self.buckets, step)
         for k in range(self.buckets):
             path = target / f"{k:05d}.parquet"
             if path.exists():
                 yield from pq.ParquetFile(path).iter_batches(batch_size=self.task.batch_rows)
+
+    def write_pages(self, writer: Writer, page_size: int, order: str, stage: Stage) -> None:
+        """A new tree's pages are written by the executors, each bucket's by its task. An
+        update's go through the driver, which compares each with the served file."""
+        if not isinstance(writer, TreeWriter):
+            super().write_pages(writer, page_size, order, stage)
+            return
+        step = partial(
+            _pages_bucket, self.work, writer.root, self.task, self.buckets, page_size, order
+        )
+        for k, (files, size) in enumerate(_each_bucket(self.spark, self.buckets, step)):
+            if files:
+                writer.adopt(_writer_part(order, k), files, size)
+                stage.add(files=files)
 
 
 def _bucket_count(spark: SparkSession, staged: StagedInputs) -> int:
@@ -240,20 +265,52 @@ def _resolve_bucket(work: Path, task: EngineSettings, buckets: int, k: int) -> d
         con.close()
 
 
-def _lists_bucket(
-    work: Path, target: Path, task: EngineSettings, buckets: int, descending: bool, k: int
-) -> None:
-    """Executor: write the rows of the conversations of bucket k, in list order."""
+@contextmanager
+def _conversations_of_bucket(
+    work: Path, task: EngineSettings, buckets: int, name: str, k: int
+) -> Iterator[duckdb.DuckDBPyConnection | None]:
+    """Executor: yield a connection holding `conv_out` for the conversations of bucket k (see
+    engines/duckdb.py: `lists`); None when the bucket has none."""
     directory = work / "by_conversation" / str(k)
     if not directory.is_dir():
+        yield None
         return
-    settings = _task_settings(task, work, f"lists-{'desc' if descending else 'asc'}-{k}")
+    settings = _task_settings(task, work, f"{name}-{k}")
     con = connect(settings)
     try:
         resolved(con, str(directory / "*.parquet"))
         lists(con, settings.conversations, (k, buckets))
-        with pq.ParquetWriter(target / f"{k:05d}.parquet", CONVERSATION_SCHEMA) as out:
-            for batch in conversation_rows(con, settings, descending):
-                out.write_batch(batch)
+        yield con
     finally:
         con.close()
+
+
+def _rows_bucket(
+    work: Path, target: Path, task: EngineSettings, buckets: int, descending: bool, k: int
+) -> None:
+    """Executor: write the rows of the conversations of bucket k to a Parquet file, in list
+    order."""
+    name = "rows-desc" if descending else "rows-asc"
+    with _conversations_of_bucket(work, task, buckets, name, k) as con:
+        if con is not None:
+            with pq.ParquetWriter(target / f"{k:05d}.parquet", CONVERSATION_SCHEMA) as out:
+                for batch in conversation_rows(con, task, descending):
+                    out.write_batch(batch)
+
+
+def _writer_part(order: str, k: int) -> str:
+    return f"-{order}-{k:05d}"
+
+
+def _pages_bucket(
+    work: Path, tree: Path, task: EngineSettings, buckets: int, page_size: int, order: str, k: int
+) -> tuple[int, int]:
+    """Executor: write the pages of one order of the conversations of bucket k into the new
+    tree; return how many files and bytes."""
+    with _conversations_of_bucket(work, task, buckets, f"pages-{order}", k) as con:
+        if con is None:
+            return 0, 0
+        with TreeWriter(tree, _writer_part(order, k)) as writer:
+            rows = conversation_rows(con, task, order == "desc")
+            write_pages(writer, rows, page_size, order, Stage("pages"))
+            return writer.files, writer.bytes

@@ -74,13 +74,16 @@ class Directories:
 class TreeWriter:
     """Write the files of one new tree and record every path written."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, part: str = "") -> None:
+        """Write under `root`; `part` names a second writer of the same tree (the Spark
+        engine's executors), whose list the first one adopts (`adopt`)."""
         self.root = root
         self.api = root / API
-        self.api.mkdir(parents=True)
+        self.api.mkdir(parents=True, exist_ok=True)
         self.files = 0
         self.bytes = 0
-        self._list = (root / (FILE_LIST + ".unsorted")).open("w", encoding="utf-8")
+        self._list_path = root / f"{FILE_LIST}.unsorted{part}"
+        self._list = self._list_path.open("w", encoding="utf-8")
         self._directories = Directories(self.api)
 
     def write(self, conversation: str, name: str, body: bytes) -> None:
@@ -93,10 +96,19 @@ class TreeWriter:
         self.bytes += len(body)
         self._list.write(relative + "\n")
 
+    def adopt(self, part: str, files: int, size: int) -> None:
+        """Count as written here the `files` files (`size` bytes) that writer `part` wrote."""
+        listed = self.root / f"{FILE_LIST}.unsorted{part}"
+        with listed.open(encoding="utf-8") as written:
+            shutil.copyfileobj(written, self._list)
+        listed.unlink()
+        self.files += files
+        self.bytes += size
+
     def close(self) -> Path:
         """Finish writing; return the unsorted list of written paths."""
         self._list.close()
-        return self.root / (FILE_LIST + ".unsorted")
+        return self._list_path
 
     def __enter__(self) -> TreeWriter:
         return self
