@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 from convsum.config import RunConfig
 from convsum.engines import base
 from convsum.run import run_job
-from tests.test_determinism import DEMO
+from tests.test_determinism import DEMO, _tree
 
 
 def _refuse(*_args: Any) -> None:
@@ -39,3 +41,28 @@ def test_spark_executors_write_a_new_trees_pages(
     summaries = report["participants"]
     assert report["files_written"] == len((tmp_path / "out/current/files.txt").read_text().split())
     assert report["files_written"] > 2 * summaries  # pages of both orders, and the summaries
+
+
+def test_spark_relative_paths_are_the_drivers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Executors run in directories of their own: relative inputs and output root still work,
+    for a full run and for an incremental one (whose conversations file the tasks read)."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(DEMO, "in")
+    night = sorted(Path("in/messages").rglob("*.parquet"))[-1]
+    held = night.rename(tmp_path / "night.parquet")
+    config = RunConfig(
+        messages="in/messages", statuses="in/statuses", out="out", engine="spark", desc_pages=True
+    )
+    assert run_job(config)["mode"] == "full"
+    held.rename(night)
+    assert run_job(config)["mode"] == "incremental"
+    run_job(replace(config, engine="duckdb", out="duckdb"))
+    spark, duckdb = (_tree(Path(out)) for out in ("out", "duckdb"))
+    assert len(spark) > 1000
+    # Every file of the API, and its list; the reports differ (an update, a full run).
+    for report in ("manifest.json", "report.json", "written.txt", "removed.txt"):
+        spark.pop(report, None)
+        duckdb.pop(report, None)
+    assert spark == duckdb

@@ -98,11 +98,20 @@ class SparkEngine:
     @contextmanager
     def derive(self, staged: StagedInputs, settings: EngineSettings) -> Iterator[_SparkDerivation]:
         spark = session(self.master, self.conf)
-        work = settings.work_dir / "spark"
+        # Executors run in directories of their own: every path they are given is absolute.
+        staged = replace(
+            staged, messages=staged.messages.resolve(), statuses=staged.statuses.resolve()
+        )
+        work = settings.work_dir.resolve() / "spark"
         work.mkdir()
+        only = settings.conversations
         # Each task's DuckDB uses the cores Spark gives a task, unless --threads says otherwise.
         cores = int(spark.sparkContext.getConf().get("spark.task.cpus", "1") or 1)
-        task = replace(settings, threads=settings.threads or cores)
+        task = replace(
+            settings,
+            threads=settings.threads or cores,
+            conversations=only.resolve() if only else None,
+        )
         buckets = _bucket_count(spark, staged)
         by_id = work / "by_id"
         _shuffle(_read(spark, staged.messages, MESSAGES_SCHEMA), "id", by_id / "messages", buckets)
@@ -194,9 +203,8 @@ class _SparkDerivation(StreamedPages):
         if not isinstance(writer, TreeWriter):
             super().write_pages(writer, page_size, order, stage)
             return
-        step = partial(
-            _pages_bucket, self.work, writer.root, self.task, self.buckets, page_size, order
-        )
+        tree = writer.root.resolve()
+        step = partial(_pages_bucket, self.work, tree, self.task, self.buckets, page_size, order)
         for k, (files, size) in enumerate(_each_bucket(self.spark, self.buckets, step)):
             if files:
                 writer.adopt(_writer_part(order, k), files, size)
