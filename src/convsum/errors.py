@@ -27,6 +27,10 @@ class PublishError(ConvsumError):
     """The output root cannot be prepared or published."""
 
 
+class EngineError(ConvsumError):
+    """The engine could not compute: a cluster, or one of its executors, failed."""
+
+
 class RunLockedError(ConvsumError):
     """Another run is writing the same output root."""
 

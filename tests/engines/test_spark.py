@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -66,3 +69,23 @@ def test_spark_relative_paths_are_the_drivers(
         spark.pop(report, None)
         duckdb.pop(report, None)
     assert spark == duckdb
+
+
+def test_spark_failed_task_is_one_error_line_and_exit_1(tmp_path: Path) -> None:
+    """Executors whose Python lacks convsum: the run says so in one line, and publishes
+    nothing."""
+    convsum = str(Path(sys.executable).parent / "convsum")
+    command = [convsum, "run", "--messages", str(DEMO / "messages")]
+    command += ["--statuses", str(DEMO / "statuses"), "--out", str(tmp_path / "out")]
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    assert python is not None
+    environment = {**os.environ, "PYSPARK_PYTHON": python}
+    result = subprocess.run(
+        [*command, "--engine", "spark"], env=environment, capture_output=True, text=True
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    assert "the Spark job failed: ModuleNotFoundError: No module named 'convsum'" in errors[0]
+    assert "Traceback" not in result.stderr.split(errors[0])[1]
+    assert not (tmp_path / "out" / "current").exists()

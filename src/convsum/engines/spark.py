@@ -25,6 +25,7 @@ for the other engines.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -55,6 +56,7 @@ from convsum.engines.duckdb import (
 from convsum.engines.duckdb import (
     derivation as duckdb_derivation,
 )
+from convsum.errors import EngineError, first_line
 from convsum.inputs import MESSAGES_SCHEMA, STATUSES_SCHEMA, StagedInputs
 from convsum.log import Stage
 from convsum.publish.pages import Writer, write_pages
@@ -97,6 +99,11 @@ class SparkEngine:
 
     @contextmanager
     def derive(self, staged: StagedInputs, settings: EngineSettings) -> Iterator[_SparkDerivation]:
+        with _failures(), self._derive(staged, settings) as derived:
+            yield derived
+
+    @contextmanager
+    def _derive(self, staged: StagedInputs, settings: EngineSettings) -> Iterator[_SparkDerivation]:
         spark = session(self.master, self.conf)
         # Executors run in directories of their own: every path they are given is absolute.
         staged = replace(
@@ -140,6 +147,30 @@ class SparkEngine:
             )
         finally:
             con.close()
+
+
+# The last line of a Python exception in the text of a failed Spark job (a Java exception's name
+# is qualified: org.apache.spark.SparkException).
+_PYTHON_ERROR = re.compile(r"^([A-Z]\w*(?:Error|Exception): .+)$", re.MULTILINE)
+
+
+@contextmanager
+def _failures() -> Iterator[None]:
+    """Turn a failed Spark job (a cluster that cannot start it, a task that fails) into one
+    line: the task's own error when there is one."""
+    from py4j.protocol import Py4JError
+    from pyspark.errors import PySparkException
+
+    try:
+        yield
+    except (Py4JError, PySparkException) as exc:
+        found = _PYTHON_ERROR.findall(str(exc))
+        reason = found[-1] if found else first_line(exc)
+        msg = (
+            f"the Spark job failed: {reason} (an executor's Python needs convsum installed: "
+            "see PYSPARK_PYTHON); nothing published"
+        )
+        raise EngineError(msg) from exc
 
 
 def session(master: str | None, conf: Mapping[str, str]) -> SparkSession:
