@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from convsum import __version__
 from convsum.config import RunConfig
 from convsum.engines import EngineSettings, get_engine
-from convsum.engines.base import add_facts, memory_budget, report_counts, summaries, tally
+from convsum.engines.base import add_facts, memory_budget, report_counts, tally
 from convsum.errors import PublishError, RebuildRefusedError, first_line
 from convsum.inputs import Source, StagedInputs, list_inputs, stage_inputs
 from convsum.log import RunLog
@@ -40,7 +40,7 @@ from convsum.publish.manifest import (
     update_file_list,
     write_json,
 )
-from convsum.publish.pages import Writer, write_summaries
+from convsum.publish.pages import Writer
 from convsum.publish.paths import conversation_dir
 from convsum.publish.tree import API, FILE_LIST, OutputRoot, TreeWriter
 from convsum.publish.update import TreeUpdate
@@ -401,8 +401,7 @@ def _derive_and_write(
                 for order in _orders(config):
                     derived.write_pages(writer, config.page_size, order, stage)
         with log.stage("summaries") as stage:
-            batches = summaries(derived.relations(), tallies.counts, EngineSettings.batch_rows)
-            write_summaries(writer, batches, stage)
+            derived.write_summaries(writer, tallies.counts, stage)
         with log.stage("tables") as stage:
             tables = write_tables(
                 derived.relations(), tree, work, run_id, affected.days,

@@ -19,16 +19,17 @@ from tests.test_determinism import DEMO, _tree
 
 
 def _refuse(*_args: Any) -> None:
-    raise AssertionError("the driver wrote pages")
+    raise AssertionError("the driver wrote files")
 
 
 @pytest.mark.parametrize("engine", ["duckdb", "spark"])
-def test_spark_executors_write_a_new_trees_pages(
+def test_spark_executors_write_a_new_trees_files(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, engine: str
 ) -> None:
-    """Only this process's page writer is refused: the Spark engine's executor tasks (other
-    processes) write the pages, the DuckDB engine's driver cannot."""
+    """Only this process's page and summary writers are refused: the Spark engine's executor
+    tasks (other processes) write the files, the DuckDB engine's driver cannot."""
     monkeypatch.setattr(base, "write_pages", _refuse)
+    monkeypatch.setattr(base, "write_summaries", _refuse)
     config = RunConfig(
         messages=str(DEMO / "messages"),
         statuses=str(DEMO / "statuses"),
@@ -37,11 +38,12 @@ def test_spark_executors_write_a_new_trees_pages(
         desc_pages=True,
     )
     if engine == "duckdb":
-        with pytest.raises(AssertionError, match="the driver wrote pages"):
+        with pytest.raises(AssertionError, match="the driver wrote files"):
             run_job(config)
         return
     report = run_job(config)
     summaries = report["participants"]
+    assert len(list((tmp_path / "out/current/api").rglob("summary.json"))) == summaries
     assert report["files_written"] == len((tmp_path / "out/current/files.txt").read_text().split())
     assert report["files_written"] > 2 * summaries  # pages of both orders, and the summaries
 

@@ -22,7 +22,7 @@ import pyarrow as pa
 from convsum.config import memory_bytes
 from convsum.inputs import StagedInputs
 from convsum.log import Stage
-from convsum.publish.pages import Writer, write_pages
+from convsum.publish.pages import Writer, write_pages, write_summaries
 from convsum.sql import literal
 
 # The message object of SPEC section 1, in key order: (JSON key, staged column, kind). Kinds:
@@ -168,6 +168,10 @@ class Derivation(Protocol):
         """Write the pages of one order ("asc" or "desc") through `writer`."""
         ...
 
+    def write_summaries(self, writer: Writer, tallies: Path, stage: Stage) -> None:
+        """Write the summary of each conversation of the tally file `tallies` (`summaries`)."""
+        ...
+
     def relations(self) -> duckdb.DuckDBPyConnection:
         """Return a DuckDB connection holding the derivation's relations (`define_relations`).
 
@@ -177,16 +181,23 @@ class Derivation(Protocol):
         ...
 
 
-class StreamedPages:
-    """A derivation whose rows go to the writer in this process (the DuckDB and Polars engines;
-    the Spark engine's executors write a new tree's pages themselves)."""
+class WrittenHere:
+    """A derivation whose files are written by this process (the DuckDB and Polars engines; the
+    Spark engine's executors write a new tree's files themselves)."""
 
     def conversation_rows(self, descending: bool) -> Iterator[pa.RecordBatch]:
+        raise NotImplementedError
+
+    def relations(self) -> duckdb.DuckDBPyConnection:
         raise NotImplementedError
 
     def write_pages(self, writer: Writer, page_size: int, order: str, stage: Stage) -> None:
         rows = self.conversation_rows(descending=order == "desc")
         write_pages(writer, rows, page_size, order, stage)
+
+    def write_summaries(self, writer: Writer, tallies: Path, stage: Stage) -> None:
+        batches = summaries(self.relations(), tallies, EngineSettings.batch_rows)
+        write_summaries(writer, batches, stage)
 
 
 class Engine(Protocol):
@@ -275,7 +286,7 @@ WITH per_conv AS (
         coalesce(string_agg('"' || status_code || '":{"messages":' || messages || ',"sms":'
             || sms || '}', ',' ORDER BY status_code)
             FILTER (WHERE direction = 'mo' AND status_code IS NOT NULL), '') AS mo
-    FROM read_parquet($tallies) GROUP BY owner, participant
+    FROM read_parquet($tallies) {where} GROUP BY owner, participant
 )
 SELECT owner, participant,
     '{"participant":' || json_text(participant) || ',"totalMessageCount":' || total
@@ -293,15 +304,24 @@ def tally(derived: Derivation, target: Path) -> dict[str, Any]:
 
 
 def summaries(
-    con: duckdb.DuckDBPyConnection, tallies: Path, batch_rows: int
+    con: duckdb.DuckDBPyConnection,
+    tallies: Path,
+    batch_rows: int,
+    bucket: tuple[int, int] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Yield the summaries of the conversations of a tally file as SUMMARY_SCHEMA batches, in
-    (owner, participant) order.
+    (owner, participant) order; with `bucket` (k, of n), only the conversations of bucket k
+    (engines/spark.py).
 
-    `con` is a derivation's `relations()`, which renders text with the engines' JSON macros:
-    every engine's summaries come from this one rule.
+    `con` is a derivation's `relations()`, or any connection of engines/duckdb.py's `connect`,
+    which renders text with the engines' JSON macros: every engine's summaries come from this
+    one rule.
     """
-    reader = con.sql(_SUMMARIES, params={"tallies": str(tallies)}).to_arrow_reader(batch_rows)
+    where = ""
+    if bucket is not None:
+        where = "WHERE conversation_bucket(owner, participant, {1:d}) = {0:d}".format(*bucket)
+    sql = _SUMMARIES.replace("{where}", where)  # (its JSON braces are not a format string)
+    reader = con.sql(sql, params={"tallies": str(tallies)}).to_arrow_reader(batch_rows)
     for batch in reader:
         yield pa.RecordBatch.from_arrays(batch.columns, schema=SUMMARY_SCHEMA)
 

@@ -16,7 +16,7 @@ from convsum.engines.base import (
     CONVERSATION_SCHEMA,
     EngineSettings,
     StatusOrder,
-    StreamedPages,
+    WrittenHere,
     deduplicated_messages,
     default_memory_limit,
     define_relations,
@@ -350,7 +350,7 @@ def _connection_config(settings: EngineSettings) -> dict[str, Any]:
     return config
 
 
-class _DuckDBDerivation(StreamedPages):
+class _DuckDBDerivation(WrittenHere):
     def __init__(
         self,
         con: duckdb.DuckDBPyConnection,

@@ -26,7 +26,7 @@ from convsum.engines.base import (
     CONVERSATION_SCHEMA,
     EngineSettings,
     StatusOrder,
-    StreamedPages,
+    WrittenHere,
     deduplicated_messages,
     define_relations,
     memory_budget,
@@ -56,7 +56,7 @@ class PolarsEngine:
             derivation.close()
 
 
-class _PolarsDerivation(StreamedPages):
+class _PolarsDerivation(WrittenHere):
     def __init__(self, staged: StagedInputs, work: Path, settings: EngineSettings) -> None:
         self.staged, self.work, self.batch_rows = staged, work, settings.batch_rows
         self.settings = settings

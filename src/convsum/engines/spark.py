@@ -11,15 +11,16 @@ a conversation (its rows, positions and JSON text). A run here is:
 3. a shuffle: Spark writes each of those rows to the bucket of each of its two conversations;
 4. each executor task runs `lists` on one conversation bucket, positions and renders its
    conversations' rows, and writes their page files into the new tree (with its own list of
-   the paths, which the driver's writer adopts). An incremental run's tasks write the rows to a
-   Parquet file per bucket instead, which the driver streams to the update: it compares each
-   changed page with the served file before it swaps it in.
+   the paths, which the driver's writer adopts); then, from the tally file, their summaries. An
+   incremental run's tasks write the rows to a Parquet file per bucket instead, which the
+   driver streams to the update, and the driver writes the summaries: the update compares each
+   changed file with the served one before it swaps it in.
 
 The work directory and the output root must be one shared file system path for the driver and
 every executor (whose Python must have convsum installed). The driver never collects a message
-row: it receives counts and file counts. The conversation tallies, the summaries and the
-queryable tables are computed by DuckDB on the driver from the resolved files (`relations`), as
-for the other engines.
+row: it receives counts and file counts. The conversation tallies and the queryable tables are
+computed by DuckDB on the driver from the resolved files (`relations`), as for the other
+engines.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ from convsum.engines.base import (
     CONVERSATION_SCHEMA,
     Derivation,
     EngineSettings,
-    StreamedPages,
+    WrittenHere,
     add_facts,
+    summaries,
 )
 from convsum.engines.duckdb import (
     connect,
@@ -59,7 +61,7 @@ from convsum.engines.duckdb import (
 from convsum.errors import EngineError, first_line
 from convsum.inputs import MESSAGES_SCHEMA, STATUSES_SCHEMA, StagedInputs
 from convsum.log import Stage
-from convsum.publish.pages import Writer, write_pages
+from convsum.publish.pages import Writer, write_pages, write_summaries
 from convsum.publish.tree import TreeWriter
 
 if TYPE_CHECKING:
@@ -166,10 +168,9 @@ def _failures() -> Iterator[None]:
     except (Py4JError, PySparkException) as exc:
         found = _PYTHON_ERROR.findall(str(exc))
         reason = found[-1] if found else first_line(exc)
-        msg = (
-            f"the Spark job failed: {reason} (an executor's Python needs convsum installed: "
-            "see PYSPARK_PYTHON); nothing published"
-        )
+        if reason.startswith("ModuleNotFoundError"):
+            reason += " (an executor's Python needs convsum installed: see PYSPARK_PYTHON)"
+        msg = f"the Spark job failed: {reason}; nothing published"
         raise EngineError(msg) from exc
 
 
@@ -195,7 +196,7 @@ def session(master: str | None, conf: Mapping[str, str]) -> SparkSession:
     return builder.getOrCreate()
 
 
-class _SparkDerivation(StreamedPages):
+class _SparkDerivation(WrittenHere):
     def __init__(
         self,
         spark: SparkSession,
@@ -236,9 +237,23 @@ class _SparkDerivation(StreamedPages):
             return
         tree = writer.root.resolve()
         step = partial(_pages_bucket, self.work, tree, self.task, self.buckets, page_size, order)
-        for k, (files, size) in enumerate(_each_bucket(self.spark, self.buckets, step)):
+        self._adopt(writer, order, _each_bucket(self.spark, self.buckets, step), stage)
+
+    def write_summaries(self, writer: Writer, tallies: Path, stage: Stage) -> None:
+        """A new tree's summaries are written by the executors, each bucket's by its task."""
+        if not isinstance(writer, TreeWriter):
+            super().write_summaries(writer, tallies, stage)
+            return
+        tree, tallies = writer.root.resolve(), tallies.resolve()
+        step = partial(_summaries_bucket, self.work, tree, self.task, self.buckets, tallies)
+        self._adopt(writer, "summaries", _each_bucket(self.spark, self.buckets, step), stage)
+
+    @staticmethod
+    def _adopt(writer: TreeWriter, name: str, written: list[tuple[int, int]], stage: Stage) -> None:
+        """Count as the driver's the files that each bucket's task wrote as `name`."""
+        for k, (files, size) in enumerate(written):
             if files:
-                writer.adopt(_writer_part(order, k), files, size)
+                writer.adopt(_writer_part(name, k), files, size)
                 stage.add(files=files)
 
 
@@ -337,8 +352,10 @@ def _rows_bucket(
                     out.write_batch(batch)
 
 
-def _writer_part(order: str, k: int) -> str:
-    return f"-{order}-{k:05d}"
+def _writer_part(name: str, k: int) -> str:
+    """The name of the list of the files that bucket k's task wrote as `name` (an order of pages,
+    or the summaries)."""
+    return f"-{name}-{k:05d}"
 
 
 def _pages_bucket(
@@ -353,3 +370,18 @@ def _pages_bucket(
             rows = conversation_rows(con, task, order == "desc")
             write_pages(writer, rows, page_size, order, Stage("pages"))
             return writer.files, writer.bytes
+
+
+def _summaries_bucket(
+    work: Path, tree: Path, task: EngineSettings, buckets: int, tallies: Path, k: int
+) -> tuple[int, int]:
+    """Executor: write the summaries of the conversations of bucket k into the new tree; return
+    how many files and bytes."""
+    con = connect(_task_settings(task, work, f"summaries-{k}"))
+    try:
+        with TreeWriter(tree, _writer_part("summaries", k)) as writer:
+            batches = summaries(con, tallies, task.batch_rows, (k, buckets))
+            write_summaries(writer, batches, Stage("summaries"))
+            return writer.files, writer.bytes
+    finally:
+        con.close()
