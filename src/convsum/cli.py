@@ -89,7 +89,8 @@ def _checked(
 @click.option(
     "--spark-master",
     metavar="URL",
-    help="With --engine spark: the cluster, as spark://HOST:7077 or yarn [default: local[*]].",
+    help="With --engine spark: the cluster, as spark://HOST:7077 or yarn [default: "
+    "spark-submit's, else local[*]].",
 )
 @click.option(
     "--page-size",
