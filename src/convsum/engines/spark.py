@@ -28,12 +28,12 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import closing, contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -66,6 +66,8 @@ from convsum.publish.tree import TreeWriter
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+
+T = TypeVar("T")
 
 INSTALL_HINT = "the spark engine needs PySpark and a Java 17+ runtime: pip install 'convsum[spark]'"
 
@@ -137,18 +139,14 @@ class SparkEngine:
             "*", "explode(array_distinct(array(bucket_sender, bucket_recipient))) AS bucket"
         ).drop("bucket_sender", "bucket_recipient")
         _shuffle(conversation, None, work / "by_conversation", buckets)
-        con = connect(settings)
-        try:
+        counts: dict[str, Any] = {}
+        for bucket_facts in facts:
+            counts = add_facts(counts, bucket_facts, None)
+        with closing(connect(settings)) as con:
             resolved(con, str(work / "resolved" / "*.parquet"))
             lists(con, None)
-            counts: dict[str, Any] = {}
-            for bucket_facts in facts:
-                counts = add_facts(counts, bucket_facts, None)
-            yield _SparkDerivation(
-                spark, duckdb_derivation(con, staged, settings), counts, work, task, buckets
-            )
-        finally:
-            con.close()
+            driver = duckdb_derivation(con, staged, settings)
+            yield _SparkDerivation(spark, driver, counts, work, task, buckets)
 
 
 # The last line of a Python exception in the text of a failed Spark job (a Java exception's name
@@ -279,10 +277,9 @@ def _shuffle(frame: DataFrame, key: str | None, target: Path, buckets: int) -> N
         directory.rename(target / directory.name.removeprefix("bucket="))
 
 
-def _each_bucket(spark: SparkSession, buckets: int, step: Any) -> list[Any]:
+def _each_bucket(spark: SparkSession, buckets: int, step: Callable[[int], T]) -> list[T]:
     """Run `step(k)` for each bucket k, one executor task each; return the results in order."""
-    results: list[Any] = spark.sparkContext.parallelize(range(buckets), buckets).map(step).collect()
-    return results
+    return spark.sparkContext.parallelize(range(buckets), buckets).map(step).collect()
 
 
 def _bucket(directory: Path, k: int, schema: pa.Schema) -> Path:
@@ -310,13 +307,10 @@ def _resolve_bucket(work: Path, task: EngineSettings, buckets: int, k: int) -> d
         {},
     )
     settings = _task_settings(task, work, f"resolve-{k}")
-    con = connect(settings)
-    try:
+    with closing(connect(settings)) as con:
         params = resolve(con, staged, settings.work_dir)
         write_resolved(con, work / "resolved" / f"{k:05d}.parquet", buckets)
         return duckdb_derivation(con, staged, settings, params).counts()
-    finally:
-        con.close()
 
 
 @contextmanager
@@ -330,13 +324,10 @@ def _conversations_of_bucket(
         yield None
         return
     settings = _task_settings(task, work, f"{name}-{k}")
-    con = connect(settings)
-    try:
+    with closing(connect(settings)) as con:
         resolved(con, str(directory / "*.parquet"))
         lists(con, settings.conversations, (k, buckets))
         yield con
-    finally:
-        con.close()
 
 
 def _rows_bucket(
@@ -377,11 +368,10 @@ def _summaries_bucket(
 ) -> tuple[int, int]:
     """Executor: write the summaries of the conversations of bucket k into the new tree; return
     how many files and bytes."""
-    con = connect(_task_settings(task, work, f"summaries-{k}"))
-    try:
-        with TreeWriter(tree, _writer_part("summaries", k)) as writer:
-            batches = summaries(con, tallies, task.batch_rows, (k, buckets))
-            write_summaries(writer, batches, Stage("summaries"))
-            return writer.files, writer.bytes
-    finally:
-        con.close()
+    with (
+        closing(connect(_task_settings(task, work, f"summaries-{k}"))) as con,
+        TreeWriter(tree, _writer_part("summaries", k)) as writer,
+    ):
+        batches = summaries(con, tallies, task.batch_rows, (k, buckets))
+        write_summaries(writer, batches, Stage("summaries"))
+        return writer.files, writer.bytes
