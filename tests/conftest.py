@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from hypothesis import settings
 from convsum.config import ENGINES, RunConfig
 from convsum.publish.paths import conversation_dir, page_file
 from convsum.run import run_job
+from tests.s3server import S3Server, running_s3_server
 
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -231,3 +232,10 @@ def table_rows(out: Path, columns: dict[str, str] = TABLE_COLUMNS) -> dict[str, 
             )
             for name, cols in columns.items()
         }
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3-compatible server (moto's) on 127.0.0.1, for the whole session."""
+    with running_s3_server(tmp_path_factory.mktemp("s3")) as server:
+        yield server

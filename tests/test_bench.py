@@ -8,11 +8,13 @@ from convsum.bench import (
     Measurement,
     ensure_data,
     format_reports,
+    format_sync,
     format_table,
     format_targets,
     run_bench,
     run_nightly,
     run_reports,
+    run_sync,
     targets,
 )
 from convsum.reporting.reports import REPORTS
@@ -77,6 +79,19 @@ def test_bench_reports_smoke_times_every_named_report(tmp_path: Path) -> None:
     table = format_reports(results)
     assert table.count("\n") == len(REPORTS) + 1 and "| outcomes |" in table
     assert not (tmp_path / "work" / "reports").exists()
+
+
+def test_bench_sync_smoke_sends_a_whole_tree_then_the_night(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    ensure_data(data, 2_000, seed=1)
+    first, nightly = run_sync(data, tmp_path / "work", threads=1)
+    assert (first.label, nightly.label) == ("sync first", "sync nightly")
+    assert first.report["unchanged"] == 0
+    assert 0 < nightly.report["sent"] < first.report["sent"]
+    lines = format_sync([first, nightly]).splitlines()
+    sent = f"| sync first | {first.report['sent']:,} | 0 |"
+    assert lines[2].startswith(sent), lines
+    assert not (tmp_path / "work" / "out").exists()
 
 
 def test_bench_spark_startup_is_shown_apart() -> None:

@@ -60,10 +60,23 @@ def test_config_spark_master_and_table_are_how_it_runs_not_what_it_writes(tmp_pa
     assert "s3cr3t" not in repr(config.to_dict())
 
 
+def test_config_sync_settings_are_what_follows_a_run_not_what_it_writes(tmp_path: Path) -> None:
+    path = tmp_path / "job.toml"
+    path.write_text(
+        'messages = "m"\nout = "o"\nsync_to = "s3://bucket/api"\ncache_control = "no-cache"\n'
+    )
+    config = build_config(load_toml(path))
+    assert (config.sync_to, config.cache_control) == ("s3://bucket/api", "no-cache")
+    assert config.output_settings() == RunConfig(messages="m", out="o").output_settings() | {
+        "messages": str(tmp_path / "m")
+    }
+
+
 @pytest.mark.parametrize(
     ("text", "words"),
     [
         ('page_size = "50"', "page_size must be of type int"),
+        ("sync_to = 3", "sync_to must be of type str"),
         ("[codes.direction]\nx = 'mt'", "keys must be integers"),
         ("[codes.direction]\n0 = 'up'", 'values must be "mt" or "mo"'),
         ("[codes.colour]\n0 = 'red'", "[codes.colour] unknown"),

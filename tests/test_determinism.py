@@ -34,6 +34,7 @@ def _tree(out: Path, ignore: tuple[str, ...] = ()) -> dict[str, bytes]:
         for key in (*VOLATILE, *ignore):
             doc.pop(key, None)
             doc.get("counts", {}).pop(key, None)
+        doc.get("changes", {}).pop("previous_run_id", None)  # a run id, as volatile as its own
         files[name] = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
     return files
 

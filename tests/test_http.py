@@ -7,7 +7,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,9 +23,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from convsum.bench import listening
 from convsum.publish.paths import is_servable
 from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, message, status, write_parquet
 from tests.publish.test_paths import ODD_NAMES
+from tests.s3server import S3Server
 from tests.test_golden import SAMPLES, SPEC_EXAMPLE
 
 pytestmark = pytest.mark.http
@@ -118,45 +119,55 @@ def _odd_inputs(directory: Path) -> None:
     write_parquet(directory / "statuses" / "odd.parquet", statuses, STATUS_TYPES)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("http")
+def published(tmp: Path) -> tuple[Path, Path]:
+    """Publish the API example and every awkward name under `tmp`: (inputs, output root)."""
     inputs = tmp / "in"
     for name in ("messages", "statuses"):
         (inputs / name).mkdir(parents=True)
         shutil.copy(SAMPLES / "api_example" / f"{name}.parquet", inputs / name / "api.parquet")
     _odd_inputs(inputs)
     out = tmp / "out"
-    subprocess.run(
-        [
-            BIN / "convsum",
-            "run",
-            "--messages",
-            inputs / "messages",
-            "--statuses",
-            inputs / "statuses",
-            "--out",
-            out,
-            "--desc-pages",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    with nginx_serving(out, tmp / "nginx") as base:
+    run = [BIN / "convsum", "run", "--messages", inputs / "messages"]
+    run += ["--statuses", inputs / "statuses", "--out", out, "--desc-pages"]
+    subprocess.run(run, check=True, capture_output=True)
+    return inputs, out
+
+
+# Where nginx reads the tree: the output root, or a bucket it was synced to (nginx as a proxy).
+SOURCES = ["tree", "bucket"]
+
+
+@pytest.fixture(scope="module", params=SOURCES)
+def server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("http")
+    inputs, out = published(tmp)
+    s3 = request.getfixturevalue("s3") if request.param == "bucket" else None
+    with nginx_serving(out, tmp / "nginx", s3) as base:
         yield Server(base, tmp, pq.read_table(inputs / "messages"))
 
 
 @contextmanager
-def nginx_serving(out: Path, prefix: Path) -> Iterator[str]:
-    """Serve the output root `out` with a real nginx and the generated configuration."""
+def nginx_serving(out: Path, prefix: Path, s3: S3Server | None = None) -> Iterator[str]:
+    """Serve the output root `out` with a real nginx and the generated configuration; with
+    `s3`, sync `out` to a new bucket of that server and serve the bucket instead."""
     nginx = _nginx()
     port = _free_port()
     user = ["--user", "root"] if os.geteuid() == 0 else []
+    source: list[str | Path] = [out]
+    env = None
+    if s3 is not None:
+        bucket, env = s3.new_bucket(public_prefix="api"), s3.env()
+        sync = [BIN / "convsum", "sync", out, f"s3://{bucket}/api"]
+        subprocess.run(sync, check=True, capture_output=True, env=env)
+        source = ["--from", f"s3://{bucket}/api"]
     conf = subprocess.run(
-        [BIN / "convsum", "nginx-conf", out, "--listen", f"127.0.0.1:{port}", *user],
+        [BIN / "convsum", "nginx-conf", *source, "--listen", f"127.0.0.1:{port}", *user],
         check=True,
         capture_output=True,
         text=True,
+        env=env,
     ).stdout
     prefix.mkdir()
     (prefix / "nginx.conf").write_text(conf)
@@ -166,16 +177,10 @@ def nginx_serving(out: Path, prefix: Path) -> Iterator[str]:
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    err = process.stderr.read().decode() if process.stderr else ""
-                    pytest.fail(f"nginx did not start: {err}")
-                time.sleep(0.05)
+        if not listening(port, process, 10):
+            process.terminate()
+            err = process.stderr.read().decode() if process.stderr else ""
+            pytest.fail(f"nginx did not start: {err}")
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
@@ -266,6 +271,13 @@ def test_http_every_servable_name_is_reachable(server: Server, name: str) -> Non
 def test_http_no_file_is_written_outside_the_output_root(server: Server) -> None:
     assert sorted(p.name for p in server.root.iterdir()) == ["in", "nginx", "out"]
     out = server.root / "out"
-    assert sorted(p.name for p in out.iterdir()) == [".convsum", ".lock", "current", "trees"]
+    synced = [".sync"] if (out / ".sync").exists() else []  # the record of a sync
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".convsum",
+        ".lock",
+        *synced,
+        "current",
+        "trees",
+    ]
     for path in out.rglob("*"):
         assert path.resolve().is_relative_to(out.resolve()), path

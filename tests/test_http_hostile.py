@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, message, status, write_parquet
-from tests.test_http import BIN, Response, nginx_serving
+from tests.test_http import BIN, SOURCES, Response, nginx_serving
 
 pytestmark = pytest.mark.http
 
@@ -50,8 +50,8 @@ def _summary(count: int) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@pytest.fixture(scope="module", params=SOURCES)
+def base(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("hostile")
     rows = [
         message(f"{owner}-{i}", owner=owner, sender="Shop1", recipient=PARTICIPANT)
@@ -69,7 +69,8 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     # Moved rather than published there: the run's own writer does not take every such path.
     out = (tmp / "out").rename(tmp / HOSTILE_DIR)
-    with nginx_serving(out, tmp / "nginx") as url:
+    s3 = request.getfixturevalue("s3") if request.param == "bucket" else None
+    with nginx_serving(out, tmp / "nginx", s3) as url:
         yield url
 
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +76,7 @@ def _report(stdout: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def measured(label: str, command: list[str]) -> Measurement:
+def measured(label: str, command: list[str], env: dict[str, str] | None = None) -> Measurement:
     """Run `command`; return its wall time, and CPU time and peak memory from wait4(2).
 
     The disk is flushed first, so that no command pays for the writes and deletions of the one
@@ -82,7 +84,7 @@ def measured(label: str, command: list[str]) -> Measurement:
     """
     os.sync()
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     assert process.stdout is not None
     stdout = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
@@ -262,6 +264,119 @@ def run_nightly(
             samples.setdefault(label, []).append(measured(label, command))
         remove_made(work / "out")
     return [median_of(ms) for ms in samples.values()]
+
+
+# Credentials for the local S3 server of `local_s3`, which takes any.
+LOCAL_S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "convsum-local",
+    "AWS_SECRET_ACCESS_KEY": "convsum-local-secret",
+    "AWS_REGION": "us-east-1",
+}
+
+
+def listening(port: int, process: subprocess.Popen[Any], seconds: float) -> bool:
+    """Wait until `process` listens on the loopback `port`; False if it ends or takes longer."""
+    deadline = time.monotonic() + seconds
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+@contextmanager
+def local_s3(log: Path) -> Iterator[str]:
+    """Run moto's S3-compatible server (`moto_server`, of the test extra) on a free loopback
+    port, logging to `log`; yield its URL."""
+    server = Path(sys.executable).parent / "moto_server"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [str(server), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **LOCAL_S3_CREDENTIALS},
+        )
+        try:
+            if not listening(port, process, 30):
+                msg = f"moto_server did not start: {log.read_text()}"
+                raise RuntimeError(msg)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # it can take long to free a million objects
+                process.kill()
+                process.wait()
+
+
+def run_sync(
+    data: Path,
+    work: Path,
+    threads: int | None = None,
+    runs: int = 1,
+    progress: Callable[[str], None] = lambda _line: None,
+) -> list[Measurement]:
+    """Measure `convsum sync` of a whole new tree to an empty bucket, then of the nightly run
+    that follows (the split of `run_nightly`), against a local S3-compatible server.
+
+    The server is started anew for each turn: it holds every object in memory.
+    """
+    import boto3
+
+    root, night = nightly_inputs(data, work)
+    inputs, extra = _run_options(root, threads)
+    out = work / "out"
+    convsum = [sys.executable, "-m", "convsum"]
+    run = [*convsum, "run", *inputs, "--out", str(out), *extra]
+    samples: dict[str, list[Measurement]] = {}
+    for turn in range(runs):
+        for role, path in night.items():
+            (root / role / path.name).unlink(missing_ok=True)
+        progress(f"a full run to sync ({turn + 1}/{runs})")
+        subprocess.run(run, check=True, stderr=subprocess.DEVNULL)
+        with local_s3(work / "moto.log") as endpoint:
+            env = {**os.environ, **LOCAL_S3_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
+            boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                aws_access_key_id=LOCAL_S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=LOCAL_S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                region_name=LOCAL_S3_CREDENTIALS["AWS_REGION"],
+            ).create_bucket(Bucket="convsum-bench")
+            sync = [*convsum, "sync", str(out), "s3://convsum-bench/api", "--report"]
+            progress(f"sync first ({turn + 1}/{runs})")
+            samples.setdefault("sync first", []).append(measured("sync first", sync, env))
+            for role, path in night.items():
+                os.link(path, root / role / path.name)
+            progress(f"the nightly run to sync ({turn + 1}/{runs})")
+            subprocess.run(run, check=True, stderr=subprocess.DEVNULL)
+            progress(f"sync nightly ({turn + 1}/{runs})")
+            samples.setdefault("sync nightly", []).append(measured("sync nightly", sync, env))
+        remove_made(out)
+    return [median_of(ms) for ms in samples.values()]
+
+
+def format_sync(results: list[Measurement]) -> str:
+    """Return the syncs as a Markdown table: objects sent, objects per second, CPU per object."""
+    lines = [
+        "| sync | objects sent | deleted | MB sent | wall s | objects/s | cpu s | cpu ms/object |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m in results:
+        sent = m.report.get("sent", 0)
+        rate = f"{sent / m.wall:.0f}" if m.wall else ""
+        per = f"{1000 * m.cpu / sent:.2f}" if sent else ""
+        lines.append(
+            f"| {m.label} | {sent:,} | {m.report.get('deleted', 0):,} | "
+            f"{m.report.get('bytes', 0) / 1e6:.1f} | {m.wall:.1f} | {rate} | {m.cpu:.1f} | {per} |"
+        )
+    return "\n".join(lines)
 
 
 def run_reports(

@@ -9,9 +9,9 @@ import shlex
 import shutil
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -20,6 +20,7 @@ import orjson
 
 from convsum import __version__
 from convsum.config import (
+    DEFAULT_CACHE_CONTROL,
     ENGINES,
     LOG_FORMATS,
     ONLY,
@@ -31,7 +32,9 @@ from convsum.config import (
 from convsum.errors import ConfigError, ConvsumError, RunLockedError
 from convsum.interrupts import Received, interruptible
 from convsum.log import RunLog
+from convsum.publish.bucket import Destination, check_cache_control
 from convsum.publish.nginx import check_listen, check_user, render
+from convsum.publish.tree import API, CURRENT
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 GROUP_CONTEXT = {**CONTEXT, "auto_envvar_prefix": "CONVSUM"}
@@ -65,6 +68,14 @@ def _checked(
             raise click.BadParameter(str(exc)) from exc
 
     return callback
+
+
+_cache_control_option = click.option(
+    "--cache-control",
+    metavar="VALUE",
+    callback=_checked(check_cache_control),
+    help=f"Cache-Control of every object a sync sends [default: {DEFAULT_CACHE_CONTROL}].",
+)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -127,6 +138,13 @@ def _checked(
     type=click.Choice(LOG_FORMATS),
     help="Progress as text (a live line on a terminal) or JSON lines [default: text].",
 )
+@click.option(
+    "--sync-to",
+    metavar="s3://BUCKET/PREFIX",
+    callback=_checked(lambda url: str(Destination.parse(url))),
+    help="After publishing, sync the tree to this bucket (see `convsum sync`).",
+)
+@_cache_control_option
 @click.option("--report", is_flag=True, help="Print the run report (JSON) on stdout.")
 def run(report: bool, full: bool, **options: Any) -> None:
     """Read the logs, compute every conversation and publish the static API tree.
@@ -144,21 +162,8 @@ def run(report: bool, full: bool, **options: Any) -> None:
         config = build_config({**options, **tables})
     except ConfigError as exc:
         raise _UsageFromConfig(str(exc)) from exc
-    with RunLog(config.log_format) as log:
-        say_error = partial(_say_error, log)
-        with interruptible(lambda got: say_error(_interrupted(got), got.exit_code)) as received:
-            try:
-                result = run_job(config, log, full=full)
-            except BaseException as exc:
-                if received.signum is not None:  # whatever the engine raised on its way out
-                    code, message = received.exit_code, _interrupted(received)
-                elif isinstance(exc, ConvsumError):
-                    code = EXIT_LOCKED if isinstance(exc, RunLockedError) else 1
-                    message = str(exc)
-                else:
-                    raise
-                say_error(message, code)
-                raise click.exceptions.Exit(code) from exc
+    with RunLog(config.log_format) as log, _failures(log, "run"):
+        result = run_job(config, log, full=full)
         out = Path(config.out)
         log.event(
             "published",
@@ -170,6 +175,10 @@ def run(report: bool, full: bool, **options: Any) -> None:
             participants=result["participants"],
             api=str(out / "current" / "api"),
         )
+        if config.sync_to:
+            from convsum.publish.sync import sync_tree
+
+            sync_tree(out, Destination.parse(config.sync_to), config.cache_control, log)
     if config.log_format == "text":
         click.echo(
             "convsum: serve it with: mkdir -p nginx && convsum nginx-conf "
@@ -217,25 +226,91 @@ def _config_file(ctx: click.Context, path: Path | None) -> None:
     ctx.meta[_CONFIG_TABLES] = {k: v for k, v in values.items() if k not in options}
 
 
-def _say_error(log: RunLog, message: str, code: int) -> None:
-    """Report a failed run: one `Error:` line, or an `error` event in the JSON log."""
-    if log.fmt == "json":
-        log.event("error", message=message, exit_code=code)
-    log.close()
-    if log.fmt != "json":
-        click.echo(f"Error: {message}", err=True)
+@contextmanager
+def _failures(log: RunLog, job: str) -> Iterator[None]:
+    """Turn a ConvsumError, or a signal, into one `Error:` line and the exit code of `run`.
+
+    1 for what the user can fix, 75 when another run holds the output root, 128 + the signal.
+    In the JSON log the line is an `error` event.
+    """
+
+    def say_error(message: str, code: int) -> None:
+        if log.fmt == "json":
+            log.event("error", message=message, exit_code=code)
+        log.close()
+        if log.fmt != "json":
+            click.echo(f"Error: {message}", err=True)
+
+    def interrupted(received: Received) -> str:
+        return (
+            f"interrupted by {received.name}; nothing more was published, and the next {job} "
+            "finishes the job"
+        )
+
+    with interruptible(lambda got: say_error(interrupted(got), got.exit_code)) as received:
+        try:
+            yield
+        except BaseException as exc:
+            if received.signum is not None:  # whatever the job raised on its way out
+                code, message = received.exit_code, interrupted(received)
+            elif isinstance(exc, ConvsumError):
+                code = EXIT_LOCKED if isinstance(exc, RunLockedError) else 1
+                message = str(exc)
+            else:
+                raise
+            say_error(message, code)
+            raise click.exceptions.Exit(code) from exc
 
 
-def _interrupted(received: Received) -> str:
-    return (
-        f"interrupted by {received.name}; nothing more was published, and the next run "
-        "finishes the job"
-    )
+@cli.command(context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="convsum")
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("destination", metavar="s3://BUCKET/PREFIX", callback=_checked(Destination.parse))
+@_cache_control_option
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    help="Progress as text (a live line on a terminal) or JSON lines [default: text].",
+)
+@click.option("--report", is_flag=True, help="Print the sync report (JSON) on stdout.")
+def sync(
+    out: Path, destination: Destination, cache_control: str | None, log_format: str, report: bool
+) -> None:
+    """Copy the tree published in OUT to an S3-compatible bucket, which then serves the API.
+
+    Sends new and changed pages, then summaries, then deletions, then the bucket's manifest.json
+    (the run it holds). Resumable: a sync stopped at any point is finished by the next one, and
+    a synced tree sends nothing. Credentials and the endpoint come from the AWS environment
+    (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_PROFILE, ~/.aws). A failed
+    request exits with 1 naming the object; a run writing OUT makes it exit with 75.
+    """
+    from convsum.publish.sync import sync_tree
+
+    with RunLog(log_format) as log, _failures(log, "sync"):
+        result = sync_tree(out, destination, cache_control or DEFAULT_CACHE_CONTROL, log)
+    if report:
+        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
 
 
 @cli.command("nginx-conf", context_settings=CONTEXT)
 @click.version_option(__version__, "-V", "--version", prog_name="convsum")
-@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument(
+    "out", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option(
+    "--from",
+    "origin",
+    metavar="s3://BUCKET/PREFIX",
+    callback=_checked(Destination.parse),
+    help="Serve the tree synced to this bucket instead of OUT (nginx as a caching proxy).",
+)
+@click.option(
+    "--endpoint",
+    metavar="URL",
+    help="With --from: the bucket's HTTP endpoint, as http://HOST:PORT [default: the AWS "
+    "environment's, as for `convsum sync`].",
+)
 @click.option(
     "--listen",
     default="127.0.0.1:8080",
@@ -248,26 +323,62 @@ def _interrupted(received: Received) -> str:
     callback=_checked(check_user),
     help="Worker user, for an nginx started as root (emits `user NAME;`).",
 )
-def nginx_conf(out: Path, listen: str, user: str | None) -> None:
+def nginx_conf(
+    out: Path | None,
+    origin: Destination | None,
+    endpoint: str | None,
+    listen: str,
+    user: str | None,
+) -> None:
     """Print an nginx configuration that serves the tree published in OUT as the read API.
 
-    The page size and the orders served are read from the published manifest. Start nginx with
-    `nginx -p PREFIX -c FILE`; its pid, logs and temporary files go under PREFIX.
+    The page size and the orders served are read from the published manifest. With --from, the
+    same API is served from a bucket that `convsum sync` fills: nginx proxies each request to
+    the object and caches it, and the bucket must let nginx read PREFIX/* without credentials.
+    Start nginx with `nginx -p PREFIX -c FILE`; its pid, logs, temporary files and cache go
+    under PREFIX.
     """
+    if (out is None) == (origin is None):
+        raise click.UsageError("give OUT or --from s3://BUCKET/PREFIX (one of them)")
+    if endpoint is not None and origin is None:
+        raise click.UsageError("--endpoint goes with --from")
+    if origin is not None:
+        source, layout = _bucket_origin(origin, endpoint)
+    else:
+        assert out is not None
+        source, layout = out.resolve() / CURRENT / API, _published_layout(out)
+    conf = render(source, listen, layout["page_size"], layout["orders"], user)
+    # A path that is not UTF-8 reaches nginx as the same bytes.
+    sys.stdout.buffer.write(conf.encode("utf-8", "surrogateescape"))
+
+
+def _published_layout(out: Path) -> dict[str, Any]:
     from convsum.publish.manifest import MANIFEST
-    from convsum.publish.tree import API, CURRENT
 
     manifest_path = out / CURRENT / MANIFEST
     try:
-        manifest = orjson.loads(manifest_path.read_bytes())
-        layout = manifest["layout"]
+        layout: dict[str, Any] = orjson.loads(manifest_path.read_bytes())["layout"]
     except (OSError, orjson.JSONDecodeError, KeyError) as exc:
         msg = f"{manifest_path}: no published manifest; run `convsum run --out {out}` first"
         raise click.ClickException(msg) from exc
-    api_root = out.resolve() / CURRENT / API
-    conf = render(api_root, listen, layout["page_size"], layout["orders"], user)
-    # A path that is not UTF-8 reaches nginx as the same bytes.
-    sys.stdout.buffer.write(conf.encode("utf-8", "surrogateescape"))
+    return layout
+
+
+def _bucket_origin(origin: Destination, endpoint: str | None) -> tuple[Any, dict[str, Any]]:
+    """Return the bucket as nginx reaches it, and the layout of the tree synced to it."""
+    from convsum.publish.bucket import Bucket
+    from convsum.publish.nginx import BucketOrigin
+    from convsum.publish.sync import read_layout
+
+    try:
+        bucket = Bucket(origin, 1)
+        served = BucketOrigin.of(endpoint or bucket.endpoint, origin.bucket, origin.prefix)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--endpoint/--from") from exc
+    try:
+        return served, read_layout(bucket)
+    except ConvsumError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @cli.command(context_settings=CONTEXT)
@@ -356,6 +467,12 @@ def generate(count: int, out: Path, seed: int, owners: int) -> None:
     show_default=True,
     help="Also time each named report (a whole `convsum report` process).",
 )
+@click.option(
+    "--sync/--no-sync",
+    default=True,
+    show_default=True,
+    help="Also time `convsum sync` of a new tree and of a nightly run, to a local S3 server.",
+)
 def bench(
     count: int,
     data: Path | None,
@@ -365,6 +482,7 @@ def bench(
     runs: int,
     nightly: bool,
     reports: bool,
+    sync: bool,
 ) -> None:
     """Measure each engine against the bare-query and bare-writer floors; print a table.
 
@@ -372,16 +490,20 @@ def bench(
     whose wall time, CPU time and peak memory are measured; every figure is a median of --runs.
     With --nightly, per engine also a full run over all but the last 1 % of messages, the
     incremental run that adds them with every status logged since, and a run without a new
-    file. With --reports, each named report over the tables of a full run. Then the targets:
-    each goal, the measured value and whether it is met.
+    file. With --reports, each named report over the tables of a full run. With --sync, the
+    sync of a new tree to an empty bucket and of the nightly run after it, to moto's S3 server
+    on this machine (objects per second). Then the targets: each goal, the measured value and
+    whether it is met.
     """
     from convsum.bench import (
         format_reports,
+        format_sync,
         format_table,
         format_targets,
         run_bench,
         run_nightly,
         run_reports,
+        run_sync,
     )
 
     directory = data or Path("bench_data") / str(count)
@@ -394,12 +516,15 @@ def bench(
             for engine in engines or ENGINES:
                 results += run_nightly(directory, engine, work, threads, runs=runs, progress=say)
         timed = run_reports(directory, work, threads, runs=runs, progress=say) if reports else []
+        synced = run_sync(directory, work, threads, runs=runs, progress=say) if sync else []
     except ConvsumError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(format_table(results, count))
     click.echo("\n" + format_targets(results))
     if timed:
         click.echo("\n" + format_reports(timed))
+    if synced:
+        click.echo("\n" + format_sync(synced))
 
 
 class _Refused(click.ClickException):

@@ -22,6 +22,9 @@ LIST_NAMES = ("all", "mt", "mo")
 # divides a power of ten: alignment is then a property of the last few digits, which a regular
 # expression (nginx `map`) can test.
 ALIGNMENT_MODULUS = 10_000
+# What a CDN or a caching proxy may reuse an object for, unless `cache_control` says otherwise:
+# a nightly job changes the newest pages and the summaries once a day.
+DEFAULT_CACHE_CONTROL = "max-age=300"
 
 DEFAULT_DIRECTION_CODES: Mapping[int, str] = MappingProxyType({0: "mt", 1: "mo"})
 DEFAULT_TYPE_CODES: Mapping[int, str] = MappingProxyType({0: "flash", 1: "SMS"})
@@ -49,6 +52,8 @@ class RunConfig:
     spark: Mapping[str, str] = field(default_factory=lambda: _frozen({}))
     rebuild: bool = True
     log_format: str = "text"
+    sync_to: str | None = None  # s3://BUCKET/PREFIX synced after each run
+    cache_control: str = DEFAULT_CACHE_CONTROL
     direction_codes: Mapping[int, str] = field(default_factory=lambda: DEFAULT_DIRECTION_CODES)
     type_codes: Mapping[int, str] = field(default_factory=lambda: DEFAULT_TYPE_CODES)
     datacoding_codes: Mapping[int, str] = field(default_factory=lambda: DEFAULT_DATACODING_CODES)
@@ -58,7 +63,8 @@ class RunConfig:
     def output_settings(self) -> dict[str, Any]:
         """Return the settings that decide the output's bytes (not how the machine is used)."""
         how = {"out", "engine", "threads", "memory_limit", "spark_master", "spark"}
-        return {k: v for k, v in self.to_dict().items() if k not in how | {"rebuild", "log_format"}}
+        after = {"rebuild", "log_format", "sync_to", "cache_control"}
+        return {k: v for k, v in self.to_dict().items() if k not in how | after}
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready view, as recorded in the manifest."""
@@ -173,6 +179,8 @@ _SCALAR_KEYS = {
     "spark_master": str,
     "rebuild": bool,
     "log_format": str,
+    "sync_to": str,
+    "cache_control": str,
 }
 _CODE_TABLES = {
     "direction": "direction_codes",

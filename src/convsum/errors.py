@@ -31,6 +31,10 @@ class EngineError(ConvsumError):
     """The engine could not compute: a cluster, or one of its executors, failed."""
 
 
+class SyncError(ConvsumError):
+    """A sync to an object store failed: a request was refused, or the store is unreachable."""
+
+
 class RunLockedError(ConvsumError):
     """Another run is writing the same output root."""
 

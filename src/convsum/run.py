@@ -36,6 +36,7 @@ from convsum.publish.manifest import (
     REPORT,
     WRITTEN_LIST,
     describe_inputs,
+    published_run_id,
     sort_file_list,
     update_file_list,
     write_json,
@@ -319,7 +320,8 @@ def _run(
         report = _report(run_id, plan, staged, counts, log)
         report.update(placed.report, stages=dict(log.seconds))
         write_json(target.tree / REPORT, report)
-        manifest = _manifest(config, plan.sources, report, placed.files, started, placed.changes)
+        previous = published_run_id(target.previous)
+        manifest = _manifest(config, plan.sources, report, placed, started, previous)
         write_json(target.tree / MANIFEST, manifest)
         with log.stage("state"):
             # Publishing the tables first flushes the files written so far; then it replaces
@@ -436,10 +438,11 @@ def _manifest(
     config: RunConfig,
     sources: list[Source],
     report: dict[str, Any],
-    files: int,
+    placed: _Placed,
     started: datetime,
-    changes: dict[str, int] | None = None,
+    previous_run_id: str | None,
 ) -> dict[str, Any]:
+    files, changes = placed.files, placed.changes
     full = changes is None
     return {
         "run_id": report["run_id"],
@@ -455,13 +458,15 @@ def _manifest(
         },
         "counts": {k: v for k, v in report.items() if k not in ("run_id", "stages")},
         "files": {"list": FILE_LIST, "count": files},
-        # The files this run changed, for a downstream sync: after a full run every file is new.
+        # The files this run changed since the run `previous_run_id`, for a downstream sync
+        # (publish/sync.py): after a full run every file is new.
         "changes": {
             "full": full,
             "written": FILE_LIST if full else WRITTEN_LIST,
             "written_count": files if full else (changes or {})["written"],
             "removed": REMOVED_LIST,
             "removed_count": report["files_removed"] if full else (changes or {})["removed"],
+            "previous_run_id": previous_run_id,
         },
     }
 

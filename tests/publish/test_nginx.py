@@ -16,6 +16,7 @@ from convsum.cli import cli
 from convsum.config import ALIGNMENT_MODULUS
 from convsum.errors import ConfigError
 from convsum.publish.nginx import (
+    BucketOrigin,
     check_listen,
     check_user,
     page_group_pattern,
@@ -25,6 +26,7 @@ from convsum.publish.nginx import (
     start_pattern,
 )
 from convsum.publish.paths import page_file
+from tests.s3server import S3Server
 
 PAGE_SIZES = [d for d in range(1, ALIGNMENT_MODULUS + 1) if ALIGNMENT_MODULUS % d == 0]
 
@@ -180,3 +182,57 @@ def test_nginx_conf_with_hostile_paths_passes_nginx_t(tmp_path: Path) -> None:
         text=True,
     )
     assert check.returncode == 0, check.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["OUT", "--from", "s3://bucket/api"],
+        ["OUT", "--endpoint", "http://127.0.0.1:9000"],
+        ["--from", "s3://Bad_Bucket/api"],
+    ],
+)
+def test_nginx_conf_cli_takes_out_or_a_bucket_else_exit_2(tmp_path: Path, args: list[str]) -> None:
+    out = str(_published(tmp_path))
+    result = CliRunner().invoke(cli, ["nginx-conf", *[out if a == "OUT" else a for a in args]])
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "destination"),
+    [
+        ("ftp://127.0.0.1:9000", "s3://bucket/api"),
+        ("http://127.0.0.1:9000/path", "s3://bucket/api"),
+        ("http://host name", "s3://bucket/api"),
+        ("http://127.0.0.1:9000", "s3://bucket/a b"),
+        ("http://127.0.0.1:9000", "s3://bucket/$uri"),
+    ],
+)
+def test_nginx_bucket_origin_refuses_what_nginx_cannot_take(
+    endpoint: str, destination: str
+) -> None:
+    _, _, bucket, prefix = destination.split("/", 3)
+    with pytest.raises(ConfigError):
+        BucketOrigin.of(endpoint, bucket, prefix)
+
+
+def test_nginx_conf_from_a_bucket_without_a_sync_is_exit_1(s3: S3Server) -> None:
+    bucket = s3.new_bucket()
+    result = CliRunner().invoke(cli, ["nginx-conf", "--from", f"s3://{bucket}/api"], env=s3.env())
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (
+        f"Error: s3://{bucket}/api: no manifest.json; run `convsum sync` to it first\n"
+    )
+
+
+def test_nginx_render_from_a_bucket_never_forwards_the_query_or_credentials() -> None:
+    origin = BucketOrigin.of("https://s3.eu-north-1.amazonaws.com", "bucket", "api/v1")
+    conf = render(origin, "8080", 50, ["asc"], None)
+    rewrites = re.findall(r'rewrite \^ "([^"]*)" break;', conf)
+    assert len(rewrites) == 3
+    assert all(r.startswith("/bucket/api/v1/") and r.endswith(".json?") for r in rewrites)
+    assert 'proxy_set_header Authorization "";' in conf
+    assert "proxy_pass https://s3.eu-north-1.amazonaws.com;" in conf
+    assert "proxy_ssl_verify on;" in conf

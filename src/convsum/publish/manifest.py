@@ -113,6 +113,15 @@ def describe_inputs(sources: list[Source]) -> dict[str, Any]:
     return out
 
 
+def published_run_id(tree: Path | None) -> str | None:
+    """Return the run id in the manifest of `tree`, or None without a readable one."""
+    try:
+        run_id = orjson.loads((tree / MANIFEST).read_bytes())["run_id"] if tree else None
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return run_id if isinstance(run_id, str) else None
+
+
 def write_json(path: Path, value: Any) -> None:
     """Write a JSON document atomically (temporary file, then rename)."""
     tmp = path.with_name(f".{path.name}.tmp")

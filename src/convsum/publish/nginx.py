@@ -11,13 +11,20 @@ configuration therefore refuses, on the raw `$request_uri`, every path with a se
 or `..` once decoded, or with an encoded slash; with `merge_slashes off` as well, the segments
 nginx matches are then exactly the raw segments, each decoded once, so the owner served is always
 the first raw segment.
+
+From a bucket (`BucketOrigin`), nginx is a caching proxy in front of the bucket's HTTP endpoint
+instead: the same maps compute the object's key, a missing object (403 or 404) is the same JSON
+404, and "past the end" asks whether the conversation's summary exists with `If-Match` on an ETag
+no object has (412: it exists, so `[]`; 404: unknown participant).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -169,15 +176,24 @@ def _error_pages() -> str:
     The pages are URIs, not named locations: nginx cannot redirect a request whose line it
     could not parse (no URI yet) to a named location, and would answer with its HTML 500.
     """
-    lines = []
+    lines = [_error_page_lines("        ")]
     for code, (sent, error, message) in ERROR_PAGES.items():
         body = orjson.dumps({"status": sent, "error": error, "message": message}).decode()
         allow = f' add_header Allow "{", ".join(METHODS)}" always;' if code == 405 else ""
-        lines.append(f"        error_page {code} ={sent} {ERROR_URI}{code};")
         lines.append(
             f"        location = {ERROR_URI}{code} {{ internal;{allow} return {sent} '{body}'; }}"
         )
     return "\n".join(lines)
+
+
+def _error_page_lines(indent: str, taken: tuple[int, ...] = ()) -> str:
+    """Return the `error_page` directives of ERROR_PAGES but `taken`: a location that sets one
+    of its own inherits none, so it repeats them."""
+    return "\n".join(
+        f"{indent}error_page {code} ={sent} {ERROR_URI}{code};"
+        for code, (sent, _error, _message) in ERROR_PAGES.items()
+        if code not in taken
+    )
 
 
 def _hostile_path_map() -> str:
@@ -193,13 +209,146 @@ def _hostile_path_map() -> str:
     )
 
 
-def render(api_root: Path, listen: str, page_size: int, orders: list[str], user: str | None) -> str:
-    """Return the nginx configuration text for the tree under `api_root`.
+# A bucket and prefix nginx can put in a URL as they are (the unreserved characters of RFC 3986).
+_URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+(?:/[A-Za-z0-9._~-]+)*")
+# Response headers of S3 and its look-alikes that say nothing to an API client.
+_STORE_HEADERS = (
+    "x-amz-id-2",
+    "x-amz-request-id",
+    "x-amzn-requestid",
+    "x-amz-version-id",
+    "x-amz-server-side-encryption",
+    "x-amz-content-sha256",
+    "x-amz-storage-class",
+    "content-md5",
+    "Accept-Ranges",
+    "Set-Cookie",
+    "Access-Control-Allow-Origin",
+)
+# Request headers never passed to the bucket: credentials meant for the proxy in front, and the
+# conditions and ranges that the past-end probe sets itself.
+_CLEARED_HEADERS = ("Authorization", "Cookie", "Range", "If-Range", "If-None-Match",
+                    "If-Modified-Since", "If-Unmodified-Since", "If-Match")  # fmt: skip
+# No object's ETag: a quoted MD5 is 32 hexadecimal digits.
+_PROBE_ETAG = '"convsum-exists-probe"'
+
+
+@dataclass(frozen=True)
+class BucketOrigin:
+    """A bucket served through nginx: its endpoint, and the path of the prefix on it."""
+
+    endpoint: str  # scheme://host[:port], path-style requests
+    base: str  # /BUCKET or /BUCKET/PREFIX
+
+    @classmethod
+    def of(cls, endpoint: str, bucket: str, prefix: str) -> BucketOrigin:
+        """Return the origin, or raise ConfigError for what nginx cannot take as it is."""
+        parts = urlsplit(endpoint)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path not in ("", "/")
+            or parts.query
+            or parts.fragment
+            or parts.username
+            or not _valid_host(f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname)
+        ):
+            msg = f"endpoint {endpoint!r}: expected http(s)://HOST or http(s)://HOST:PORT"
+            raise ConfigError(msg)
+        path = "/".join(p for p in (bucket, prefix) if p)
+        if not _URL_SAFE.fullmatch(path):
+            msg = (
+                f"s3://{path}: to serve it through nginx, the bucket and prefix may hold only "
+                "letters, digits and . _ ~ - (sync to such a prefix)"
+            )
+            raise ConfigError(msg)
+        return cls(f"{parts.scheme}://{parts.netloc}", f"/{path}")
+
+    def http_lines(self) -> str:
+        """Return the proxy settings of the http block: the cache and what passes."""
+        hidden = "".join(f"    proxy_hide_header {h};\n" for h in _STORE_HEADERS)
+        tls = ""
+        if self.endpoint.startswith("https:"):
+            tls = (
+                "    proxy_ssl_server_name on;\n    proxy_ssl_verify on;\n"
+                "    proxy_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;\n"
+            )
+        return (
+            "    # The bucket's objects, cached: a 200 for as long as its Cache-Control says (set\n"
+            "    # by `convsum sync`), a missing object for 10 s.\n"
+            "    proxy_cache_path cache levels=1:2 keys_zone=convsum:16m max_size=1g "
+            "inactive=1h use_temp_path=off;\n"
+            "    proxy_cache convsum;\n"
+            "    proxy_cache_key $uri;\n"
+            "    proxy_cache_valid 403 404 10s;\n"
+            "    proxy_cache_lock on;\n"
+            "    proxy_cache_use_stale error timeout updating http_500 http_502 http_503 "
+            "http_504;\n"
+            "    proxy_http_version 1.1;\n"
+            "    proxy_intercept_errors on;\n"
+            "    recursive_error_pages on;\n"
+            f"{_cleared()}{hidden}{tls}"
+        )
+
+    def fetch(self, key: str, missing: str) -> str:
+        """Return a location's directives that answer with the object `key` (a path under the
+        prefix, with variables), or go to the named location `missing` when there is none."""
+        # The `?` drops the request's arguments: the bucket must never see `versionId` & co.
+        return (
+            f'rewrite ^ "{self.base}/{key}?" break;\n'
+            f"            error_page 403 404 = {missing};\n"
+            f"{_error_page_lines(' ' * 12, (403, 404, 412))}\n"
+            f"            proxy_pass {self.endpoint};"
+        )
+
+
+def _cleared(probe: bool = False) -> str:
+    lines = "".join(
+        f'    proxy_set_header {h} "";\n'
+        for h in _CLEARED_HEADERS
+        if not (probe and h == "If-Match")
+    )
+    return lines + (f"    proxy_set_header If-Match '{_PROBE_ETAG}';\n" if probe else "")
+
+
+def _answers(source: Path | BucketOrigin, conversation: str, page: str) -> dict[str, str]:
+    """Return how the tree answers: a summary, a page, and a known participant with no page."""
+    summary = f"{conversation}/{SUMMARY_FILE}"
+    if isinstance(source, Path):
+        return {
+            "summary": f"try_files {summary} @unknown;",
+            "page": f"try_files {page} @past_end;",
+            "past_end": f"""if (-f $document_root{summary}) {{
+                return 200 '[]';
+            }}
+            return 404 '{_NOT_FOUND}';""",
+            "extra": "",
+        }
+    probe = _cleared(probe=True).replace("    proxy_set_header", "            proxy_set_header")
+    return {
+        "summary": source.fetch(summary.lstrip("/"), "@unknown"),
+        "page": source.fetch(page.lstrip("/"), "@past_end"),
+        "past_end": f"""# Is the conversation known? Its summary exists (412) or not (403, 404).
+            proxy_cache off;
+{probe.rstrip()}
+            error_page 412 = @empty_page;
+            {source.fetch(summary.lstrip("/"), "@unknown")}""",
+        "extra": """
+        location @empty_page {
+            return 200 '[]';
+        }
+""",
+    }
+
+
+def render(
+    source: Path | BucketOrigin, listen: str, page_size: int, orders: list[str], user: str | None
+) -> str:
+    """Return the nginx configuration text for the tree under `source`, a directory or a bucket.
 
     Raises:
         ConfigError: `listen` or `user` cannot be written into the configuration.
     """
-    root = quote_path(api_root)
     listen = check_listen(listen)
     listen_token = quote(listen) if listen.startswith("unix:") else listen
     user_line = f"user {check_user(user)};\n" if user else ""
@@ -214,14 +363,19 @@ def render(api_root: Path, listen: str, page_size: int, orders: list[str], user:
     )
     name = "(?<cs_owner>[^/]+)/v2/conversations/(?<cs_participant>[^/]+)"
     page = f"{conversation}/p$cs_page_group/$cs_list.$cs_order.$cs_start.json"
-    list_answer = f"try_files {page} @past_end;" if orders else f"return 404 '{_NO_LISTS}';"
+    answers = _answers(source, conversation, page)
+    list_answer = answers["page"] if orders else f"return 404 '{_NO_LISTS}';"
     # Checked in each public location rather than once in the server, so that the internal
     # redirects of error_page (which run the server's rewrites again) are never refused.
     refuse = (
         "if ($cs_refusal = 405) { return 405; }\n"
         f"            if ($cs_refusal = 400) {{ return 400 '{_HOSTILE_PATH}'; }}"
     )
-    shown = quote(str(api_root))
+    if isinstance(source, Path):
+        shown, origin = quote(str(source)), f"        root {quote_path(source)};\n"
+    else:
+        shown, origin = quote(f"{source.endpoint}{source.base}"), ""
+    proxy = "" if isinstance(source, Path) else source.http_lines()
     return f"""# nginx configuration generated by convsum: serves {shown} as the read API.
 # Start it as: nginx -p PREFIX -c THIS_FILE   (pid, logs and temp files live under PREFIX)
 {user_line}worker_processes 1;
@@ -268,18 +422,17 @@ http {{
     # Tenant isolation: nginx would resolve these before matching, and so could move a request
     # from the owner in its first segment to another.
 {_hostile_path_map()}
-
+{proxy}
     server {{
         listen {listen_token};
-        root {root};
-        # Keep one matched segment per raw segment: the owner is always the first raw one.
+{origin}        # Keep one matched segment per raw segment: the owner is always the first raw one.
         merge_slashes off;
 
 {_error_pages()}
 
         location ~ "^/{name}/summary$" {{
             {refuse}
-            try_files {conversation}/{SUMMARY_FILE} @unknown;
+            {answers["summary"]}
         }}
 
         location ~ "^/{name}(?:/(?<cs_list_suffix>mt|mo))?$" {{
@@ -292,12 +445,9 @@ http {{
 
         # A known participant with no page there (past the end, or none of that direction).
         location @past_end {{
-            if (-f $document_root{conversation}/{SUMMARY_FILE}) {{
-                return 200 '[]';
-            }}
-            return 404 '{_NOT_FOUND}';
+            {answers["past_end"]}
         }}
-
+{answers["extra"]}
         location @unknown {{
             return 404 '{_NOT_FOUND}';
         }}
