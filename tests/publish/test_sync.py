@@ -123,6 +123,17 @@ def test_sync_of_a_synced_tree_sends_nothing(s3: S3Server, synced: tuple[Path, P
     assert (report["sent"], report["deleted"], report["bytes"]) == (0, 0, 0)
 
 
+def test_sync_with_another_cache_control_sends_every_object_again(
+    s3: S3Server, synced: tuple[Path, Path, str]
+) -> None:
+    _, out, bucket = synced
+    _killed_at(s3, out, bucket, "summaries", "--cache-control", "no-cache")
+    report = _report(_sync(s3, out, bucket, "--cache-control", "no-cache"))
+    files = len((out / "current" / "files.txt").read_text().splitlines())
+    assert 0 < report["sent"] < files  # the pages sent before the kill are not sent again
+    _assert_bucket_is_the_tree(s3, bucket, out, "no-cache")
+
+
 def test_sync_nightly_sends_only_what_the_run_changed(
     s3: S3Server, synced: tuple[Path, Path, str]
 ) -> None:
@@ -170,9 +181,10 @@ def _events(result: Result) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
 
 
-def _killed_at(s3: S3Server, out: Path, bucket: str, stage: str) -> None:
+def _killed_at(s3: S3Server, out: Path, bucket: str, stage: str, *args: str) -> None:
     """Start `convsum sync` and SIGKILL it once it logs the start of `stage`."""
     command = [BIN / "convsum", "sync", out, f"s3://{bucket}/{PREFIX}", "--log-format", "json"]
+    command += args
     process = subprocess.Popen(command, stderr=subprocess.PIPE, env=s3.env())
     assert process.stderr is not None
     for line in process.stderr:

@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS held (
 CREATE TABLE IF NOT EXISTS synced (
     one INTEGER PRIMARY KEY CHECK (one = 1),
     listed INTEGER NOT NULL,  -- the bucket was listed once, before anything was sent
-    run_id TEXT               -- the run whose manifest the bucket holds
+    run_id TEXT,              -- the run whose manifest the bucket holds
+    cache_control TEXT        -- the Cache-Control its objects were sent with
 );
 """
 
@@ -96,7 +97,7 @@ def sync_tree(
         report = {"run_id": run_id, "destination": str(destination), "sent": 0, "bytes": 0}
         report |= {"unchanged": 0, "deleted": 0}
         with closing(_open_record(out, destination, bucket.endpoint)) as record:
-            if _synced_run(record) != run_id:
+            if _synced(record) != (run_id, cache_control):
                 _bring_up_to_date(record, bucket, tree, manifest, cache_control, log, report)
         fields = {k: report[k] for k in ("sent", "unchanged", "deleted", "bytes")}
         log.event("synced", destination=str(destination), **fields)
@@ -115,6 +116,7 @@ def _bring_up_to_date(
     """Send what the bucket lacks, in order, then its manifest; count it in `report`."""
     with log.stage("plan") as stage:
         _list_once(record, bucket)
+        _set_cache_control(record, cache_control)
         deletions = _plan(record, tree, manifest)
         stage.set(files=_count(record, "todo"), deletions=len(deletions))
     for name, summaries in (("pages", False), ("summaries", True)):
@@ -143,14 +145,15 @@ def _open_record(out: Path, destination: Destination, endpoint: str) -> sqlite3.
         raise PublishError(msg) from exc
     record.execute("PRAGMA journal_mode = WAL")
     record.executescript(_SCHEMA)
-    record.execute("INSERT OR IGNORE INTO synced VALUES (1, 0, NULL)")
+    record.execute("INSERT OR IGNORE INTO synced VALUES (1, 0, NULL, NULL)")
     record.execute("BEGIN")
     return record
 
 
-def _synced_run(record: sqlite3.Connection) -> str | None:
-    row = record.execute("SELECT run_id FROM synced").fetchone()
-    return row[0] if row else None
+def _synced(record: sqlite3.Connection) -> tuple[str | None, str | None]:
+    """Return the run the bucket holds and the Cache-Control its objects were sent with."""
+    run_id, cache_control = record.execute("SELECT run_id, cache_control FROM synced").fetchone()
+    return run_id, cache_control
 
 
 def _count(record: sqlite3.Connection, table: str) -> int:
@@ -191,12 +194,26 @@ def _list_once(record: sqlite3.Connection, bucket: Bucket) -> None:
     record.execute("BEGIN")
 
 
+def _set_cache_control(record: sqlite3.Connection, cache_control: str) -> None:
+    """Record the Cache-Control of this sync; when another one was used before, forget every
+    object's body (a header cannot change without sending the body again)."""
+    recorded = _synced(record)[1]
+    if recorded == cache_control:
+        return
+    if recorded is not None:
+        record.execute("UPDATE held SET md5 = '', size = NULL, mtime_ns = NULL")
+        record.execute("UPDATE synced SET run_id = NULL")
+    record.execute("UPDATE synced SET cache_control = ?", (cache_control,))
+    record.commit()
+    record.execute("BEGIN")
+
+
 def _plan(record: sqlite3.Connection, tree: Path, manifest: dict[str, Any]) -> list[str]:
     """Fill `todo` with the files to look at (with what the record holds of each); return the
     paths to delete."""
     changes = manifest.get("changes", {})
     previous = changes.get("previous_run_id")
-    follows = previous is not None and previous == _synced_run(record)
+    follows = previous is not None and previous == _synced(record)[0]
     record.execute("CREATE TEMP TABLE listed (path TEXT PRIMARY KEY) WITHOUT ROWID")
     listed = tree / (changes["written"] if follows else FILE_LIST)
     record.executemany("INSERT OR IGNORE INTO listed VALUES (?)", ((p,) for p in _lines(listed)))
