@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from convsum.bench import LOCAL_S3_CREDENTIALS, local_s3
+from convsum.bench import LOCAL_S3_CREDENTIALS, local_s3, local_s3_client
 
 BIN = Path(sys.executable).parent
 # Credentials the server accepts; nothing real. The region keeps boto3 from looking further.
@@ -42,15 +42,7 @@ class S3Server:
         return {**base, **CREDENTIALS, **config, "AWS_ENDPOINT_URL": self.endpoint, **extra}
 
     def client(self) -> Any:
-        import boto3
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            region_name=CREDENTIALS["AWS_REGION"],
-        )
+        return local_s3_client(self.endpoint)
 
     def new_bucket(self, public_prefix: str | None = None) -> str:
         """Create an empty bucket; with `public_prefix`, anyone may read the objects under it."""

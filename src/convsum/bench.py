@@ -212,6 +212,16 @@ def nightly_inputs(data: Path, work: Path) -> tuple[Path, dict[str, Path]]:
     return root, {role: night / f"{role}.parquet" for role in ("messages", "statuses")}
 
 
+def _arrive(root: Path, night: dict[str, Path], arrived: bool) -> None:
+    """Put the night's files among the inputs under `root` (linked), or take them out."""
+    for role, path in night.items():
+        target = root / role / path.name
+        if arrived:
+            os.link(path, target)
+        else:
+            target.unlink(missing_ok=True)
+
+
 def split_night(data: Path, root: Path, night: Path) -> None:
     """Write the data before its last night under `root`, and that night's under `night`."""
     import duckdb
@@ -252,13 +262,11 @@ def run_nightly(
     command = [*base, "--engine", engine, *extra, "--report"]
     samples: dict[str, list[Measurement]] = {}
     for turn in range(runs):
-        for role, path in night.items():
-            (root / role / path.name).unlink(missing_ok=True)
+        _arrive(root, night, False)
         label = f"{engine} nightly full"
         progress(f"{label} ({turn + 1}/{runs})")
         samples.setdefault(label, []).append(measured(label, command))
-        for role, path in night.items():
-            os.link(path, root / role / path.name)
+        _arrive(root, night, True)
         for label in (f"{engine} nightly increment", f"{engine} nightly unchanged"):
             progress(f"{label} ({turn + 1}/{runs})")
             samples.setdefault(label, []).append(measured(label, command))
@@ -315,6 +323,19 @@ def local_s3(log: Path) -> Iterator[str]:
                 process.wait()
 
 
+def local_s3_client(endpoint: str) -> Any:
+    """Return a boto3 client of the local S3 server at `endpoint` (see `local_s3`)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=LOCAL_S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=LOCAL_S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        region_name=LOCAL_S3_CREDENTIALS["AWS_REGION"],
+    )
+
+
 def run_sync(
     data: Path,
     work: Path,
@@ -327,8 +348,6 @@ def run_sync(
 
     The server is started anew for each turn: it holds every object in memory.
     """
-    import boto3
-
     root, night = nightly_inputs(data, work)
     inputs, extra = _run_options(root, threads)
     out = work / "out"
@@ -336,24 +355,16 @@ def run_sync(
     run = [*convsum, "run", *inputs, "--out", str(out), *extra]
     samples: dict[str, list[Measurement]] = {}
     for turn in range(runs):
-        for role, path in night.items():
-            (root / role / path.name).unlink(missing_ok=True)
+        _arrive(root, night, False)
         progress(f"a full run to sync ({turn + 1}/{runs})")
         subprocess.run(run, check=True, stderr=subprocess.DEVNULL)
         with local_s3(work / "moto.log") as endpoint:
             env = {**os.environ, **LOCAL_S3_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
-            boto3.client(
-                "s3",
-                endpoint_url=endpoint,
-                aws_access_key_id=LOCAL_S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                aws_secret_access_key=LOCAL_S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-                region_name=LOCAL_S3_CREDENTIALS["AWS_REGION"],
-            ).create_bucket(Bucket="convsum-bench")
+            local_s3_client(endpoint).create_bucket(Bucket="convsum-bench")
             sync = [*convsum, "sync", str(out), "s3://convsum-bench/api", "--report"]
             progress(f"sync first ({turn + 1}/{runs})")
             samples.setdefault("sync first", []).append(measured("sync first", sync, env))
-            for role, path in night.items():
-                os.link(path, root / role / path.name)
+            _arrive(root, night, True)
             progress(f"the nightly run to sync ({turn + 1}/{runs})")
             subprocess.run(run, check=True, stderr=subprocess.DEVNULL)
             progress(f"sync nightly ({turn + 1}/{runs})")

@@ -76,6 +76,11 @@ def _report(result: Result) -> dict[str, Any]:
     return report
 
 
+def _files(out: Path) -> list[str]:
+    """Every file of the served tree, as `files.txt` lists them."""
+    return (out / "current" / "files.txt").read_text().splitlines()
+
+
 def _manifest(out: Path) -> dict[str, Any]:
     manifest: dict[str, Any] = orjson.loads((out / "current" / "manifest.json").read_bytes())
     return manifest
@@ -88,7 +93,7 @@ def _assert_bucket_is_the_tree(
     stored = s3.objects(bucket, PREFIX)
     manifest = stored.pop("manifest.json")
     api = out / "current" / "api"
-    files = (out / "current" / "files.txt").read_text().splitlines()
+    files = _files(out)
     assert sorted(stored) == sorted(files)
     assert {p: s.body for p, s in stored.items()} == {p: (api / p).read_bytes() for p in files}
     assert {(s.content_type, s.cache_control) for s in [*stored.values(), manifest]} == {
@@ -111,7 +116,7 @@ def test_sync_first_sync_copies_the_tree_object_for_object(
     _, out = tree
     bucket = s3.new_bucket()
     report = _report(_sync(s3, out, bucket, "--cache-control", "public, max-age=60"))
-    files = len((out / "current" / "files.txt").read_text().splitlines())
+    files = len(_files(out))
     assert (report["sent"], report["unchanged"], report["deleted"]) == (files, 0, 0)
     assert report["run_id"] == _manifest(out)["run_id"]
     _assert_bucket_is_the_tree(s3, bucket, out, "public, max-age=60")
@@ -129,7 +134,7 @@ def test_sync_with_another_cache_control_sends_every_object_again(
     _, out, bucket = synced
     _killed_at(s3, out, bucket, "summaries", "--cache-control", "no-cache")
     report = _report(_sync(s3, out, bucket, "--cache-control", "no-cache"))
-    files = len((out / "current" / "files.txt").read_text().splitlines())
+    files = len(_files(out))
     assert 0 < report["sent"] < files  # the pages sent before the kill are not sent again
     _assert_bucket_is_the_tree(s3, bucket, out, "no-cache")
 
@@ -161,7 +166,7 @@ def test_sync_after_a_rebuild_deletes_what_the_run_removed(
     removed = _manifest(out)["changes"]["removed_count"]
     report = _report(_sync(s3, out, bucket))
     assert report["deleted"] == removed > 0
-    assert report["sent"] < len((out / "current" / "files.txt").read_text().splitlines())
+    assert report["sent"] < len(_files(out))
     _assert_bucket_is_the_tree(s3, bucket, out)
 
 
@@ -292,7 +297,7 @@ def test_sync_refused_by_the_store_is_exit_1_naming_the_object(
     s3: S3Server, synced: tuple[Path, Path, str]
 ) -> None:
     _, out, bucket = synced  # listed once, so the next requests are uploads
-    first = sorted((out / "current" / "files.txt").read_text().splitlines())[0]
+    first = sorted(_files(out))[0]
     api = out / "current" / "api"
     (api / first).write_bytes((api / first).read_bytes() + b" ")
     s3.policy(bucket, "Deny", "s3:PutObject", "*")
