@@ -25,7 +25,7 @@ run: $(STAMP)
 	@echo "Serve one with nginx:  make serve OUT=out/api_example   (or OUT=out/demo)"
 	@echo "Then:  curl 'http://$(LISTEN)/ip1-100/v2/conversations/46734487112/summary'"
 
-## serve: nginx in the foreground on $(LISTEN), serving $(OUT) (needs nginx on PATH)
+## serve: nginx in the foreground on $(LISTEN), serving $(OUT) (needs nginx and libnginx-mod-http-set-misc)
 serve: $(STAMP)
 	mkdir -p out/nginx
 	$(BIN)/convsum nginx-conf $(OUT) --listen $(LISTEN) $(if $(filter 0,$(shell id -u)),--user root) > out/nginx/nginx.conf

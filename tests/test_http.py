@@ -9,7 +9,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,9 +22,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from convsum.bench import listening
-from convsum.publish.paths import is_servable
+from convsum.publish.nginx import MODULE_DIR, MODULES, BucketOrigin, render
+from convsum.publish.paths import SUMMARY_FILE, conversation_dir, is_servable, page_file
 from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, message, status, write_parquet
 from tests.publish.test_paths import ODD_NAMES
 from tests.s3server import S3Server
@@ -44,6 +47,17 @@ class Response:
         return orjson.loads(self.body)
 
 
+def get(base: str, owner: str, participant: str, suffix: str = "", query: str = "") -> Response:
+    """GET a conversation's endpoint, each name percent-encoded as a client would."""
+    url = f"{base}/{quote(owner, safe='')}/v2/conversations/{quote(participant, safe='')}"
+    url += suffix + (f"?{query}" if query else "")
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return Response(reply.status, reply.headers["Content-Type"], reply.read())
+    except urllib.error.HTTPError as error:
+        return Response(error.code, error.headers["Content-Type"], error.read())
+
+
 @dataclass
 class Server:
     base: str
@@ -51,13 +65,7 @@ class Server:
     messages: pa.Table
 
     def get(self, owner: str, participant: str, suffix: str = "", query: str = "") -> Response:
-        url = f"{self.base}/{quote(owner, safe='')}/v2/conversations/{quote(participant, safe='')}"
-        url += suffix + (f"?{query}" if query else "")
-        try:
-            with urllib.request.urlopen(url, timeout=10) as reply:
-                return Response(reply.status, reply.headers["Content-Type"], reply.read())
-        except urllib.error.HTTPError as error:
-            return Response(error.code, error.headers["Content-Type"], error.read())
+        return get(self.base, owner, participant, suffix, query)
 
     def expected_ids(self, owner: str, participant: str, direction: str | None = None) -> list[str]:
         t = self.messages
@@ -91,6 +99,12 @@ def _nginx() -> str:
     )
     if found is None:
         pytest.fail("nginx is not installed: .ci/run installs it (apt-get install nginx)")
+    absent = [m for m in MODULES if not Path(MODULE_DIR, m).exists()]
+    if absent:
+        pytest.fail(
+            f"nginx modules {absent} are not in {MODULE_DIR}: .ci/run installs them "
+            "(apt-get install libnginx-mod-http-set-misc libnginx-mod-http-ndk)"
+        )
     return found
 
 
@@ -152,7 +166,6 @@ def server(
 def nginx_serving(out: Path, prefix: Path, s3: S3Server | None = None) -> Iterator[str]:
     """Serve the output root `out` with a real nginx and the generated configuration; with
     `s3`, sync `out` to a new bucket of that server and serve the bucket instead."""
-    nginx = _nginx()
     port = _free_port()
     user = ["--user", "root"] if os.geteuid() == 0 else []
     source: list[str | Path] = [out]
@@ -169,6 +182,14 @@ def nginx_serving(out: Path, prefix: Path, s3: S3Server | None = None) -> Iterat
         text=True,
         env=env,
     ).stdout
+    with nginx_running(conf, prefix, port) as base:
+        yield base
+
+
+@contextmanager
+def nginx_running(conf: str, prefix: Path, port: int) -> Iterator[str]:
+    """Run a real nginx with the configuration `conf` (listening on `port`) under `prefix`."""
+    nginx = _nginx()
     prefix.mkdir()
     (prefix / "nginx.conf").write_text(conf)
     process = subprocess.Popen(
@@ -266,6 +287,75 @@ def test_http_every_servable_name_is_reachable(server: Server, name: str) -> Non
     as_owner = server.get(name, "46734487112")
     assert as_owner.status == 200, name
     assert [m["owner"] for m in as_owner.json()] == [name]
+
+
+# Any name one URL path segment can hold: short ones of any characters, long ones up to the
+# 200-byte limit, and ones made of what URL decoders treat apart.
+def _in_a_segment(max_codepoint: int | None = None) -> st.SearchStrategy[str]:
+    return st.characters(
+        max_codepoint=max_codepoint, exclude_categories=("Cc", "Cs"), exclude_characters="/"
+    )
+
+
+SERVABLE_NAMES = st.one_of(
+    st.text(_in_a_segment(), min_size=1, max_size=50),  # 4 bytes a character at most
+    st.text(_in_a_segment(0x7F), min_size=150, max_size=200),
+    st.text("%+;=&?#\\ .~-_aé😀", min_size=1, max_size=50),
+).filter(is_servable)
+
+
+@dataclass
+class Origin:
+    """nginx with the generated configuration, serving files that a test puts there one by one."""
+
+    base: str
+    put: Callable[[str, bytes], None]  # (path under the served root, body)
+
+
+@pytest.fixture(scope="module", params=SOURCES)
+def origin(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Origin]:
+    tmp = tmp_path_factory.mktemp("origin")
+    port = _free_port()
+    source: Path | BucketOrigin
+    if request.param == "tree":
+        source = root = tmp / "api"
+
+        def put(path: str, body: bytes) -> None:
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / path).write_bytes(body)
+
+    else:
+        s3: S3Server = request.getfixturevalue("s3")
+        bucket, client = s3.new_bucket(public_prefix="api"), s3.client()
+        source = BucketOrigin.of(s3.endpoint, bucket, "api")
+
+        def put(path: str, body: bytes) -> None:
+            client.put_object(
+                Bucket=bucket, Key=f"api/{path}", Body=body, ContentType="application/json"
+            )
+
+    user = "root" if os.geteuid() == 0 else None
+    conf = render(source, f"127.0.0.1:{port}", 50, ["asc"], user)
+    with nginx_running(conf, tmp / "nginx", port) as base:
+        yield Origin(base, put)
+
+
+@settings(deadline=None)
+@given(owner=SERVABLE_NAMES, participant=SERVABLE_NAMES)
+def test_http_server_finds_any_servable_name_where_the_writer_put_it(
+    origin: Origin, owner: str, participant: str
+) -> None:
+    directory = conversation_dir(owner, participant)
+    summary = orjson.dumps({"participant": participant, "owner": owner})
+    page = orjson.dumps([owner, participant])
+    origin.put(f"{directory}/{SUMMARY_FILE}", summary)
+    origin.put(f"{directory}/{page_file(50, 'all', 'asc', 0)}", page)
+    assert get(origin.base, owner, participant, "/summary") == Response(
+        200, "application/json", summary
+    )
+    assert get(origin.base, owner, participant) == Response(200, "application/json", page)
 
 
 def test_http_no_file_is_written_outside_the_output_root(server: Server) -> None:

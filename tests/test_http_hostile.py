@@ -24,6 +24,8 @@ HOSTILE_DIR = "out a;b{c}\"d'e\\f#g\nh\tü $uri ${host} $"
 PARTICIPANT = "46700000001"
 # Two owners whose names are prefixes of each other, with different data for one participant.
 OWNERS = {"acm": 1, "acme": 2}
+# A participant whose name a client may spell in several ways (see SPELLINGS).
+SPELLED = "Zürich+1 %"
 
 HOSTILE = {
     "status": 400,
@@ -58,6 +60,7 @@ def base(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReques
         for owner, count in OWNERS.items()
         for i in range(count)
     ]
+    rows.append(message("spelled", owner="acm", sender="Shop1", recipient=SPELLED))
     write_parquet(tmp / "in" / "messages" / "m.parquet", rows, MESSAGE_TYPES)
     statuses = [status(str(row["id"]), 201) for row in rows]
     write_parquet(tmp / "in" / "statuses" / "s.parquet", statuses, STATUS_TYPES)
@@ -164,6 +167,22 @@ def test_http_hostile_traversal_never_reaches_another_owner(
         "application/json",
         body,
     )
+
+
+# One name, as clients may send it: nginx hashes what it decodes, so each finds the same files.
+SPELLINGS = [
+    b"Z%C3%BCrich%2B1%20%25",
+    b"Z%c3%bcrich%2b1%20%25",
+    b"Z\xc3\xbcrich+1%20%25",
+    b"%5A%C3%BC%72%69%63%68+%31%20%25",
+]
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_http_hostile_every_spelling_of_a_name_finds_it(base: str, spelling: bytes) -> None:
+    path = b"/%61cm/v2/conversations/" + spelling + b"/summary"
+    status, content_type, body = _raw(base, b"GET " + path + b" HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert (status, content_type, body["participant"]) == (200, "application/json", SPELLED)
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "FOO"])

@@ -42,7 +42,7 @@ from convsum.publish.manifest import (
     write_json,
 )
 from convsum.publish.pages import Writer
-from convsum.publish.paths import conversation_dir
+from convsum.publish.paths import LAYOUT_VERSION, conversation_dir
 from convsum.publish.tree import API, FILE_LIST, OutputRoot, TreeWriter
 from convsum.publish.update import TreeUpdate
 from convsum.reporting.tables import (
@@ -61,8 +61,9 @@ def new_run_id() -> str:
 
 
 def fingerprint(config: RunConfig) -> str:
-    """Return what a state store must match to be added to: version and output settings."""
-    settings = {"version": __version__, "output": config.output_settings()}
+    """Return what a state store must match to be added to: version, layout, output settings."""
+    output = config.output_settings()
+    settings = {"version": __version__, "layout": LAYOUT_VERSION, "output": output}
     return hashlib.sha256(orjson.dumps(settings, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
@@ -452,6 +453,7 @@ def _manifest(
         "inputs": describe_inputs(sources),
         "config": config.to_dict(),
         "layout": {
+            "version": LAYOUT_VERSION,
             "api_root": API,
             "page_size": config.page_size,
             "orders": list(_orders(config)),

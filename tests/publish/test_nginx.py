@@ -169,19 +169,42 @@ def test_nginx_conf_cli_keeps_a_path_that_is_not_utf8(tmp_path: Path) -> None:
     assert b'root "' + os.fsencode(root.resolve()) + b'/current/api";' in result.stdout_bytes
 
 
+def _nginx_t(prefix: Path, conf: str) -> subprocess.CompletedProcess[str]:
+    """Return what `nginx -t` says of the configuration `conf`, with `prefix` as its prefix."""
+    (prefix / "nginx.conf").write_text(conf)
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    return subprocess.run(
+        [nginx, "-t", "-p", str(prefix), "-c", str(prefix / "nginx.conf")],
+        capture_output=True,
+        text=True,
+    )
+
+
 @pytest.mark.http
 def test_nginx_conf_with_hostile_paths_passes_nginx_t(tmp_path: Path) -> None:
     root = _published(tmp_path / "out a;b{c}\"d'e\\f#g\nh\tü $uri ${host} $")
     socket_path = f"unix:{tmp_path}/a b;c$d.sock"
     conf = render(root.resolve() / "current" / "api", socket_path, 50, ["asc"], "root")
-    (tmp_path / "nginx.conf").write_text(conf)
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    check = subprocess.run(
-        [nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
-        capture_output=True,
-        text=True,
-    )
+    check = _nginx_t(tmp_path, conf)
     assert check.returncode == 0, check.stderr
+
+
+@pytest.mark.http
+def test_nginx_conf_from_a_bucket_passes_nginx_t(tmp_path: Path) -> None:
+    origin = BucketOrigin.of("http://127.0.0.1:9000", "bucket", "api")
+    check = _nginx_t(tmp_path, render(origin, "127.0.0.1:8080", 50, ["asc", "desc"], None))
+    assert check.returncode == 0, check.stderr
+
+
+def test_nginx_render_loads_the_modules_that_hash_names() -> None:
+    conf = render(Path("/srv/api"), "8080", 50, ["asc"], None)
+    loaded = re.findall(r"^load_module (\S+);$", conf, re.MULTILINE)
+    # set_misc is built on ndk, which must be loaded first.
+    assert loaded == [
+        "/usr/lib/nginx/modules/ndk_http_module.so",
+        "/usr/lib/nginx/modules/ngx_http_set_misc_module.so",
+    ]
+    assert conf.index("load_module") < conf.index("events {")
 
 
 @pytest.mark.parametrize(

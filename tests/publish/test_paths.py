@@ -57,6 +57,20 @@ ODD_NAMES = [
     "$uri",
     "46734487112",
     "Shop1",
+    # Text that looks percent-encoded, or that URL decoders treat apart.
+    "%41%2F",
+    "100%",
+    "%zz",
+    "a+b c",
+    "a;b=c",
+    # 200 bytes, the longest servable: of 4-byte UTF-8, and of what a client sends as %25.
+    "😀" * 50,
+    "%" * 200,
+    "rtl\u202eoverride\ufeff",
+    # Names that share their last four bytes (and once shared a fan-out directory).
+    "t1-prod",
+    "t2-prod",
+    "x-prod",
 ]
 
 
@@ -104,11 +118,18 @@ def test_paths_servable_names(name: str, servable: bool) -> None:
     assert is_servable(name) is servable
 
 
-def test_paths_fanout_uses_last_four_bytes() -> None:
-    assert fanout("46734487112") == ("12", "71")
-    assert fanout("ip1-100") == ("00", "_1")
-    assert fanout("a") == ("_a", "__")
-    assert fanout("日本") == ("__", "__")
+@pytest.mark.parametrize(
+    ("name", "directories"),
+    [
+        # The first four hexadecimal digits of `printf %s NAME | md5sum`.
+        ("46734487112", ("a9", "a8")),
+        ("ip1-100", ("c9", "a8")),
+        ("t1-prod", ("f0", "74")),
+        ("日本", ("4d", "be")),
+    ],
+)
+def test_paths_fanout_is_the_md5_of_the_bytes(name: str, directories: tuple[str, str]) -> None:
+    assert fanout(name) == directories
 
 
 def test_paths_fanout_bounds_directory_sizes() -> None:
@@ -116,10 +137,19 @@ def test_paths_fanout_bounds_directory_sizes() -> None:
     names = {f"467{rng.randrange(10**8):08d}" for _ in range(200_000)}
     leaves = Counter(fanout(n) for n in names)
     first = Counter(f for f, _ in leaves)
-    # 10,000 leaves of MSISDNs: 10 million participants put about 1,000 in each.
-    assert len(leaves) == 10_000
-    assert max(leaves.values()) < 3 * len(names) / 10_000
-    assert max(first.values()) <= 100
+    # 65,536 leaves: 10 million participants put about 150 in each.
+    assert len(leaves) <= 65_536 and len(first) == 256
+    assert max(leaves.values()) < 10 * len(names) / 65_536
+    assert max(first.values()) <= 256
+
+
+def test_paths_fanout_spreads_names_that_share_their_last_bytes() -> None:
+    names = [f"t{n}-prod" for n in range(100_000)]
+    leaves = Counter(fanout(n) for n in names)
+    first = Counter(f for f, _ in leaves)
+    # About 1.5 a leaf: a few at most in any one, where the last four bytes put all in one.
+    assert max(leaves.values()) <= 16
+    assert max(first.values()) <= 256
 
 
 def _name_from_segments(segments: tuple[str, ...]) -> str | None:
@@ -161,7 +191,7 @@ def test_paths_distinct_names_never_nest(a: str, b: str) -> None:
 
 def test_paths_conversation_dir_joins_owner_and_participant() -> None:
     assert conversation_dir("ip1-100", "46734487112") == (
-        "00/_1/ip1-100/v2/conversations/12/71/46734487112"
+        "c9/a8/ip1-100/v2/conversations/a9/a8/46734487112"
     )
 
 

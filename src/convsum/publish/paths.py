@@ -2,10 +2,13 @@
 
 A name that can stand in a URL path segment (SPEC section 4: at most `MAX_SERVED_BYTES` bytes,
 no `/`, no control character, not `.` or `..`) keeps its own text as its directory name, behind
-two fan-out directories taken from its last four bytes, so that a web server can find it from the
-URL alone (see `publish/nginx.py`). Every other name is written as hexadecimal (or, when long, as
-its SHA-256) under the reserved fan-out directory `~`, which no servable name's fan-out directory
-can equal. Neither form can leave the output root, and no two names share a path.
+two fan-out directories taken from the MD5 of its UTF-8 bytes (hex digits 1-2, then 3-4), so that
+a web server can find it from the URL alone (see `publish/nginx.py`). A hash spreads any set of
+names, those that share a prefix or a suffix (`t1-prod`, `t2-prod`, ...) included, over 65,536
+leaf directories: about 150 names each at 10 million. Every other name is written as
+hexadecimal (or, when long, as its SHA-256) under the reserved fan-out directory `~`, which no
+servable name's fan-out directory (hexadecimal digits) can equal. Neither form can leave the
+output root, and no two names share a path.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ SUMMARY_FILE = "summary.json"
 MIN_PAGES_PER_GROUP = 100
 MAX_HEX = 200  # an unservable name of up to 100 bytes is stored as its hexadecimal text
 RESERVED_FANOUT = "~"
-_ALNUM = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+# The version of the rules below, recorded in the manifest's layout and in what a state store
+# must match to be added to: a tree of another layout is rebuilt, never updated in place.
+# 1: fan-out from the name's last four bytes; 2: from the MD5 of its bytes.
+LAYOUT_VERSION = 2
 
 
 def is_servable(name: str) -> bool:
@@ -35,17 +41,12 @@ def is_servable(name: str) -> bool:
 def fanout(name: str) -> tuple[str, str]:
     """Return the two fan-out directories of a servable name.
 
-    The first is the name's last two bytes, the second the two before them; a byte that is not an
-    ASCII letter or digit (or is missing) becomes `_`. The same rule is written as nginx maps.
+    They are the first two and the next two hexadecimal digits of the MD5 of the name's UTF-8
+    bytes: the bytes nginx decodes from the URL's path segment, which it hashes the same way.
+    MD5 spreads names, nothing more: a name's own text stays its leaf, so no two names share one.
     """
-    raw = name.encode("utf-8")
-
-    def char(position: int) -> str:
-        if position > len(raw) or raw[-position] not in _ALNUM:
-            return "_"
-        return chr(raw[-position])
-
-    return char(2) + char(1), char(4) + char(3)
+    digest = hashlib.md5(name.encode("utf-8"), usedforsecurity=False).hexdigest()
+    return digest[:2], digest[2:4]
 
 
 def name_segments(name: str) -> tuple[str, ...]:
