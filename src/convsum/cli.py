@@ -27,6 +27,7 @@ from convsum.config import (
     build_config,
     check_memory_limit,
     check_page_size,
+    check_spark_master,
     load_toml,
 )
 from convsum.errors import ConfigError, ConvsumError, RunLockedError
@@ -100,6 +101,7 @@ _cache_control_option = click.option(
 @click.option(
     "--spark-master",
     metavar="URL",
+    callback=_checked(check_spark_master),
     help="With --engine spark: the cluster, as spark://HOST:7077 or yarn [default: "
     "spark-submit's, else local[*]].",
 )
@@ -195,13 +197,12 @@ _CONFIG_TABLES = "convsum.config_tables"
 
 def _installed(engine: str | None) -> str | None:
     """Return the engine's name if what it needs is installed; else exit 2 saying what to do."""
-    if engine == "spark" and (
-        importlib.util.find_spec("pyspark") is None
-        or not (os.environ.get("JAVA_HOME") or shutil.which("java"))
-    ):
-        from convsum.engines.spark import INSTALL_HINT
+    if engine == "spark":
+        from convsum.engines.spark import INSTALL_HINT, java_problem
 
-        raise click.BadParameter(INSTALL_HINT)
+        problem = INSTALL_HINT if importlib.util.find_spec("pyspark") is None else java_problem()
+        if problem is not None:
+            raise click.BadParameter(problem)
     return engine
 
 

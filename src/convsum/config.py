@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -279,7 +280,75 @@ def _spark_table(path: Path, value: Any) -> Mapping[str, str]:
             '"spark.executor.memory" = "4g"'
         )
         raise ConfigError(msg)
-    return _frozen({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()})
+    settings = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+    for key, text in settings.items():
+        problem = _spark_setting_problem(key, text)
+        if problem is not None:
+            msg = f"config {path}: [spark] {key} = {text!r}: {problem}"
+            raise ConfigError(msg)
+    return _frozen(settings)
+
+
+# The master URLs that Spark parses (SparkSubmit, then SparkContext.createTaskScheduler).
+_HOST_PORT = r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}"
+_SPARK_MASTER = re.compile(
+    r"local(?:\[(?:[1-9][0-9]*|\*)(?:\s*,\s*[0-9]+)?\])?"
+    r"|local-cluster\[\s*[1-9][0-9]*\s*,\s*[1-9][0-9]*\s*,\s*[1-9][0-9]*\s*\]"
+    rf"|spark://{_HOST_PORT}(?:,{_HOST_PORT})*"
+    r"|yarn|k8s://\S+"
+)
+_SPARK_MASTER_PROBLEM = (
+    "Spark cannot parse this master URL; expected local, local[N], local[*], spark://HOST:PORT "
+    "(or several, comma-separated), yarn or k8s://URL"
+)
+
+
+def check_spark_master(url: str) -> str:
+    """Return a Spark master URL that Spark can parse, else raise ConfigError."""
+    if not _SPARK_MASTER.fullmatch(url):
+        msg = f"{url!r}: {_SPARK_MASTER_PROBLEM}"
+        raise ConfigError(msg)
+    return url
+
+
+# The [spark] settings checked before Spark starts, in Spark's own syntax (JavaUtils.byteStringAs,
+# and whole numbers): the sizes and counts set most, several of which spark-submit would refuse
+# without naming them, and spark.task.cpus, which the engine reads. Spark checks the others when
+# it starts, and `_failures` in engines/spark.py reports what it says.
+_SPARK_SIZE = re.compile(r"[0-9]+(?:[bkmgtp]|[kmgtp]b)?", re.IGNORECASE)
+_SPARK_SIZES = {"spark.driver.memory", "spark.executor.memory", "spark.driver.maxResultSize"}
+_SPARK_SIZES |= {"spark.driver.memoryOverhead", "spark.executor.memoryOverhead"}
+_SPARK_COUNTS = {"spark.driver.cores", "spark.executor.cores", "spark.executor.instances"}
+_SPARK_COUNTS |= {"spark.cores.max", "spark.task.cpus", "spark.default.parallelism"}
+
+
+def _spark_setting_problem(key: str, text: str) -> str | None:
+    """Return what is wrong with one [spark] setting that can be checked here, or None."""
+    value = text.strip()
+    if key in _SPARK_SIZES and not _SPARK_SIZE.fullmatch(value):
+        return "expected a whole number of bytes and a unit (b, k, m, g, t, p), as in 4g or 512m"
+    if key in _SPARK_COUNTS and not (value.isascii() and value.isdigit() and int(value) > 0):
+        return "expected a whole number greater than 0"
+    if key == "spark.master" and not _SPARK_MASTER.fullmatch(value):
+        return _SPARK_MASTER_PROBLEM
+    if key == "spark.local.dir":
+        for directory in (part.strip() for part in value.split(",")):
+            problem = _unwritable(Path(directory))
+            if problem is not None:
+                return f"Spark cannot create its local directory {directory}: {problem}"
+    return None
+
+
+def _unwritable(directory: Path) -> str | None:
+    """Return why `directory` cannot be created or written to, or None."""
+    existing = directory.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
 
 
 def build_config(values: Mapping[str, Any]) -> RunConfig:
