@@ -274,9 +274,20 @@ def _failures(log: RunLog, job: str) -> Iterator[None]:
     default="text",
     help="Progress as text (a live line on a terminal) or JSON lines [default: text].",
 )
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="List the bucket and repair what differs from the tree: send missing and altered "
+    "objects, delete strays (a sync after a full run does this itself).",
+)
 @click.option("--report", is_flag=True, help="Print the sync report (JSON) on stdout.")
 def sync(
-    out: Path, destination: Destination, cache_control: str | None, log_format: str, report: bool
+    out: Path,
+    destination: Destination,
+    cache_control: str | None,
+    log_format: str,
+    verify: bool,
+    report: bool,
 ) -> None:
     """Copy the tree published in OUT to an S3-compatible bucket, which then serves the API.
 
@@ -284,12 +295,14 @@ def sync(
     (the run it holds). Resumable: a sync stopped at any point is finished by the next one, and
     a synced tree sends nothing. Credentials and the endpoint come from the AWS environment
     (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_PROFILE, ~/.aws). A failed
-    request exits with 1 naming the object; a run writing OUT makes it exit with 75.
+    request exits with 1 naming the object, as does a key longer than S3's 1024 bytes (before
+    any request); a run writing OUT makes it exit with 75.
     """
     from convsum.publish.sync import sync_tree
 
     with RunLog(log_format) as log, _failures(log, "sync"):
-        result = sync_tree(out, destination, cache_control or DEFAULT_CACHE_CONTROL, log)
+        cache_control = cache_control or DEFAULT_CACHE_CONTROL
+        result = sync_tree(out, destination, cache_control, log, verify=verify)
     if report:
         sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
 
@@ -309,8 +322,8 @@ def sync(
 @click.option(
     "--endpoint",
     metavar="URL",
-    help="With --from: the bucket's HTTP endpoint, as http://HOST:PORT [default: the AWS "
-    "environment's, as for `convsum sync`].",
+    help="With --from: the bucket's HTTP endpoint, as http://HOST:PORT, for nginx and for "
+    "reading the bucket's manifest [default: the AWS environment's, as for `convsum sync`].",
 )
 @click.option(
     "--listen",
@@ -366,18 +379,20 @@ def _published_layout(out: Path) -> dict[str, Any]:
 
 
 def _bucket_origin(origin: Destination, endpoint: str | None) -> tuple[Any, dict[str, Any]]:
-    """Return the bucket as nginx reaches it, and the layout of the tree synced to it."""
-    from convsum.publish.bucket import Bucket
+    """Return the bucket as nginx reaches it, and the layout of the tree synced to it (read
+    from `endpoint` when given, else from the AWS environment's)."""
+    from convsum.publish.bucket import Bucket, redact
     from convsum.publish.nginx import BucketOrigin
     from convsum.publish.sync import read_layout
 
     try:
-        bucket = Bucket(origin, 1)
+        if endpoint is not None:  # checked before any request
+            BucketOrigin.of(endpoint, origin.bucket, origin.prefix)
+        bucket = Bucket(origin, 1, endpoint)
         served = BucketOrigin.of(endpoint or bucket.endpoint, origin.bucket, origin.prefix)
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc), param_hint="--endpoint/--from") from exc
-    try:
         return served, read_layout(bucket)
+    except ConfigError as exc:
+        raise click.BadParameter(redact(str(exc)), param_hint="--endpoint/--from") from exc
     except ConvsumError as exc:
         raise click.ClickException(str(exc)) from exc
 

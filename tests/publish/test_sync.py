@@ -353,6 +353,64 @@ def test_sync_with_a_lost_record_sends_nothing_and_removes_strays(
     _assert_bucket_is_the_tree(s3, bucket, out)
 
 
+def _tamper(s3: S3Server, bucket: str, out: Path) -> dict[str, int]:
+    """Behind the record's back, delete one object, alter another (same size, other bytes)
+    and add a stray one; return the sizes of the two the tree must send again."""
+    first, second = sorted(_files(out))[:2]
+    client = s3.client()
+    client.delete_object(Bucket=bucket, Key=f"{PREFIX}/{first}")
+    body = (out / "current" / "api" / second).read_bytes()
+    altered = body[:-1] + (b"x" if body[-1:] != b"x" else b"y")
+    client.put_object(Bucket=bucket, Key=f"{PREFIX}/{second}", Body=altered)
+    client.put_object(Bucket=bucket, Key=f"{PREFIX}/zz/stray.json", Body=b"{}")
+    return {p: len((out / "current" / "api" / p).read_bytes()) for p in (first, second)}
+
+
+def test_sync_verify_repairs_a_deleted_an_altered_and_a_stray_object(
+    s3: S3Server, synced: tuple[Path, Path, str]
+) -> None:
+    _, out, bucket = synced
+    resent = _tamper(s3, bucket, out)
+    assert _report(_sync(s3, out, bucket))["sent"] == 0  # a sync trusts its record
+    report = _report(_sync(s3, out, bucket, "--verify"))
+    files = len(_files(out))
+    assert report == {
+        "run_id": _manifest(out)["run_id"],
+        "destination": f"s3://{bucket}/{PREFIX}",
+        "listed": files + 1,  # the tree's objects but one, the stray and the manifest
+        "sent": 2,
+        "bytes": sum(resent.values()),
+        "unchanged": files - 2,
+        "deleted": 1,
+    }
+    _assert_bucket_is_the_tree(s3, bucket, out)
+
+
+def test_sync_verify_of_an_intact_bucket_sends_nothing(
+    s3: S3Server, synced: tuple[Path, Path, str]
+) -> None:
+    _, out, bucket = synced
+    report = _report(_sync(s3, out, bucket, "--verify"))
+    files = len(_files(out))
+    assert (report["listed"], report["sent"], report["unchanged"], report["deleted"]) == (
+        files + 1,
+        0,
+        files,
+        0,
+    )
+
+
+def test_sync_after_a_rebuild_repairs_a_deleted_an_altered_and_a_stray_object(
+    s3: S3Server, synced: tuple[Path, Path, str]
+) -> None:
+    inputs, out, bucket = synced
+    resent = _tamper(s3, bucket, out)
+    assert _run(inputs, out, full=True)["mode"] == "full"  # the same files, rebuilt
+    report = _report(_sync(s3, out, bucket))
+    assert (report["sent"], report["bytes"], report["deleted"]) == (2, sum(resent.values()), 1)
+    _assert_bucket_is_the_tree(s3, bucket, out)
+
+
 def test_sync_json_log_has_each_stage_and_the_synced_event(
     s3: S3Server, tree: tuple[Path, Path]
 ) -> None:

@@ -3,24 +3,33 @@
 Credentials, region and endpoint come from the usual AWS sources, which boto3 reads itself: the
 environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_PROFILE`,
 `AWS_REGION`, `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`), `~/.aws/config` and
-`~/.aws/credentials`, and an instance's or container's role. convsum never stores or logs them.
+`~/.aws/credentials`, and an instance's or container's role. convsum never stores or logs them:
+a credential that no request header can carry (a CR from a file with CRLF line endings) is refused
+before any request, by name, and every error's text is cleared of the resolved credentials and of
+the user name, password and query of any URL in it.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from convsum.config import DEFAULT_CACHE_CONTROL
 from convsum.errors import ConfigError, SyncError
 
 CONTENT_TYPE = "application/json"
 DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
+BUCKET_MANIFEST = "manifest.json"  # never a tree path: those have at least six segments
+MAX_KEY_BYTES = 1024  # S3's limit on an object key, in UTF-8 bytes
+# The longest prefix that can hold even the shortest key a sync writes, PREFIX/manifest.json.
+MAX_PREFIX_BYTES = MAX_KEY_BYTES - len(f"/{BUCKET_MANIFEST}")
 _NO_CREDENTIALS = (
     "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
 )
@@ -30,6 +39,21 @@ _ERROR_CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
 _STATUS = re.compile(r"status code: (\d{3} [A-Za-z ]{1,60})")
 # S3's rules for a bucket name (the strict ones, which every S3-compatible store accepts).
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+# A URL in an error's text, up to the quote, backtick, bracket or space that ends it there.
+_URL = re.compile(
+    r"(?P<start>[A-Za-z][A-Za-z0-9+.-]*://)(?P<authority>[^/?#\s'\"`<>]*)"
+    r"(?P<path>[^?#\s'\"`<>]*)(?P<query>[?#][^\s'\"`<>]*)?"
+)
+_HIDDEN = "***"
+# Shorter strings are not cleared from errors: they would blot out ordinary words, and no real
+# key id, secret or token is that short.
+_MIN_SECRET = 8
+# Each credential boto3 resolves: the environment variable, and the setting of a profile.
+_CREDENTIAL_NAMES = (
+    ("AWS_ACCESS_KEY_ID", "aws_access_key_id"),
+    ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
+    ("AWS_SESSION_TOKEN", "aws_session_token"),
+)
 
 
 @dataclass(frozen=True)
@@ -58,11 +82,29 @@ class Destination:
                 "lowercase letters, digits, dots and hyphens; no empty, . or .. prefix segment)"
             )
             raise ConfigError(msg)
+        if _bytes(prefix) > MAX_PREFIX_BYTES:
+            msg = (
+                f"s3://{parts.netloc}/...: the prefix is {_bytes(prefix)} bytes; S3 keys are at "
+                f"most {MAX_KEY_BYTES}, so a prefix can have at most {MAX_PREFIX_BYTES} (for "
+                f"PREFIX/{BUCKET_MANIFEST})"
+            )
+            raise ConfigError(msg)
         return cls(parts.netloc, prefix)
 
     def key(self, path: str) -> str:
         """Return the object key of `path`, a path relative to the prefix."""
         return f"{self.prefix}/{path}" if self.prefix else path
+
+    def check_key_length(self, longest: str) -> None:
+        """Raise SyncError if the key of `longest`, the longest path to sync, is over S3's limit."""
+        size = _bytes(self.key(longest))
+        if size > MAX_KEY_BYTES:
+            room = MAX_KEY_BYTES - _bytes(longest) - 1
+            msg = (
+                f"{self}: the key of {longest} would be {size} bytes, over S3's {MAX_KEY_BYTES}; "
+                f"sync to a prefix of at most {room} bytes (this one has {_bytes(self.prefix)})"
+            )
+            raise SyncError(msg)
 
     def path(self, key: str) -> str:
         """Return the path relative to the prefix of an object key under it."""
@@ -89,13 +131,22 @@ class Bucket:
     the prefix and reading the bucket's manifest. Both clients are safe to share across threads.
     """
 
-    def __init__(self, destination: Destination, connections: int) -> None:
+    def __init__(
+        self, destination: Destination, connections: int, endpoint: str | None = None
+    ) -> None:
+        """Make the clients; `endpoint` overrides the AWS environment's (as `http://HOST:PORT`).
+
+        Raises:
+            SyncError: no credentials, a credential or endpoint no request can carry, or a
+                profile or region boto3 cannot use.
+        """
         import boto3  # imported here: they take a third of a second, and only a sync needs them
         from botocore.config import Config
         from obstore.auth.boto3 import Boto3CredentialProvider
         from obstore.store import S3Store
 
         self.destination = destination
+        self._secrets: tuple[str, ...] = ()
         config = Config(
             max_pool_connections=connections,
             retries={"mode": "standard", "max_attempts": 5},
@@ -104,25 +155,26 @@ class Bucket:
         )
         try:
             session = boto3.Session()
-            self._client: Any = session.client("s3", config=config)
-            self.endpoint = str(self._client.meta.endpoint_url)
-            credentials = Boto3CredentialProvider(session)
-        except ValueError as exc:  # no credentials
-            raise SyncError(f"{destination}: {_NO_CREDENTIALS}") from exc
+            self._secrets = _credentials(session, destination)
+            self._client: Any = session.client("s3", config=config, endpoint_url=endpoint)
+            self.endpoint = _checked_endpoint(str(self._client.meta.endpoint_url), destination)
+            self._store = S3Store(
+                destination.bucket,
+                endpoint=self.endpoint,
+                region=self._client.meta.region_name or "us-east-1",
+                credential_provider=Boto3CredentialProvider(session),
+                client_options={
+                    "allow_http": self.endpoint.startswith("http:"),
+                    "connect_timeout": "10s",
+                    "timeout": "60s",
+                },
+                retry_config={"max_retries": 4, "retry_timeout": timedelta(seconds=60)},
+            )
+        except SyncError:
+            raise
         except Exception as exc:  # botocore raises many types for a bad profile or region
-            raise SyncError(f"{destination}: cannot make an S3 client: {exc}") from exc
-        self._store = S3Store(
-            destination.bucket,
-            endpoint=self.endpoint,
-            region=self._client.meta.region_name or "us-east-1",
-            credential_provider=credentials,
-            client_options={
-                "allow_http": self.endpoint.startswith("http:"),
-                "connect_timeout": "10s",
-                "timeout": "60s",
-            },
-            retry_config={"max_retries": 4, "retry_timeout": timedelta(seconds=60)},
-        )
+            msg = f"{destination}: cannot make an S3 client: {self._reason(exc)}"
+            raise SyncError(msg) from exc
 
     def put(self, path: str, body: bytes, cache_control: str) -> None:
         """Upload one JSON object."""
@@ -169,36 +221,130 @@ class Bucket:
     def _url(self, key: str) -> str:
         return f"s3://{self.destination.bucket}/{key}"
 
+    def _redact(self, text: str) -> str:
+        return redact(text, self._secrets)
+
+    def _reason(self, exc: BaseException) -> str:
+        """Return the first line of `exc`'s text, without a credential."""
+        lines = self._redact(str(exc)).strip().splitlines()
+        return lines[0] if lines else type(exc).__name__
+
     @contextmanager
     def _failing(self, key: str) -> Iterator[None]:
-        """Turn a failed request into one SyncError naming the object and the reason."""
+        """Turn a failed request into one SyncError naming the object and the reason (without
+        a credential in it)."""
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
         from obstore.exceptions import BaseError
 
         try:
             yield
         except (BaseError, FileNotFoundError) as exc:  # obstore: a missing bucket is the latter
-            raise SyncError(f"{self._url(key)}: {_store_reason(exc)}") from exc
+            reason = _store_reason(self._redact(str(exc)), type(exc).__name__)
+            raise SyncError(f"{self._url(key)}: {reason}") from exc
         except ClientError as exc:
             error = exc.response.get("Error", {})
             reason = f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
-            raise SyncError(f"{self._url(key)}: {reason}") from exc
+            raise SyncError(f"{self._url(key)}: {self._redact(reason)}") from exc
         except NoCredentialsError as exc:
             raise SyncError(f"{self._url(key)}: {_NO_CREDENTIALS}") from exc
         except BotoCoreError as exc:
-            raise SyncError(f"{self._url(key)}: {exc}") from exc
+            raise SyncError(f"{self._url(key)}: {self._reason(exc)}") from exc
 
 
-def _store_reason(exc: BaseException) -> str:
-    """Return one line saying why obstore's request failed: the store's error code or status
-    when it answered, else the first line of the error (the request, its retries and what
-    failed)."""
-    text = str(exc)
+def _store_reason(text: str, kind: str) -> str:
+    """Return one line saying why obstore's request failed (`text`, of an error of type `kind`):
+    the store's error code or status when it answered, else the first line of the error (the
+    request, its retries and what failed)."""
     code = _ERROR_CODE.search(text)
     if code:
         return code.group(1)
     status = _STATUS.search(text)
     if status:
         return f"HTTP {status.group(1).strip()}"
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    first = text.strip().splitlines()[0] if text.strip() else kind
     return first.removeprefix("Generic S3 error: ")
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Return `text` without any of `secrets`, in any of the forms an error prints them, and
+    without the user name, password and query string of any URL in it."""
+    forms = {form for secret in secrets for form in _printed_forms(secret)}
+    for form in sorted((f for f in forms if len(f) >= _MIN_SECRET), key=len, reverse=True):
+        text = text.replace(form, _HIDDEN)
+    return _URL.sub(_bare_url, text)
+
+
+def _printed_forms(secret: str) -> Iterator[str]:
+    """Yield `secret` as it is, escaped as Python's and JSON's reprs and percent-encoding escape
+    it, and each run of its printable characters (what is left between escapes)."""
+    yield secret
+    yield repr(secret)[1:-1]
+    yield repr(secret.encode("utf-8", "surrogateescape"))[2:-1]
+    yield json.dumps(secret)[1:-1]
+    yield quote(secret, safe="")
+    yield from re.split(r"[^ -~]+", secret)
+
+
+def _bare_url(url: re.Match[str]) -> str:
+    authority = url["authority"]
+    if "@" in authority:
+        authority = f"{_HIDDEN}@{authority.rpartition('@')[2]}"
+    query = f"?{_HIDDEN}" if url["query"] else ""
+    return f"{url['start']}{authority}{url['path']}{query}"
+
+
+def _credentials(session: Any, destination: Destination) -> tuple[str, ...]:
+    """Return the credentials `session` resolves, to keep them out of errors.
+
+    Raises:
+        SyncError: there are none, or one holds what no request header can carry (named, its
+            value not shown).
+    """
+    credentials = session.get_credentials()
+    if credentials is None:
+        raise SyncError(f"{destination}: {_NO_CREDENTIALS}")
+    frozen = credentials.get_frozen_credentials()
+    values = (frozen.access_key, frozen.secret_key, frozen.token)
+    malformed = _unsendable(values, credentials.method)
+    if malformed:
+        msg = (
+            f"{destination}: {malformed} holds a control or non-ASCII character (a CR from a "
+            "file with CRLF line endings?), which no request can carry; set it again without "
+            "(its value is not shown)"
+        )
+        raise SyncError(msg)
+    return tuple(v for v in values if v)
+
+
+def _unsendable(values: tuple[str | None, ...], method: str) -> str | None:
+    """Return the name of the first credential (key id, secret, token) that is not printable
+    ASCII, as the user set it: its environment variable, or its setting where boto3 found it."""
+    for (variable, setting), value in zip(_CREDENTIAL_NAMES, values, strict=True):
+        if value and not all(" " <= c <= "~" for c in value):
+            if method != "env":
+                return f"{setting} (of the {method} credentials)"
+            if variable == "AWS_SESSION_TOKEN" and variable not in os.environ:
+                return "AWS_SECURITY_TOKEN"  # the older name, which boto3 also reads
+            return variable
+    return None
+
+
+def _checked_endpoint(endpoint: str, destination: Destination) -> str:
+    """Return the endpoint boto3 resolved, if it holds no user name, password or query."""
+    try:
+        parts = urlsplit(endpoint)
+        credentialed = parts.username is not None or bool(parts.query or parts.fragment)
+    except ValueError:  # a malformed address: the first request says what is wrong
+        return endpoint
+    if credentialed:
+        msg = (
+            f"{destination}: the endpoint {redact(endpoint)} holds a user name, password or "
+            "query string, which S3 does not take (requests are signed with the AWS "
+            "credentials); give it as http(s)://HOST[:PORT]"
+        )
+        raise SyncError(msg)
+    return endpoint
+
+
+def _bytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogateescape"))

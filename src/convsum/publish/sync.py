@@ -11,11 +11,17 @@ file it was sent from, and the run whose manifest the bucket holds. A row is wri
 its request succeeded, so a sync killed at any moment is finished by the next one, and a sync of
 a synced tree sends nothing.
 
-Which files to look at: when the bucket holds the run this tree's run followed, that run's change
-lists (`written.txt`, `removed.txt`); otherwise (several runs since, or a sync that never
-finished) every file of the tree. A file whose size and modification time match the record is
-not read; one that differs is read and sent only if its MD5 differs too, so a full rebuild sends
-only the files whose bytes changed.
+Which files to look at: when the bucket holds the run this tree's incremental run followed, that
+run's change lists (`written.txt`, `removed.txt`); otherwise (a full run, several runs since, or
+a sync that never finished) every file of the tree. A file whose size and modification time match
+the record is not read; one that differs is read and sent only if its MD5 differs too, so a full
+rebuild sends only the files whose bytes changed.
+
+The record trusts the bucket to keep what it was sent, except in a verifying sync (`verify`, and
+every sync that looks at every file anyway): the prefix is listed first (one request per 1,000
+objects) and the record made what the listing shows, each object's ETag standing for the MD5 of
+its body, so that every file is read and compared with it. An object deleted or altered behind
+the record's back is sent again, a stray one deleted.
 """
 
 from __future__ import annotations
@@ -34,20 +40,19 @@ import orjson
 from convsum import __version__
 from convsum.errors import PublishError, SyncError
 from convsum.log import RunLog
-from convsum.publish.bucket import DELETE_BATCH, Bucket, Destination
+from convsum.publish.bucket import BUCKET_MANIFEST, DELETE_BATCH, Bucket, Destination
 from convsum.publish.manifest import MANIFEST, REMOVED_LIST
 from convsum.publish.paths import SUMMARY_FILE
 from convsum.publish.tree import API, FILE_LIST, OutputRoot, make_marked
 
 SYNC_DIR = ".sync"
-BUCKET_MANIFEST = "manifest.json"  # never a tree path: those have at least six segments
 CONNECTIONS = 32
 _RECORD_EVERY = 2000  # rows per committed transaction of the record
 _SUMMARY = f"/{SUMMARY_FILE}"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS held (
     path TEXT PRIMARY KEY,  -- relative to the prefix, as in files.txt
-    md5 TEXT NOT NULL,      -- hexadecimal, as S3's ETag of a one-part upload
+    md5 TEXT NOT NULL,      -- hexadecimal, as S3's ETag of a one-part upload ('': send again)
     size INTEGER,           -- of the file it was sent from (NULL: found by listing the bucket)
     mtime_ns INTEGER
 ) WITHOUT ROWID;
@@ -75,13 +80,17 @@ class _Sent:
 
 
 def sync_tree(
-    out: Path, destination: Destination, cache_control: str, log: RunLog
+    out: Path, destination: Destination, cache_control: str, log: RunLog, verify: bool = False
 ) -> dict[str, Any]:
     """Bring `destination` to the tree `out` serves; return what was done.
 
+    With `verify`, list the bucket and repair what differs from the tree even when the record
+    says the bucket holds it.
+
     Raises:
-        SyncError: a request failed (the error names the object), or the prefix holds objects
-            that no sync of convsum put there.
+        SyncError: a request failed (the error names the object), the prefix holds objects
+            that no sync of convsum put there, or a key would be longer than S3 takes (before
+            any request).
         RunLockedError: a run is writing `out`.
     """
     root = OutputRoot(out)
@@ -93,12 +102,15 @@ def sync_tree(
         assert tree is not None  # the lock holds runs off, and a run never unpublishes
         manifest = orjson.loads((tree / MANIFEST).read_bytes())
         log.run_id = run_id = manifest["run_id"]
+        destination.check_key_length(_longest_path(tree / FILE_LIST))
         bucket = Bucket(destination, CONNECTIONS)
-        report = {"run_id": run_id, "destination": str(destination), "sent": 0, "bytes": 0}
-        report |= {"unchanged": 0, "deleted": 0}
+        report = {"run_id": run_id, "destination": str(destination), "listed": 0, "sent": 0}
+        report |= {"bytes": 0, "unchanged": 0, "deleted": 0}
         with closing(_open_record(out, destination, bucket.endpoint)) as record:
-            if _synced(record) != (run_id, cache_control):
-                _bring_up_to_date(record, bucket, tree, manifest, cache_control, log, report)
+            if verify or _synced(record) != (run_id, cache_control):
+                _bring_up_to_date(
+                    record, bucket, tree, manifest, cache_control, verify, log, report
+                )
         fields = {k: report[k] for k in ("sent", "unchanged", "deleted", "bytes")}
         log.event("synced", destination=str(destination), **fields)
         return report
@@ -110,15 +122,24 @@ def _bring_up_to_date(
     tree: Path,
     manifest: dict[str, Any],
     cache_control: str,
+    verify: bool,
     log: RunLog,
     report: dict[str, Any],
 ) -> None:
-    """Send what the bucket lacks, in order, then its manifest; count it in `report`."""
+    """Send what the bucket lacks, in order, then its manifest; count it in `report`.
+
+    A sync that looks at every file of the tree (after a full run, or when the change lists do
+    not apply) verifies the bucket too: after a full run it reads every file anyway, so the
+    listing is all it costs.
+    """
     with log.stage("plan") as stage:
-        _list_once(record, bucket)
         _set_cache_control(record, cache_control)
-        deletions = _plan(record, tree, manifest)
+        follows = not verify and _follows(record, manifest)
+        report["listed"] = listed = _list(record, bucket, verify=not follows)
+        deletions = _plan(record, tree, manifest, follows)
         stage.set(files=_count(record, "todo"), deletions=len(deletions))
+        if listed:
+            stage.set(listed=listed)
     for name, summaries in (("pages", False), ("summaries", True)):
         with log.stage(name) as stage:
             _send(record, bucket, tree / API, summaries, cache_control, stage.add)
@@ -160,15 +181,21 @@ def _count(record: sqlite3.Connection, table: str) -> int:
     return int(record.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
-def _list_once(record: sqlite3.Connection, bucket: Bucket) -> None:
-    """Learn what the bucket holds before the first upload to it: a sync from another machine,
-    or from an output root made anew, then sends only what differs and deletes the rest.
+def _list(record: sqlite3.Connection, bucket: Bucket, verify: bool) -> int:
+    """List the bucket before the first upload to it, and in a verifying sync; return how many
+    objects the listing found (0 when there was none).
+
+    The record becomes what the listing shows, in one transaction: each object with its ETag
+    for its MD5 and no file it was sent from (so that the file is read and compared), none that
+    the bucket lacks; an object whose headers are stale ('') stays so. So a sync from another
+    machine, or from an output root made anew, sends only what differs and deletes the rest.
 
     Raises:
-        SyncError: the prefix holds objects but no manifest of convsum's.
+        SyncError: at the first listing, the prefix holds objects but no manifest of convsum's.
     """
-    if record.execute("SELECT listed FROM synced").fetchone()[0]:
-        return
+    first = not record.execute("SELECT listed FROM synced").fetchone()[0]
+    if not (first or verify):
+        return 0
     seen = {"objects": 0, "manifest": 0}
 
     def held(found: Iterator[tuple[str, str]]) -> Iterator[tuple[str, str]]:
@@ -179,19 +206,26 @@ def _list_once(record: sqlite3.Connection, bucket: Bucket) -> None:
             else:
                 yield path, etag
 
-    record.executemany(
-        "INSERT OR REPLACE INTO held VALUES (?, ?, NULL, NULL)", held(bucket.listing())
-    )
-    if seen["objects"] and not seen["manifest"]:
+    record.execute("CREATE TEMP TABLE found (path TEXT PRIMARY KEY, etag TEXT) WITHOUT ROWID")
+    record.executemany("INSERT OR REPLACE INTO found VALUES (?, ?)", held(bucket.listing()))
+    if first and seen["objects"] and not seen["manifest"]:
         record.rollback()
         msg = (
             f"{bucket.destination}: holds {seen['objects']} objects but no {BUCKET_MANIFEST} of "
             "convsum's; refusing to replace them: sync to an empty prefix"
         )
         raise SyncError(msg)
-    record.execute("UPDATE synced SET listed = 1")
+    record.execute("DELETE FROM held WHERE path NOT IN (SELECT path FROM found)")
+    record.execute(
+        "INSERT INTO held SELECT path, etag, NULL, NULL FROM found WHERE true "
+        "ON CONFLICT (path) DO UPDATE SET size = NULL, mtime_ns = NULL, "
+        "md5 = CASE held.md5 WHEN '' THEN '' ELSE excluded.md5 END"
+    )
+    record.execute("DROP TABLE found")
+    record.execute("UPDATE synced SET listed = 1, run_id = NULL")
     record.commit()
     record.execute("BEGIN")
+    return seen["objects"]
 
 
 def _set_cache_control(record: sqlite3.Connection, cache_control: str) -> None:
@@ -208,12 +242,20 @@ def _set_cache_control(record: sqlite3.Connection, cache_control: str) -> None:
     record.execute("BEGIN")
 
 
-def _plan(record: sqlite3.Connection, tree: Path, manifest: dict[str, Any]) -> list[str]:
-    """Fill `todo` with the files to look at (with what the record holds of each); return the
-    paths to delete."""
+def _follows(record: sqlite3.Connection, manifest: dict[str, Any]) -> bool:
+    """Return whether the tree's run is an incremental one after the run the bucket holds."""
     changes = manifest.get("changes", {})
     previous = changes.get("previous_run_id")
-    follows = previous is not None and previous == _synced(record)[0]
+    return not changes.get("full") and previous is not None and previous == _synced(record)[0]
+
+
+def _plan(
+    record: sqlite3.Connection, tree: Path, manifest: dict[str, Any], follows: bool
+) -> list[str]:
+    """Fill `todo` with the files to look at (with what the record holds of each), the run's
+    change list if it `follows` the run the bucket holds, else every file of the tree; return
+    the paths to delete."""
+    changes = manifest.get("changes", {})
     record.execute("CREATE TEMP TABLE listed (path TEXT PRIMARY KEY) WITHOUT ROWID")
     listed = tree / (changes["written"] if follows else FILE_LIST)
     record.executemany("INSERT OR IGNORE INTO listed VALUES (?)", ((p,) for p in _lines(listed)))
@@ -229,6 +271,13 @@ def _plan(record: sqlite3.Connection, tree: Path, manifest: dict[str, Any]) -> l
         unlisted = "SELECT path FROM held WHERE path NOT IN (SELECT path FROM listed) ORDER BY 1"
         gone = [row[0] for row in record.execute(unlisted)]
     return gone
+
+
+def _longest_path(file_list: Path) -> str:
+    """Return the longest path (in bytes) of a tree's file list."""
+    with file_list.open("rb") as lines:
+        longest = max(lines, key=len, default=b"")
+    return longest.rstrip(b"\n").decode("utf-8", "surrogateescape")
 
 
 def _lines(path: Path) -> Iterator[str]:
