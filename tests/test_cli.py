@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,10 @@ def _bad_messages(tmp_path: Path, case: str) -> tuple[Path, str]:
     path = tmp_path / "bad" / "messages.parquet"
     if case == "missing file":
         return tmp_path / "bad" / "nope.parquet", "no such file or directory"
+    if case == "fifo":
+        path.parent.mkdir(parents=True)
+        os.mkfifo(path)
+        return path, "not a regular file or a directory (expected a Parquet file)"
     if case == "corrupt":
         path.parent.mkdir(parents=True)
         path.write_bytes(b"PAR1 this is not parquet at all PAR1")
@@ -169,6 +174,7 @@ def _bad_messages(tmp_path: Path, case: str) -> tuple[Path, str]:
 
 BAD_CASES = [
     "missing file",
+    "fifo",
     "corrupt",
     "truncated",
     "missing column",

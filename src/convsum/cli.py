@@ -21,6 +21,7 @@ import orjson
 from convsum import __version__
 from convsum.config import (
     DEFAULT_CACHE_CONTROL,
+    DEFAULT_SPILL_LIMIT,
     ENGINES,
     LOG_FORMATS,
     ONLY,
@@ -35,7 +36,7 @@ from convsum.interrupts import Received, interruptible
 from convsum.log import RunLog
 from convsum.publish.bucket import Destination, check_cache_control
 from convsum.publish.nginx import check_listen, check_user, render
-from convsum.publish.tree import API, CURRENT
+from convsum.publish.tree import API, CURRENT, MARK
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 GROUP_CONTEXT = {**CONTEXT, "auto_envvar_prefix": "CONVSUM"}
@@ -553,15 +554,21 @@ class _Duration(click.ParamType):  # type: ignore[type-arg]
     """A duration as a number and a unit: 90s, 30m, 48h or 2d."""
 
     name = "DURATION"
+    MAX_SECONDS = 36500 * 86400  # a hundred years: any age a message can have
     _UNITS: ClassVar[dict[str, int]] = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
-        found = re.fullmatch(r"(\d+)([smhd])", str(value).strip())
-        if found is None:
-            self.fail(f"{value!r} is not a duration like 90s, 30m, 48h or 2d", param, ctx)
-        return int(found.group(1)) * self._UNITS[found.group(2)]
+        found = re.fullmatch(r"(\d{1,12})([smhd])", str(value).strip())
+        seconds = int(found.group(1)) * self._UNITS[found.group(2)] if found else 0
+        if found is None or seconds > self.MAX_SECONDS:
+            self.fail(
+                f"{value!r} is not a duration like 90s, 30m, 48h or 2d, of at most 36500d",
+                param,
+                ctx,
+            )
+        return seconds
 
 
 def _check_tz(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -570,6 +577,7 @@ def _check_tz(_ctx: click.Context, _param: click.Parameter, value: str | None) -
 
     if value is None:
         return None
+    value = _utf8(value, "time zone")
     query = "SELECT count(*) FROM pg_timezone_names() WHERE name = $n"
     if duckdb.execute(query, {"n": value}).fetchall() == [(0,)]:
         msg = f"unknown time zone {value!r}: use an IANA name such as UTC or Europe/Stockholm"
@@ -577,10 +585,45 @@ def _check_tz(_ctx: click.Context, _param: click.Parameter, value: str | None) -
     return value
 
 
+def _utf8(text: str, what: str, hint: str | None = None) -> str:
+    """Return `text` if it is UTF-8 (Click passes other bytes of argv through as surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise click.BadParameter(f"the {what} is not UTF-8 text", param_hint=hint) from None
+    return text
+
+
+def _budget_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options bounding what a query may use: --memory-limit and --spill-limit."""
+    command = click.option(
+        "--spill-limit",
+        metavar="SIZE",
+        default=DEFAULT_SPILL_LIMIT,
+        show_default=True,
+        callback=_checked(check_memory_limit),
+        help="The most a query may write to its temporary directory (under TMPDIR) when it "
+        "needs more than --memory-limit.",
+    )(command)
+    return click.option(
+        "--memory-limit",
+        metavar="SIZE",
+        callback=_checked(check_memory_limit),
+        help="Query memory budget, as 4GB or 512MiB [default: half the memory, at most 3GiB].",
+    )(command)
+
+
 def _output_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The options of every command that prints rows: -F/--format and -o/--output."""
+    """The options of every command that prints rows: -F/--format, -o/--output and --raw."""
     from convsum.reporting.output import FORMATS
 
+    command = _budget_options(command)
+    command = click.option(
+        "--raw",
+        is_flag=True,
+        help="csv and tsv: write every cell as it is, without the guard that keeps a "
+        "spreadsheet from running a cell as a formula (a leading ').",
+    )(command)
     command = click.option(
         "-o",
         "--output",
@@ -597,9 +640,23 @@ def _output_options(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
-def _emit(table: Any, fmt: str | None, output: Path | None, notes: list[str]) -> None:
+def _outside_output_roots(output: Path | None, out: Path) -> Path | None:
+    """Return `output` unless it lies inside an output root (exit 2): a file written there
+    would overwrite or join what the tree serves and syncs."""
+    if output is None or str(output) == "-":
+        return output
+    target = output.resolve()
+    roots = [out.resolve(), *(d for d in target.parents if (d / MARK).exists())]
+    inside = next((root for root in roots if target.is_relative_to(root)), None)
+    if inside is not None:
+        msg = f"{output} is inside the output root {inside}: write it elsewhere"
+        raise click.BadParameter(msg, param_hint="-o/--output")
+    return output
+
+
+def _emit(table: Any, fmt: str | None, output: Path | None, raw: bool, notes: list[str]) -> None:
     """Write the rows to `output` or standard output; say what was written on standard error."""
-    from convsum.reporting.output import FORMATS, write
+    from convsum.reporting.output import FORMATS, Display, write
 
     to_terminal = output is None and sys.stdout.isatty()
     if fmt is None:
@@ -608,13 +665,14 @@ def _emit(table: Any, fmt: str | None, output: Path | None, notes: list[str]) ->
     if fmt == "parquet" and to_terminal:
         raise _Refused("parquet is binary: write it with -o FILE or into a pipe")
     width = shutil.get_terminal_size().columns if to_terminal else None
+    display = Display(width=width, terminal=to_terminal, raw=raw)
     try:
         if output is None:
-            write(table, fmt, sys.stdout.buffer, width)
+            write(table, fmt, sys.stdout.buffer, display)
             sys.stdout.flush()
         else:
             with output.open("wb") as handle:
-                write(table, fmt, handle, width)
+                write(table, fmt, handle, display)
     except BrokenPipeError:
         # The reader stopped early (`| head`): end quietly, as a process killed by SIGPIPE.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -646,18 +704,41 @@ def _ask(run: Callable[[], T]) -> T:
             raise
 
 
-@cli.command(context_settings=CONTEXT)
+class _QueryCommand(click.Command):
+    """`query`, whose SQL may start with a `--` comment.
+
+    Click would take such an argument for an unknown option; one that starts with `--` and holds
+    whitespace cannot be an option's name, so it is passed as the SQL (after a `--`).
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" not in args:
+            sql = [a for a in args if a.startswith("--") and any(c.isspace() for c in a)]
+            args = [a for a in args if a not in sql] + (["--", *sql] if sql else [])
+        return super().parse_args(ctx, args)
+
+
+@cli.command(cls=_QueryCommand, context_settings=CONTEXT)
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("sql", required=False)
 @click.option(
     "-f",
     "--file",
     "sql_file",
-    type=click.File("r"),
+    type=click.File("rb"),
     help="Read the SQL from FILE (- for standard input).",
 )
 @_output_options
-def query(out: Path, sql: str | None, sql_file: Any, fmt: str | None, output: Path | None) -> None:
+def query(
+    out: Path,
+    sql: str | None,
+    sql_file: Any,
+    fmt: str | None,
+    output: Path | None,
+    raw: bool,
+    memory_limit: str | None,
+    spill_limit: str,
+) -> None:
     """Run one read-only SQL statement over the tables OUT serves.
 
     The tables are messages, statuses, conversations and runs, as of the last published run
@@ -665,18 +746,35 @@ def query(out: Path, sql: str | None, sql_file: Any, fmt: str | None, output: Pa
     -f FILE, or from standard input when SQL is -. Anything but one SELECT (or FROM, WITH,
     VALUES, DESCRIBE, SUMMARIZE) is refused with exit code 2, as is reading any other file.
     """
-    from convsum.reporting.query import open_tables
+    from convsum.reporting.query import Budget, open_tables
 
     if (sql is None) == (sql_file is None):
         raise click.UsageError("give the SQL as an argument, with -f FILE, or as - for stdin")
-    text = sql_file.read() if sql_file is not None else sys.stdin.read() if sql == "-" else sql
+    text = _sql_text(sql, sql_file)
+    output = _outside_output_roots(output, out)
+    budget = Budget(memory_limit, spill_limit)
 
     def ask() -> tuple[Any, str]:
-        with open_tables(out) as tables:
-            return tables.run(text or ""), tables.run_id
+        with open_tables(out, budget) as tables:
+            return tables.run(text), tables.run_id
 
     rows, run_id = _ask(ask)
-    _emit(rows, fmt, output, [f"run {run_id}", "timestamps UTC"])
+    _emit(rows, fmt, output, raw, [f"run {run_id}", "timestamps UTC"])
+
+
+def _sql_text(sql: str | None, sql_file: Any) -> str:
+    """Return the SQL of the argument, the -f file or standard input, refusing what is not UTF-8."""
+    if sql_file is None and sql != "-":
+        return _utf8(sql or "", "SQL", "SQL")
+    if sql_file is None:
+        data, source = sys.stdin.buffer.read(), "-"
+    else:
+        data, source = sql_file.read(), getattr(sql_file, "name", "-")
+    try:
+        return bytes(data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        msg = f"{source}: the SQL is not UTF-8 text (byte {exc.start})"
+        raise click.BadParameter(msg, param_hint="SQL") from None
 
 
 def _scope_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -738,6 +836,9 @@ def report(
     show_sql: bool,
     fmt: str | None,
     output: Path | None,
+    raw: bool,
+    memory_limit: str | None,
+    spill_limit: str,
     **options: Any,
 ) -> None:
     """Run the named report NAME over the tables OUT serves (see --list).
@@ -745,7 +846,7 @@ def report(
     Days are local dates of a message's creation in --tz; --from and --to select the half-open
     range of local dates [FROM, TO). Options that a report does not take are refused.
     """
-    from convsum.reporting.query import open_tables
+    from convsum.reporting.query import Budget, open_tables
     from convsum.reporting.reports import REPORTS, run_report
 
     if list_reports:
@@ -768,10 +869,12 @@ def report(
         return
     if out is None:
         raise click.UsageError("give the output root OUT to report on")
+    output = _outside_output_roots(output, out)
     values = _report_values(options)
+    budget = Budget(memory_limit, spill_limit)
 
     def ask() -> tuple[Any, str]:
-        with open_tables(out) as tables:
+        with open_tables(out, budget) as tables:
             return run_report(tables, chosen, values, options["by"]), tables.run_id
 
     rows, run_id = _ask(ask)
@@ -780,7 +883,7 @@ def report(
         notes.append(f"time zone {values['tz']}")
     if "as_of" in chosen.options:
         notes.append(f"as of {values['as_of']}")
-    _emit(rows, fmt, output, notes)
+    _emit(rows, fmt, output, raw, notes)
 
 
 def _report_values(options: dict[str, Any]) -> dict[str, Any]:
@@ -818,7 +921,10 @@ def _report_values(options: dict[str, Any]) -> dict[str, Any]:
     type=click.IntRange(min=1),
     help="Least messages of an operator shown [default: 100].",
 )
-def html(out: Path, output: Path, **options: Any) -> None:
+@_budget_options
+def html(
+    out: Path, output: Path, memory_limit: str | None, spill_limit: str, **options: Any
+) -> None:
     """Write one self-contained HTML report of the tables OUT serves, to open offline.
 
     Charts of daily volume by direction, delivery outcome by day, latency percentiles by day,
@@ -826,13 +932,15 @@ def html(out: Path, output: Path, **options: Any) -> None:
     data and options give the same bytes.
     """
     from convsum.reporting.html import render_html
-    from convsum.reporting.query import open_tables
+    from convsum.reporting.query import Budget, open_tables
     from convsum.reporting.reports import html_data
 
+    _outside_output_roots(output, out)
     values = _report_values(options)
+    budget = Budget(memory_limit, spill_limit)
 
     def ask() -> tuple[dict[str, str], dict[str, Any]]:
-        with open_tables(out) as tables:
+        with open_tables(out, budget) as tables:
             return html_data(tables, values)
 
     facts, data = _ask(ask)

@@ -26,6 +26,9 @@ ALIGNMENT_MODULUS = 10_000
 # What a CDN or a caching proxy may reuse an object for, unless `cache_control` says otherwise:
 # a nightly job changes the newest pages and the summaries once a day.
 DEFAULT_CACHE_CONTROL = "max-age=300"
+# What a query or report may spill to its temporary directory (DuckDB's own default is 90 % of
+# the free disk).
+DEFAULT_SPILL_LIMIT = "10GiB"
 
 DEFAULT_DIRECTION_CODES: Mapping[int, str] = MappingProxyType({0: "mt", 1: "mo"})
 DEFAULT_TYPE_CODES: Mapping[int, str] = MappingProxyType({0: "flash", 1: "SMS"})
@@ -111,6 +114,16 @@ def check_memory_limit(text: str) -> str:
         )
         raise ConfigError(msg)
     return f"{match.group(1)}{match.group(2)}" if match else text
+
+
+def default_memory_limit() -> str:
+    """Return the memory cap when none is configured: half the machine's, at most 3 GiB.
+
+    DuckDB otherwise takes 80 % of the machine; with a cap it spills to its temporary directory,
+    and the Polars engine splits its passes (engines/polars.py).
+    """
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return f"{min(3 * 1024, physical // 2 // 2**20)}MiB"
 
 
 def memory_bytes(text: str) -> float:

@@ -127,6 +127,9 @@ def find_sources(pattern: str, role: str) -> list[Source]:
         )
     elif Path(pattern).is_file():
         return [_source(role, Path(pattern), {})]
+    elif Path(pattern).exists():  # a FIFO, a socket, a device
+        msg = f"{role} {pattern}: not a regular file or a directory (expected a Parquet file)"
+        raise InputError(msg)
     else:
         msg = f"{role} {pattern}: no such file or directory"
         raise InputError(msg)

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from convsum.engines.base import EngineSettings, default_memory_limit
+from convsum.config import default_memory_limit
+from convsum.engines.base import EngineSettings
 from convsum.engines.duckdb import connect
 
 

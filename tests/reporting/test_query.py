@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import orjson
 import pyarrow.parquet as pq
 import pytest
@@ -205,6 +206,8 @@ def test_html_command_writes_the_reports_charts_deterministically(
         (["outcomes", "{out}", "--from", "2024-01-02", "--to", "2024-01-02"], "--from must be"),
         (["outcomes", "{out}", "--from", "2024-13-01"], "'2024-13-01' does not match"),
         (["stuck", "{out}", "--older-than", "two days"], "is not a duration like 90s"),
+        (["stuck", "{out}", "--older-than", "99999999999999d"], "of at most 36500d"),
+        (["stuck", "{out}", "--older-than", "36501d"], "of at most 36500d"),
         (["latency", "{out}", "--by", "week"], "'week' is not one of"),
         (["outcomes"], "give the output root OUT"),
         ([], "give a report NAME"),
@@ -269,3 +272,175 @@ def test_query_stopped_by_a_signal_says_so_on_one_line(out: Path, sig: signal.Si
         stdout, stderr = process.communicate(timeout=60)
     assert (process.returncode, stdout) == (128 + sig, b"")
     assert stderr.decode() == f"Error: interrupted by {sig.name}\n"
+
+
+def _convsum(*args: str | bytes, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    """Run the installed command (argv as bytes where a test needs bytes that are not UTF-8)."""
+    command = [str(Path(sys.executable).parent / "convsum"), *args]
+    return subprocess.run(command, input=stdin, capture_output=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "words"),
+    [
+        ([b"SELECT '\xff'"], b"", "Invalid value for SQL: the SQL is not UTF-8 text"),
+        (["-"], b"SELECT '\xff\xfe'", "-: the SQL is not UTF-8 text (byte 8)"),
+        (["-f", "{sql}"], b"", "bad.sql: the SQL is not UTF-8 text (byte 8)"),
+    ],
+)
+def test_query_sql_that_is_not_utf8_exits_2_on_one_line(
+    out: Path, tmp_path: Path, args: list[str | bytes], stdin: bytes, words: str
+) -> None:
+    (tmp_path / "bad.sql").write_bytes(b"SELECT '\xc3('")
+    argv = [a.format(sql=tmp_path / "bad.sql") if isinstance(a, str) else a for a in args]
+    done = _convsum("query", str(out), *argv, stdin=stdin)
+    assert (done.returncode, done.stdout) == (2, b""), done.stderr
+    assert done.stderr.decode().splitlines()[-1].endswith(words), done.stderr
+    assert b"Traceback" not in done.stderr
+
+
+def test_report_time_zone_that_is_not_utf8_exits_2_on_one_line(out: Path) -> None:
+    done = _convsum("report", "outcomes", str(out), "--tz", b"Europe/\xffholm")
+    assert (done.returncode, done.stdout) == (2, b""), done.stderr
+    assert done.stderr.decode().splitlines()[-1] == (
+        "Error: Invalid value for '--tz': the time zone is not UTF-8 text"
+    )
+
+
+def test_query_keeps_to_its_memory_and_spill_budget(out: Path) -> None:
+    from convsum.config import default_memory_limit
+
+    sql = (
+        "SELECT current_setting('memory_limit') AS m, "
+        "current_setting('max_temp_directory_size') AS t"
+    )
+    given = _query(str(out), sql, "--memory-limit", "100MiB", "--spill-limit", "1GiB")
+    assert given[:2] == (0, b"m,t\n100.0 MiB,1.0 GiB\n"), given
+    con = duckdb.connect(config={"memory_limit": default_memory_limit()})
+    default = con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    assert _query(str(out), sql)[1] == f"m,t\n{default},10.0 GiB\n".encode()
+    refused = _query(str(out), sql, "--memory-limit", "lots")
+    assert refused[0] == 2 and "memory limit 'lots'" in refused[2]
+
+
+def test_query_beyond_its_budget_exits_1_saying_which_option_to_raise(out: Path) -> None:
+    sql = "SELECT list(range) FROM range(20000000) GROUP BY range % 3"
+    code, stdout, stderr = _query(
+        str(out), sql, "--memory-limit", "64MiB", "--spill-limit", "64MiB"
+    )
+    assert (code, stdout) == (1, b"")
+    assert stderr.startswith("Error: the query needs more than its budget: Out of Memory Error")
+    assert "raise --memory-limit or --spill-limit" in stderr and "SET" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "target"),
+    [
+        (["query", "{out}", "SELECT 1"], "{out}/current/manifest.json"),
+        (["query", "{out}", "SELECT 1"], "{out}/current/api/page.json"),
+        (["report", "quality", "{out}"], "{out}/report.csv"),
+        (["html", "{out}"], "{out}/current/tables/report.html"),
+        (["query", "{other}", "SELECT 1"], "{out}/trees/x.csv"),
+    ],
+)
+def test_output_inside_an_output_root_is_refused_with_exit_2(
+    out: Path, tmp_path: Path, command: list[str], target: str
+) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "current").symlink_to(out.resolve() / (out / "current").readlink())
+    before = snapshot_of(out)
+    args = [a.format(out=out, other=other) for a in [*command, "-o", target]]
+    result = CliRunner().invoke(cli, args)
+    assert (result.exit_code, result.stdout) == (2, ""), result.output
+    assert "is inside the output root" in result.stderr.splitlines()[-1], result.stderr
+    assert snapshot_of(out) == before
+
+
+def snapshot_of(root: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_query_removes_the_scratch_of_a_query_that_was_killed(out: Path, tmp_path: Path) -> None:
+    import tempfile
+
+    endless = "SELECT sum(a.range * b.range) FROM range(100000000) AS a, range(100000) AS b"
+    command = [str(Path(sys.executable).parent / "convsum"), "query", str(out), endless]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        scratch = Path(tempfile.gettempdir())
+        pattern = f"convsum-query-{process.pid}-*"
+        deadline = time.monotonic() + 30
+        while not list(scratch.glob(pattern)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list(scratch.glob(pattern)), "the query made no scratch directory"
+        process.kill()
+        process.wait(timeout=60)
+    assert list(scratch.glob(pattern))  # SIGKILL: nothing could clean up
+    assert _query(str(out), "SELECT 1")[0] == 0
+    assert list(scratch.glob(pattern)) == []
+
+
+@pytest.mark.parametrize(
+    ("sql", "words"),
+    [
+        ("ATTACH 'x.db'", "an ATTACH statement is refused"),
+        ("INSERT INTO messages VALUES (1)", "an INSERT statement is refused"),
+        ("UPDATE messages SET id = 1", "an UPDATE statement is refused"),
+        ("COPY messages TO 'x.csv'", "a COPY statement is refused"),
+        ("SELECT " + " + ".join(["1"] * 1200), "Max expression depth limit of 1000 exceeded"),
+    ],
+)
+def test_query_refusals_read_as_english_and_suggest_nothing_refused(
+    out: Path, sql: str, words: str
+) -> None:
+    code, stdout, stderr = _query(str(out), sql)
+    assert (code, stdout) == (2, b""), stderr
+    assert words in stderr and "SET" not in stderr and stderr.count("\n") == 1, stderr
+
+
+def test_query_runs_a_pivot_without_its_values_listed(out: Path) -> None:
+    sql = "PIVOT (SELECT owner, direction FROM messages) ON direction USING count(*) ORDER BY owner"
+    assert _query(str(out), sql)[:2] == (0, b"owner,mo,mt\nacme,1,1\nbank,0,1\n")
+
+
+def test_query_sql_may_start_with_a_comment(out: Path) -> None:
+    code, stdout, stderr = _query(
+        str(out), "-- how many\nSELECT count(*) AS n FROM messages", "-F", "csv"
+    )
+    assert (code, stdout) == (0, b"n\n3\n"), stderr
+
+
+def test_query_of_a_dangling_current_link_says_what_is_wrong(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "current").symlink_to("trees/gone")
+    code, _, stderr = _query(str(tmp_path / "out"), "SELECT 1")
+    assert code == 1
+    assert stderr == (
+        f"Error: {tmp_path}/out/current names trees/gone, which does not exist (the output root "
+        f"was changed by hand); run `convsum run --full --out {tmp_path}/out` to publish it again\n"
+    )
+
+
+def test_quality_reports_the_last_run_even_when_the_clock_went_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inputs = tmp_path / "in"
+    write_parquet(inputs / "m" / "1.parquet", [message("m1")], MESSAGE_TYPES)
+    write_parquet(inputs / "s.parquet", [status("m1", 201)], STATUS_TYPES)
+    config = RunConfig(
+        messages=str(inputs / "m"), statuses=str(inputs / "s.parquet"), out=str(tmp_path / "out")
+    )
+    run_job(config)
+    write_parquet(inputs / "m" / "2.parquet", [message("m2"), message("m3")], MESSAGE_TYPES)
+    monkeypatch.setattr("convsum.run.new_run_id", lambda: "19990101T000000Z-000000")
+    run_job(config)
+    code, stdout, stderr = _query(
+        str(tmp_path / "out"), "SELECT run_number, run_id, messages FROM runs"
+    )
+    assert code == 0, stderr
+    assert stdout.decode().splitlines()[1:] == [
+        f"1,{stdout.decode().splitlines()[1].split(',')[1]},1",
+        "2,19990101T000000Z-000000,3",
+    ]
+    result = CliRunner().invoke(cli, ["report", "quality", str(tmp_path / "out"), "-F", "csv"])
+    assert result.stdout.splitlines()[1] == "messages,3", result.output

@@ -9,7 +9,6 @@ can add a night's tallies to the tree's. Engines never write to the output tree.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Any, Protocol
 import duckdb
 import pyarrow as pa
 
-from convsum.config import memory_bytes
+from convsum.config import default_memory_limit, memory_bytes
 from convsum.inputs import StagedInputs
 from convsum.log import Stage
 from convsum.publish.pages import Writer, write_pages, write_summaries
@@ -210,16 +209,6 @@ class Engine(Protocol):
     ) -> AbstractContextManager[Derivation]:
         """Compute the derived tables; release their resources when the context ends."""
         ...
-
-
-def default_memory_limit() -> str:
-    """Return the engines' memory cap when none is configured: half the machine's, at most 3 GiB.
-
-    DuckDB otherwise takes 80 % of the machine; with a cap it spills to the work directory, and
-    the Polars engine splits its passes (engines/polars.py).
-    """
-    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return f"{min(3 * 1024, physical // 2 // 2**20)}MiB"
 
 
 def memory_budget(limit: str | None) -> int:

@@ -12,13 +12,13 @@ import orjson
 import pyarrow as pa
 
 from convsum.codes import FINAL_GROUPS, KNOWN_CODES
+from convsum.config import default_memory_limit
 from convsum.engines.base import (
     CONVERSATION_SCHEMA,
     EngineSettings,
     StatusOrder,
     WrittenHere,
     deduplicated_messages,
-    default_memory_limit,
     define_relations,
     message_object_parts,
     status_order,

@@ -4,13 +4,22 @@ Formats: `table` (drawn by rich for a terminal: long cells wrap, never end in an
 and `tsv` (a header line, then one line per row; nested values as JSON text; timestamps as ISO
 8601 with their offset), `json` (one array of objects), `jsonl` (one object per line), `markdown`
 (a GitHub table) and `parquet` (the Arrow types as they are).
+
+Message bodies, owners and participants are chosen by whoever sends a message, so the formats
+a person reads never pass their text on as it is (`Display`): control characters are shown as
+escapes wherever they would reach a terminal, and in the table and markdown always; markdown
+escapes HTML; csv and tsv guard the cells a spreadsheet would run as a formula (OWASP's advice:
+a leading `'`), unless asked for the raw values. json, jsonl and parquet carry the values as
+they are.
 """
 
 from __future__ import annotations
 
-import csv
+import html
 import io
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import IO, Any
@@ -23,16 +32,44 @@ import pyarrow.parquet as pq
 FORMATS = ("table", "csv", "tsv", "json", "jsonl", "markdown", "parquet")
 SLICE_ROWS = 65_536
 
+# C0 and C1 controls and DEL (but newline and tab, which the formats handle themselves), and the
+# bidirectional overrides and isolates that reorder the text around them.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # OWASP's CSV-injection list
 
-def write(table: pa.Table, fmt: str, out: IO[bytes], width: int | None = None) -> None:
+
+@dataclass(frozen=True)
+class Display:
+    """Where the rows go, which decides how their text is made safe to read.
+
+    `width` is the terminal's, for the table; `terminal` says the bytes reach a terminal, so no
+    control character may pass; `raw` writes csv and tsv cells without the formula guard.
+    """
+
+    width: int | None = None
+    terminal: bool = False
+    raw: bool = False
+
+
+def write(table: pa.Table, fmt: str, out: IO[bytes], display: Display | None = None) -> None:
     """Write `table` to the binary stream `out` in format `fmt`, a slice of rows at a time."""
     if fmt == "parquet":
         pq.write_table(table, out)
     elif fmt == "json":
         out.write(orjson.dumps(table.to_pylist(), default=json_default) + b"\n")
     else:
-        for text in _TEXT_WRITERS[fmt](table, width):
-            out.write(text.encode())
+        for text in _TEXT_WRITERS[fmt](table, display or Display()):
+            out.write(text.encode("utf-8", "backslashreplace"))
+
+
+def shown_controls(text: str) -> str:
+    """Return `text` with each control character as a visible escape (`\\x1b`, `\\u202e`)."""
+    return _CONTROL.sub(lambda found: found.group().encode("unicode_escape").decode(), text)
+
+
+def formula_guarded(text: str) -> str:
+    """Return `text` as a spreadsheet shows it: a cell that would run as a formula gets a `'`."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def json_default(value: Any) -> Any:
@@ -63,8 +100,30 @@ def _slices(table: pa.Table) -> Iterator[pa.Table]:
         yield table.slice(start, SLICE_ROWS)
 
 
-def _rows(table: pa.Table) -> Iterator[tuple[str, ...]]:
-    return zip(*(_column_text(column) for column in table.columns), strict=True)
+def _rows(
+    table: pa.Table, text: Callable[[str], str] | None = None, guard: bool = False
+) -> Iterator[tuple[str, ...]]:
+    """Yield each row's cells as text, each passed through `text`, and with `guard` the cells
+    of text columns through `formula_guarded` (numbers and times are never formulas)."""
+    columns = []
+    for column in table.columns:
+        cells = _column_text(column)
+        if guard and _is_text(column.type):
+            cells = [formula_guarded(c) if c else c for c in cells]
+        if text is not None:
+            cells = [text(c) for c in cells]
+        columns.append(cells)
+    return zip(*columns, strict=True)
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return not (
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_decimal(kind)
+        or pa.types.is_temporal(kind)
+        or pa.types.is_boolean(kind)
+    )
 
 
 def _column_text(column: pa.ChunkedArray) -> list[str]:
@@ -84,54 +143,79 @@ def _column_text(column: pa.ChunkedArray) -> list[str]:
     return [value or "" for value in text.to_pylist()]
 
 
-def _jsonl(table: pa.Table, _width: int | None) -> Iterator[str]:
+def _jsonl(table: pa.Table, _display: Display) -> Iterator[str]:
     for part in _slices(table):
         rows = part.to_pylist()
         yield b"".join(orjson.dumps(row, default=json_default) + b"\n" for row in rows).decode()
 
 
-def _delimited(delimiter: str) -> Callable[[pa.Table, int | None], Iterator[str]]:
-    def write_delimited(table: pa.Table, _width: int | None) -> Iterator[str]:
-        yield _delimited_lines([table.column_names], delimiter)
+def _delimited(delimiter: str) -> Callable[[pa.Table, Display], Iterator[str]]:
+    def write_delimited(table: pa.Table, display: Display) -> Iterator[str]:
+        text = shown_controls if display.terminal else None
+        header = [text(n) if text else n for n in table.column_names]
+        yield _delimited_lines([header], delimiter)
         for part in _slices(table):
-            yield _delimited_lines(_rows(part), delimiter)
+            yield _delimited_lines(_rows(part, text, guard=not display.raw), delimiter)
 
     return write_delimited
 
 
 def _delimited_lines(rows: Iterable[Sequence[str]], delimiter: str) -> str:
-    text = io.StringIO(newline="")
-    csv.writer(text, delimiter=delimiter, lineterminator="\n").writerows(rows)
-    return text.getvalue()
+    # Python's csv module quotes a cell only for the characters of its own line end, so a lone
+    # `\r` would end the row for any other reader: each cell is quoted here as RFC 4180 says.
+    special = re.compile(f'[{re.escape(delimiter)}"\r\n]')
+
+    def cell(text: str) -> str:
+        return '"' + text.replace('"', '""') + '"' if special.search(text) else text
+
+    return "".join(delimiter.join(map(cell, row)) + "\n" for row in rows)
 
 
-def _markdown(table: pa.Table, _width: int | None) -> Iterator[str]:
+def _markdown_cell(text: str) -> str:
+    """Return a cell's text as markdown that renders as that text, on one table row.
+
+    HTML is escaped (a renderer would run `<script>`), every line break is `<br>`, and `\\` and
+    `|` are escaped for the table.
+    """
+    text = html.escape(text, quote=False).replace("\\", "\\\\").replace("|", "\\|")
+    text = text.replace("\r\n", "<br>").replace("\r", "<br>").replace("\n", "<br>")
+    return shown_controls(text)
+
+
+def _markdown(table: pa.Table, _display: Display) -> Iterator[str]:
     def line(cells: Sequence[str]) -> str:
-        escaped = (c.replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>") for c in cells)
-        return "| " + " | ".join(escaped) + " |\n"
+        return "| " + " | ".join(cells) + " |\n"
 
-    yield line(table.column_names)
+    yield line([_markdown_cell(n) for n in table.column_names])
     yield "|" + "|".join("---" for _ in table.column_names) + "|\n"
     for part in _slices(table):
-        yield "".join(line(row) for row in _rows(part))
+        yield "".join(line(row) for row in _rows(part, _markdown_cell))
 
 
-def _table(table: pa.Table, width: int | None) -> Iterator[str]:
+def _table(table: pa.Table, display: Display) -> Iterator[str]:
+    """Draw the rows with rich: every cell a `Text`, so no markup or emoji code in the data is
+    interpreted, and no control character reaches the terminal."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    def cell(value: str) -> Text:
+        return Text(shown_controls(value.replace("\r\n", "\n")))
 
     numeric = [pa.types.is_integer(t) or pa.types.is_floating(t) for t in table.schema.types]
     drawn = Table(show_lines=False)
     for name, right in zip(table.column_names, numeric, strict=True):
-        drawn.add_column(name, justify="right" if right else "left", overflow="fold")
+        drawn.add_column(cell(name), justify="right" if right else "left", overflow="fold")
     for row in _rows(table):
-        drawn.add_row(*row)
+        drawn.add_row(*map(cell, row))
     text = io.StringIO()
-    Console(file=text, width=width or 160, force_terminal=False, highlight=False).print(drawn)
+    Console(file=text, width=display.width or 160, force_terminal=False, highlight=False).print(
+        drawn
+    )
     yield text.getvalue()
 
 
-_TEXT_WRITERS: dict[str, Callable[[pa.Table, int | None], Iterator[str]]] = {
+_TEXT_WRITERS: dict[str, Callable[[pa.Table, Display], Iterator[str]]] = {
     "csv": _delimited(","),
     "tsv": _delimited("\t"),
     "jsonl": _jsonl,

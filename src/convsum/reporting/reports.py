@@ -127,7 +127,7 @@ ORDER BY owner, rank
 
 # The last run's reconciliation counts, and the statuses created before their message.
 _QUALITY = """
-WITH last AS (SELECT * FROM runs WHERE run_id = (SELECT max(run_id) FROM runs)),
+WITH last AS (SELECT * FROM runs ORDER BY run_number DESC LIMIT 1),
 early AS (SELECT count(*) FILTER (before_message) AS n FROM statuses)
 SELECT unnest([
         'messages', 'duplicate_messages', 'messages_without_status', 'orphan_statuses',
@@ -256,7 +256,7 @@ def html_data(
         "quality": run_report(tables, REPORTS["quality"], values),
     }
     days = outcomes.column("day")
-    last = tables.run("SELECT run_id, finished FROM runs ORDER BY run_id DESC LIMIT 1").to_pylist()
+    last = tables.run("SELECT finished FROM runs ORDER BY run_number DESC LIMIT 1").to_pylist()
     facts = {
         "as_of": last[0]["finished"].isoformat() if last else "",
         "time_zone": values["tz"],

@@ -88,6 +88,7 @@ FROM m JOIN staged_statuses AS s ON s.message_id = m.id AND (s.owner IS NULL OR 
 """
 RUNS_SCHEMA = pa.schema(
     [
+        ("run_number", pa.int64()),  # 1, 2, ... in the order the runs were published
         ("run_id", pa.string()),
         ("mode", pa.string()),
         ("rebuild_reason", pa.string()),
@@ -262,7 +263,9 @@ def publish_tables(
     run_id = run["run_id"]
     relative = f"runs/{run_id}.parquet"
     (directory / "runs").mkdir(exist_ok=True)
-    rows = pa.Table.from_pylist([*history, _run_row(run)], schema=RUNS_SCHEMA)
+    # Numbered by their place in the history, never by the clock that named them.
+    ordered = [{**row, "run_number": n} for n, row in enumerate([*history, _run_row(run)], 1)]
+    rows = pa.Table.from_pylist(ordered, schema=RUNS_SCHEMA)
     pq.write_table(rows, directory / relative)
     files = dict(written.files)
     files["runs"] = [relative]
@@ -303,8 +306,8 @@ def _day(relative: str) -> date | None:
 
 
 def _runs(tree: Path, snapshot: Snapshot) -> list[dict[str, Any]]:
-    paths = snapshot.paths(tree)["runs"]
-    return [row for path in paths for row in pq.read_table(path, schema=RUNS_SCHEMA).to_pylist()]
+    paths = snapshot.paths(tree)["runs"]  # a history written before `run_number` lacks it
+    return [row for path in paths for row in pq.read_table(path).to_pylist()]
 
 
 def _run_row(run: Mapping[str, Any]) -> dict[str, Any]:
