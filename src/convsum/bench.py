@@ -539,7 +539,7 @@ def format_targets(results: list[Measurement]) -> str:
 
 def spark_startup() -> None:
     """Start the Spark engine's session in local mode, run one task on each core, and stop."""
-    from convsum.engines.spark import session
+    from convsum.engines.spark_session import session
 
     spark = session(None, {})
     cores = spark.sparkContext.defaultParallelism

@@ -199,7 +199,7 @@ _CONFIG_TABLES = "convsum.config_tables"
 def _installed(engine: str | None) -> str | None:
     """Return the engine's name if what it needs is installed; else exit 2 saying what to do."""
     if engine == "spark":
-        from convsum.engines.spark import INSTALL_HINT, java_problem
+        from convsum.engines.spark_session import INSTALL_HINT, java_problem
 
         problem = INSTALL_HINT if importlib.util.find_spec("pyspark") is None else java_problem()
         if problem is not None:

@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 
 from convsum.cli import cli
 from convsum.config import check_spark_master
-from convsum.engines import spark
+from convsum.engines import spark_session
 from convsum.errors import ConfigError, EngineError
 from tests.test_determinism import DEMO
 
@@ -166,11 +166,11 @@ def test_spark_lost_connection_to_its_jvm_is_sparks_failure(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Py4J's refused connection to a JVM that exited is an OSError: not one of the output."""
-    monkeypatch.setattr(spark, "_jvm", None)
+    monkeypatch.setattr(spark_session, "_jvm", None)
     with (
         pytest.raises(
             EngineError, match=r"^the Spark job failed: \[Errno 111\] Connection refused"
         ),
-        spark._failures("the Spark job failed"),
+        spark_session.failures("the Spark job failed"),
     ):
         raise ConnectionRefusedError(111, "Connection refused")
