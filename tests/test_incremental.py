@@ -310,6 +310,23 @@ def test_incremental_other_settings_or_full_flag_rebuild(tmp_path: Path) -> None
     assert run_job(_config(inputs, out, page_size=10), full=True)["rebuild_reason"] == "--full"
 
 
+def test_incremental_tree_of_another_layout_is_rebuilt_not_mixed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    _night(inputs, 0, [message("m1")], [status("m1", 201)])
+    monkeypatch.setattr("convsum.run.LAYOUT_VERSION", 1)  # a tree an earlier convsum wrote
+    run_job(_config(inputs, out))
+    monkeypatch.undo()
+    _night(inputs, 1, [message("m2", recipient="4602")], [status("m2", 201)])
+    with pytest.raises(RebuildRefusedError, match="output settings"):
+        run_job(_config(inputs, out, rebuild=False))
+    report = run_job(_config(inputs, out))
+    assert report["mode"] == "full"
+    manifest = orjson.loads((out / "current" / "manifest.json").read_bytes())
+    assert manifest["layout"]["version"] == 2
+
+
 def _at(minutes: int) -> Any:
     from tests.conftest import at
 

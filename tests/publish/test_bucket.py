@@ -237,3 +237,26 @@ def test_bucket_destination_takes_a_prefix_of_1010_bytes() -> None:
     assert MAX_PREFIX_BYTES == 1010
     destination = Destination.parse(f"s3://convsum-x/{'a' * 1010}")
     assert destination == Destination("convsum-x", "a" * 1010)
+
+
+def test_bucket_nginx_conf_from_a_bucket_of_an_older_layout_says_to_run_and_sync(
+    s3: S3Server, out: Path
+) -> None:
+    bucket = s3.new_bucket()
+    assert _sync(s3, out, bucket).exit_code == 0
+    key = f"{PREFIX}/manifest.json"
+    manifest = orjson.loads(s3.client().get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert manifest["layout"]["version"] == 2
+    del manifest["layout"]["version"]  # as a sync of an earlier convsum wrote it
+    s3.client().put_object(Bucket=bucket, Key=key, Body=orjson.dumps(manifest))
+    result = CliRunner().invoke(
+        cli,
+        ["nginx-conf", "--from", f"s3://{bucket}/{PREFIX}", "--endpoint", s3.endpoint],
+        env=s3.env(),
+    )
+    assert (result.exit_code, result.stdout) == (1, ""), result.output
+    assert result.stderr == (
+        f"Error: s3://{bucket}/{PREFIX}/manifest.json: a tree of layout 1, which this convsum "
+        "(layout 2) cannot serve; run `convsum run` on the output root, then `convsum sync` to "
+        "this bucket\n"
+    )

@@ -104,7 +104,7 @@ def _assert_bucket_is_the_tree(
     assert document == {
         "run_id": local["run_id"],
         "convsum_version": local["convsum_version"],
-        "layout": {"page_size": 2, "orders": ["asc"]},
+        "layout": {"version": 2, "page_size": 2, "orders": ["asc"]},
         "files": len(files),
         "counts": local["counts"],
     }

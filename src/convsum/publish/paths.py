@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
+from collections.abc import Mapping
+from typing import Any
+
+from convsum.errors import PublishError
 
 MAX_SERVED_BYTES = 200
 SUMMARY_FILE = "summary.json"
@@ -25,6 +29,21 @@ RESERVED_FANOUT = "~"
 # must match to be added to: a tree of another layout is rebuilt, never updated in place.
 # 1: fan-out from the name's last four bytes; 2: from the MD5 of its bytes.
 LAYOUT_VERSION = 2
+
+
+def check_layout(layout: Mapping[str, Any], where: str, remedy: str) -> None:
+    """Raise PublishError unless `layout` (a manifest's) is the one this version serves.
+
+    A manifest without a version is of layout 1. `where` names the manifest, `remedy` what
+    the user runs to get a tree of this layout.
+    """
+    version = layout.get("version", 1)
+    if version != LAYOUT_VERSION:
+        msg = (
+            f"{where}: a tree of layout {version}, which this convsum (layout {LAYOUT_VERSION}) "
+            f"cannot serve; {remedy}"
+        )
+        raise PublishError(msg)
 
 
 def is_servable(name: str) -> bool:

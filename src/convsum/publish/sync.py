@@ -42,7 +42,7 @@ from convsum.errors import PublishError, SyncError
 from convsum.log import RunLog
 from convsum.publish.bucket import BUCKET_MANIFEST, DELETE_BATCH, Bucket, Destination
 from convsum.publish.manifest import MANIFEST, REMOVED_LIST
-from convsum.publish.paths import SUMMARY_FILE
+from convsum.publish.paths import SUMMARY_FILE, check_layout
 from convsum.publish.tree import API, FILE_LIST, OutputRoot, make_marked
 
 SYNC_DIR = ".sync"
@@ -406,7 +406,11 @@ def _bucket_manifest(manifest: dict[str, Any]) -> bytes:
     document = {
         "run_id": manifest["run_id"],
         "convsum_version": __version__,
-        "layout": {"page_size": layout["page_size"], "orders": layout["orders"]},
+        "layout": {
+            "version": layout.get("version", 1),
+            "page_size": layout["page_size"],
+            "orders": layout["orders"],
+        },
         "files": manifest["files"]["count"],
         "counts": manifest["counts"],
     }
@@ -420,4 +424,6 @@ def read_layout(bucket: Bucket) -> dict[str, Any]:
         msg = f"{bucket.destination}: no {BUCKET_MANIFEST}; run `convsum sync` to it first"
         raise SyncError(msg)
     layout: dict[str, Any] = orjson.loads(body)["layout"]
+    remedy = "run `convsum run` on the output root, then `convsum sync` to this bucket"
+    check_layout(layout, f"{bucket.destination}/{BUCKET_MANIFEST}", remedy)
     return layout
