@@ -23,7 +23,8 @@ run: $(STAMP)
 	@echo
 	@echo "Output: out/api_example/current/api and out/demo/current/api"
 	@echo "Serve one with nginx:  make serve OUT=out/api_example   (or OUT=out/demo)"
-	@echo "Then:  curl 'http://$(LISTEN)/ip1-100/v2/conversations/46734487112/summary'"
+	@echo "Then:  TOKEN=\$$(.venv/bin/convsum tokens add out/api_example ip1-100)"
+	@echo "       curl -H \"Authorization: Bearer \$$TOKEN\" 'http://$(LISTEN)/v2/conversations/46734487112/summary'"
 
 ## serve: nginx in the foreground on $(LISTEN), serving $(OUT) (needs nginx and libnginx-mod-http-set-misc)
 serve: $(STAMP)

@@ -383,9 +383,10 @@ def test_cli_only_summaries_writes_no_pages(tmp_path: Path, good_inputs: tuple[P
     files = (out / "current" / "files.txt").read_text().split()
     assert len(files) == 2
     assert all(f.endswith("/summary.json") for f in files)
-    conf = _invoke("nginx-conf", str(out))
+    conf = _invoke("nginx-conf", str(out), "--owner-in-path")
     assert "this run published summaries only" in conf.output
     assert "@past_end;" not in conf.output
+    assert "js_var $cs_lists 0;" in _invoke("nginx-conf", str(out)).output
 
 
 def test_cli_first_bad_file_in_order_is_reported(

@@ -149,6 +149,9 @@ def published(tmp: Path) -> tuple[Path, Path]:
 
 # Where nginx reads the tree: the output root, or a bucket it was synced to (nginx as a proxy).
 SOURCES = ["tree", "bucket"]
+# The unauthenticated URL space /{owner}/v2/... that the tests of this module and their
+# neighbours read (the authenticated API is tests/test_http_api.py's).
+OWNER_IN_PATH = ("--owner-in-path",)
 
 
 @pytest.fixture(scope="module", params=SOURCES)
@@ -163,18 +166,21 @@ def server(
 
 
 @contextmanager
-def nginx_serving(out: Path, prefix: Path, s3: S3Server | None = None) -> Iterator[str]:
+def nginx_serving(
+    out: Path, prefix: Path, s3: S3Server | None = None, options: tuple[str, ...] = OWNER_IN_PATH
+) -> Iterator[str]:
     """Serve the output root `out` with a real nginx and the generated configuration; with
-    `s3`, sync `out` to a new bucket of that server and serve the bucket instead."""
+    `s3`, sync `out` to a new bucket of that server and serve the bucket instead. `options`
+    go to `nginx-conf`: by default the owner-prefixed URL space that these tests read."""
     port = _free_port()
     user = ["--user", "root"] if os.geteuid() == 0 else []
-    source: list[str | Path] = [out]
+    source: list[str | Path] = [out, *options]
     env = None
     if s3 is not None:
         bucket, env = s3.new_bucket(public_prefix="api"), s3.env()
         sync = [BIN / "convsum", "sync", out, f"s3://{bucket}/api"]
         subprocess.run(sync, check=True, capture_output=True, env=env)
-        source = ["--from", f"s3://{bucket}/api"]
+        source = ["--from", f"s3://{bucket}/api", *options]
     conf = subprocess.run(
         [BIN / "convsum", "nginx-conf", *source, "--listen", f"127.0.0.1:{port}", *user],
         check=True,
@@ -337,7 +343,7 @@ def origin(
             )
 
     user = "root" if os.geteuid() == 0 else None
-    conf = render(source, f"127.0.0.1:{port}", 50, ["asc"], user)
+    conf = render(source, f"127.0.0.1:{port}", 50, ["asc"], user, api=None)
     with nginx_running(conf, tmp / "nginx", port) as base:
         yield Origin(base, put)
 

@@ -35,7 +35,15 @@ from convsum.errors import ConfigError, ConvsumError, RunLockedError
 from convsum.interrupts import Received, interruptible
 from convsum.log import RunLog
 from convsum.publish.bucket import Destination, check_cache_control
-from convsum.publish.nginx import check_listen, check_user, render
+from convsum.publish.nginx import (
+    DEFAULT_API_CACHE_CONTROL,
+    DEFAULT_MAX_LIMIT,
+    TokenApi,
+    check_listen,
+    check_trusted_proxy,
+    check_user,
+    render,
+)
 from convsum.publish.tree import API, CURRENT, MARK
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -338,31 +346,90 @@ def sync(
     callback=_checked(check_user),
     help="Worker user, for an nginx started as root (emits `user NAME;`).",
 )
+@click.option(
+    "--max-limit",
+    type=click.IntRange(1, 100_000),
+    default=DEFAULT_MAX_LIMIT,
+    show_default=True,
+    help="The greatest `limit` a list request may ask for.",
+)
+@click.option(
+    "--cache-control",
+    "api_cache_control",
+    metavar="VALUE",
+    default=DEFAULT_API_CACHE_CONTROL,
+    show_default=True,
+    callback=_checked(check_cache_control),
+    help="Cache-Control of every answer of the API (they depend on the caller's token).",
+)
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    metavar="CIDR",
+    multiple=True,
+    callback=lambda ctx, param, cidrs: tuple(
+        _checked(check_trusted_proxy)(ctx, param, c) for c in cidrs
+    ),
+    help="A proxy whose X-Forwarded-Proto and X-Forwarded-Host make the Link header's URLs; "
+    "repeatable [default: none, the request's own scheme and Host].",
+)
+@click.option(
+    "--owner-in-path",
+    is_flag=True,
+    help="Serve the unauthenticated URL space /{owner}/v2/conversations/... instead, for an "
+    "internal listener behind an authenticating proxy, or tests (page-aligned requests only).",
+)
 def nginx_conf(
     out: Path | None,
     origin: Destination | None,
     endpoint: str | None,
     listen: str,
     user: str | None,
+    max_limit: int,
+    api_cache_control: str,
+    trusted_proxies: tuple[str, ...],
+    owner_in_path: bool,
 ) -> None:
     """Print an nginx configuration that serves the tree published in OUT as the read API.
 
-    The page size and the orders served are read from the published manifest. With --from, the
-    same API is served from a bucket that `convsum sync` fills: nginx proxies each request to
-    the object and caches it, and the bucket must let nginx read PREFIX/* without credentials.
-    Start nginx with `nginx -p PREFIX -c FILE`; its pid, logs, temporary files and cache go
-    under PREFIX.
+    The API is the gateway's: /v2/conversations/{participant}[/mt|/mo|/summary] with a Bearer
+    token from OUT/tokens (`convsum tokens`), any start, limit and order, and /v2/health. The
+    page size is read from the published manifest. With --from, a bucket that `convsum sync`
+    fills is served instead, in the owner-prefixed URL space of --owner-in-path: nginx proxies
+    each request to the object and caches it, and the bucket must let nginx read PREFIX/*
+    without credentials. Start nginx with `nginx -p PREFIX -c FILE`; its pid, logs, temporary
+    files and cache go under PREFIX.
     """
     if (out is None) == (origin is None):
         raise click.UsageError("give OUT or --from s3://BUCKET/PREFIX (one of them)")
     if endpoint is not None and origin is None:
         raise click.UsageError("--endpoint goes with --from")
+    ctx = click.get_current_context()
+    api_options = ("max_limit", "api_cache_control", "trusted_proxies")
+    given = [
+        name
+        for name in api_options
+        if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+    ]
+    if given and (origin is not None or owner_in_path):
+        options = ", ".join(f"--{name.removeprefix('api_').replace('_', '-')}" for name in given)
+        msg = f"{options}: only for the authenticated API (OUT, without --from or --owner-in-path)"
+        raise click.UsageError(msg)
+    api = None
     if origin is not None:
         source, layout = _bucket_origin(origin, endpoint)
     else:
         assert out is not None
         source, layout = out.resolve() / CURRENT / API, _published_layout(out)
-    conf = render(source, listen, layout["page_size"], layout["orders"], user)
+        if not owner_in_path:
+            api = TokenApi(
+                tokens=out.resolve() / "tokens" / "owners",
+                manifest=out.resolve() / CURRENT / "manifest.json",
+                max_limit=max_limit,
+                cache_control=api_cache_control,
+                trusted_proxies=trusted_proxies,
+            )
+    conf = render(source, listen, layout["page_size"], layout["orders"], user, api=api)
     # A path that is not UTF-8 reaches nginx as the same bytes.
     sys.stdout.buffer.write(conf.encode("utf-8", "surrogateescape"))
 
@@ -951,3 +1018,110 @@ def html(
     click.echo(
         f"convsum: wrote {output}; run {facts['run_id']}; time zone {values['tz']}", err=True
     )
+
+
+@cli.group(context_settings=CONTEXT)
+def tokens() -> None:
+    """Manage the Bearer tokens that the served API accepts, stored in OUT/tokens.
+
+    Only each token's SHA-256 is stored. The server reads OUT/tokens/owners/ on every request,
+    so a change reaches a running server without a reload. No run, rebuild or sync touches the
+    store.
+    """
+
+
+_tokens_out = click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+
+
+def _tokens_call(call: Callable[[], T]) -> T:
+    """Run a token store function; what the user can fix exits 1."""
+    try:
+        return call()
+    except ConvsumError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _check_owner(_ctx: click.Context, _param: click.Parameter, owner: str) -> str:
+    from convsum.errors import TokenError
+    from convsum.tokens import check_owner
+
+    try:
+        return check_owner(owner)
+    except TokenError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
+@tokens.command("import", context_settings=CONTEXT)
+@_tokens_out
+def tokens_import(out: Path) -> None:
+    """Store the tokens of OWNER<TAB>TOKEN lines read from standard input.
+
+    The gateway's existing API keys keep working. Blank lines and lines starting with # are
+    skipped; a token already stored for the same owner is skipped. A malformed line, or a token
+    stored for another owner, is an error naming the line, and nothing is imported.
+    """
+    from convsum.tokens import import_tokens
+
+    lines = (raw.decode("utf-8", "surrogateescape") for raw in sys.stdin.buffer)
+    added = _tokens_call(lambda: import_tokens(out, lines))
+    click.echo(f"convsum: imported {added} token{'' if added == 1 else 's'}", err=True)
+
+
+@tokens.command("add", context_settings=CONTEXT)
+@_tokens_out
+@click.argument("owner", callback=_check_owner)
+def tokens_add(out: Path, owner: str) -> None:
+    """Make a new token for OWNER and print it on standard output, this once only.
+
+    Only its hash is stored: a token that is lost cannot be shown again; revoke it and add
+    another.
+    """
+    from convsum.tokens import add_token
+
+    info, token = _tokens_call(lambda: add_token(out, owner))
+    click.echo(token)
+    click.echo(f"convsum: added {info.id} for owner {_shown(info.owner)}", err=True)
+
+
+@tokens.command("list", context_settings=CONTEXT)
+@_tokens_out
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(("text", "json")),
+    default="text",
+    show_default=True,
+    help="One line per token (id, owner, created, revoked TIME), or a JSON array.",
+)
+def tokens_list(out: Path, fmt: str) -> None:
+    """List the stored tokens, revoked ones included, oldest first (never a token or its hash)."""
+    from dataclasses import asdict
+
+    from convsum.tokens import list_tokens
+
+    infos = _tokens_call(lambda: list_tokens(out))
+    if fmt == "json":
+        document = [asdict(info) for info in infos]
+        sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+        return
+    for info in infos:
+        revoked = f"\trevoked {info.revoked}" if info.revoked else ""
+        click.echo(f"{info.id}\t{_shown(info.owner)}\t{info.created}{revoked}")
+
+
+@tokens.command("revoke", context_settings=CONTEXT)
+@_tokens_out
+@click.argument("token_id", metavar="ID")
+def tokens_revoke(out: Path, token_id: str) -> None:
+    """Revoke the token ID (see `convsum tokens list`); the server refuses it from then on."""
+    from convsum.tokens import revoke_token
+
+    info = _tokens_call(lambda: revoke_token(out, token_id))
+    click.echo(f"convsum: {info.id} of owner {_shown(info.owner)} revoked {info.revoked}", err=True)
+
+
+def _shown(owner: str) -> str:
+    """Return an owner as printed on one line: as it is, or quoted when it holds a control
+    character or is not the same once stripped."""
+    plain = owner.isprintable() and owner == owner.strip()
+    return owner if plain else orjson.dumps(owner).decode()

@@ -39,6 +39,10 @@ class RunLockedError(ConvsumError):
     """Another run is writing the same output root."""
 
 
+class TokenError(ConvsumError):
+    """The token store cannot be read or changed as asked (a malformed line, an unknown id)."""
+
+
 class RebuildRefusedError(ConvsumError):
     """The state cannot be added to, and the configuration forbids a full rebuild."""
 

@@ -173,7 +173,7 @@ def test_bucket_nginx_conf_from_a_bucket_reads_its_manifest_from_the_endpoint_gi
     )
     assert result.exit_code == 0, result.output
     origin = BucketOrigin.of(s3.endpoint, bucket, PREFIX)
-    assert result.stdout == render(origin, "127.0.0.1:8080", 2, ["asc"], None)
+    assert result.stdout == render(origin, "127.0.0.1:8080", 2, ["asc"], None, api=None)
 
 
 def test_bucket_nginx_conf_with_credentials_in_endpoint_is_exit_2_without_them(

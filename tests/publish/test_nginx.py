@@ -16,8 +16,12 @@ from convsum.cli import cli
 from convsum.config import ALIGNMENT_MODULUS
 from convsum.errors import ConfigError
 from convsum.publish.nginx import (
+    API_SCRIPT,
+    ERROR_PAGES,
     BucketOrigin,
+    TokenApi,
     check_listen,
+    check_trusted_proxy,
     check_user,
     page_group_pattern,
     quote,
@@ -127,7 +131,7 @@ def test_nginx_check_user_rejects_anything_else(user: str) -> None:
 
 
 def test_nginx_render_answers_every_error_status_in_json() -> None:
-    conf = render(Path("/srv/api"), "8080", 50, ["asc"], None)
+    conf = render(Path("/srv/api"), "8080", 50, ["asc"], None, api=None)
     pages = re.findall(r"error_page (\d+) =(\d+) (\S+);", conf)
     answers = dict(re.findall(r"location = (\S+) \{ internal;[^}]*? return \d+ '([^']*)'", conf))
     bodies = {int(code): (int(sent), orjson.loads(answers[uri])) for code, sent, uri in pages}
@@ -184,7 +188,7 @@ def _nginx_t(prefix: Path, conf: str) -> subprocess.CompletedProcess[str]:
 def test_nginx_conf_with_hostile_paths_passes_nginx_t(tmp_path: Path) -> None:
     root = _published(tmp_path / "out a;b{c}\"d'e\\f#g\nh\tü $uri ${host} $")
     socket_path = f"unix:{tmp_path}/a b;c$d.sock"
-    conf = render(root.resolve() / "current" / "api", socket_path, 50, ["asc"], "root")
+    conf = render(root.resolve() / "current" / "api", socket_path, 50, ["asc"], "root", api=None)
     check = _nginx_t(tmp_path, conf)
     assert check.returncode == 0, check.stderr
 
@@ -192,12 +196,14 @@ def test_nginx_conf_with_hostile_paths_passes_nginx_t(tmp_path: Path) -> None:
 @pytest.mark.http
 def test_nginx_conf_from_a_bucket_passes_nginx_t(tmp_path: Path) -> None:
     origin = BucketOrigin.of("http://127.0.0.1:9000", "bucket", "api")
-    check = _nginx_t(tmp_path, render(origin, "127.0.0.1:8080", 50, ["asc", "desc"], None))
+    check = _nginx_t(
+        tmp_path, render(origin, "127.0.0.1:8080", 50, ["asc", "desc"], None, api=None)
+    )
     assert check.returncode == 0, check.stderr
 
 
 def test_nginx_render_loads_the_modules_that_hash_names() -> None:
-    conf = render(Path("/srv/api"), "8080", 50, ["asc"], None)
+    conf = render(Path("/srv/api"), "8080", 50, ["asc"], None, api=None)
     loaded = re.findall(r"^load_module (\S+);$", conf, re.MULTILINE)
     # set_misc is built on ndk, which must be loaded first.
     assert loaded == [
@@ -252,10 +258,86 @@ def test_nginx_conf_from_a_bucket_without_a_sync_is_exit_1(s3: S3Server) -> None
 
 def test_nginx_render_from_a_bucket_never_forwards_the_query_or_credentials() -> None:
     origin = BucketOrigin.of("https://s3.eu-north-1.amazonaws.com", "bucket", "api/v1")
-    conf = render(origin, "8080", 50, ["asc"], None)
+    conf = render(origin, "8080", 50, ["asc"], None, api=None)
     rewrites = re.findall(r'rewrite \^ "([^"]*)" break;', conf)
     assert len(rewrites) == 3
     assert all(r.startswith("/bucket/api/v1/") and r.endswith(".json?") for r in rewrites)
     assert 'proxy_set_header Authorization "";' in conf
     assert "proxy_pass https://s3.eu-north-1.amazonaws.com;" in conf
     assert "proxy_ssl_verify on;" in conf
+
+
+def _token_api(root: Path) -> TokenApi:
+    return TokenApi(tokens=root / "tokens" / "owners", manifest=root / "current" / "manifest.json")
+
+
+@pytest.mark.http
+def test_nginx_render_api_with_hostile_paths_passes_nginx_t(tmp_path: Path) -> None:
+    root = _published(tmp_path / "out a;b{c}\"d'e\\f#g\nh\tü $uri ${host} $")
+    api = TokenApi(
+        tokens=root / "tokens" / "owners",
+        manifest=root / "current" / "manifest.json",
+        cache_control="private, max-age=5, x=$uri",
+        trusted_proxies=("10.0.0.0/8", "fd00::1"),
+    )
+    conf = render(root.resolve() / "current" / "api", "127.0.0.1:8080", 50, ["asc"], None, api=api)
+    check = _nginx_t(tmp_path, conf)
+    assert check.returncode == 0, check.stderr
+
+
+def test_nginx_render_api_imports_the_script_shipped_with_the_package() -> None:
+    conf = render(Path("/srv/api"), "8080", 50, ["asc"], None, api=_token_api(Path("/srv")))
+    assert re.findall(r'^    js_import api from "([^"]+)";$', conf, re.MULTILINE) == [
+        str(API_SCRIPT)
+    ]
+    assert API_SCRIPT.is_file()
+    loaded = re.findall(r"^load_module \S+/(\S+);$", conf, re.MULTILINE)
+    assert loaded == ["ndk_http_module.so", "ngx_http_set_misc_module.so", "ngx_http_js_module.so"]
+
+
+def test_nginx_render_api_answers_every_error_status_as_a_problem() -> None:
+    conf = render(Path("/srv/api"), "8080", 50, ["asc"], None, api=_token_api(Path("/srv")))
+    answers = re.findall(r"location = \S+ \{ internal;[^}]*? return \d+ '([^']*)'", conf)
+    assert len(answers) == len(ERROR_PAGES)
+    for body in map(orjson.loads, answers):
+        assert list(body) == ["type", "title", "status", "detail"]
+    assert "default_type application/problem+json;" in conf
+
+
+def test_nginx_render_api_is_not_served_from_a_bucket() -> None:
+    origin = BucketOrigin.of("http://127.0.0.1:9000", "bucket", "api")
+    with pytest.raises(ConfigError, match="from a directory only"):
+        render(origin, "8080", 50, ["asc"], None, api=_token_api(Path("/srv")))
+
+
+@pytest.mark.parametrize("cidr", ["10.0.0.0/33", "example.com", "", "1.2.3.4; allow all"])
+def test_nginx_check_trusted_proxy_rejects_what_is_not_a_network(cidr: str) -> None:
+    with pytest.raises(ConfigError, match="expected an IP address or a network"):
+        check_trusted_proxy(cidr)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--owner-in-path", "--max-limit", "10"],
+        ["--owner-in-path", "--trusted-proxy", "10.0.0.0/8"],
+        ["--trusted-proxy", "10.0.0.0/33"],
+        ["--max-limit", "0"],
+        ["--cache-control", "a\nb"],
+    ],
+)
+def test_nginx_conf_cli_api_option_misuse_is_exit_2(tmp_path: Path, args: list[str]) -> None:
+    result = CliRunner().invoke(cli, ["nginx-conf", str(_published(tmp_path)), *args])
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+
+
+def test_nginx_conf_cli_serves_the_api_by_default_and_owner_in_path_on_request(
+    tmp_path: Path,
+) -> None:
+    out = _published(tmp_path)
+    api = CliRunner().invoke(cli, ["nginx-conf", str(out)], catch_exceptions=False).stdout
+    internal = CliRunner().invoke(cli, ["nginx-conf", str(out), "--owner-in-path"]).stdout
+    tokens = str(out.resolve() / "tokens" / "owners")
+    assert 'location ~ "^/v2/conversations/' in api and f'js_var $cs_tokens "{tokens}";' in api
+    assert "js_import" not in internal and "(?<cs_owner>[^/]+)/v2/conversations/" in internal

@@ -5,16 +5,23 @@ The server computes each name's fan-out directories from the URL as `publish.pat
 path segment), checks `start`, `limit` and `order` with regular expressions, and answers from the
 files alone. Every answer, the errors nginx raises itself included, is JSON.
 
+By default the server is the authenticated API at the gateway's own paths,
+`/v2/conversations/{participant}[/mt|/mo|/summary]`: nginx routes, refuses hostile paths and
+methods, hashes the participant's name and compresses; the njs script `api.js`, shipped next to
+this module, takes the owner from the Bearer token (the token store's files, read on every
+request), cuts any `start`/`limit`/`order` slice from the ascending page files, and writes the
+Link header, the ETag and every error as an RFC 9457 problem. With `owner_in_path` the server is
+the unauthenticated URL space `/{owner}/v2/conversations/...` instead, answered from the files
+alone, for an internal listener behind an authenticating proxy (and the tests).
+
 The MD5 comes from Debian's `set_misc` module (`libnginx-mod-http-set-misc`, on the `ndk` module,
 `libnginx-mod-http-ndk`), which the configuration loads itself: `set_md5` in each public
 location, then a `map` cuts the digest's first digits. njs (`js_set` with `crypto.createHash`
 over `r.rawVariables`) computes the same digest at the same cost: measured as nginx worker CPU
 per request (medians of repeated runs over loopback), 16-18 us with either, 14 us with the four
 regular-expression maps of the layout before; at 200-byte names, still 16-18 us, the maps 45 us.
-set_misc is chosen because njs runs only a script from a file that the configuration imports,
-so `nginx-conf` could no longer print one self-contained configuration, and the file would have
-to be installed and found; with set_misc the hash is two directives here (`_hash_lines` and
-`_fanout_maps`), which a move onto njs replaces in this one place.
+The owner-in-path and bucket configurations need no script, so they keep set_misc, and the API
+hashes the same way, so one rule finds a participant in every mode.
 
 Tenant isolation: nginx decodes `%XX` once and resolves `.` and `..` segments before it matches a
 location, so a raw path like `/acme/..%2Facm/...` would be served from owner `acm`. The
@@ -46,13 +53,16 @@ from convsum.publish.paths import SUMMARY_FILE, page_group_digits
 # Debian's nginx module packages install here; set_misc needs ndk loaded before it.
 MODULE_DIR = "/usr/lib/nginx/modules"
 MODULES = ("ndk_http_module.so", "ngx_http_set_misc_module.so")
+JS_MODULE = "ngx_http_js_module.so"  # libnginx-mod-http-js
+API_SCRIPT = Path(__file__).resolve().with_name("api.js")
+DEFAULT_MAX_LIMIT = 1000
+# Answers depend on the caller's token, so no shared cache may keep them.
+DEFAULT_API_CACHE_CONTROL = "private, max-age=60"
+PAGINATION_TYPE = "/v2/problems/pagination-parameters-invalid"
 _NOT_FOUND = '{"status":404,"error":"Not Found","message":"unknown participant"}'
 _NO_LISTS = '{"status":404,"error":"Not Found","message":"this run published summaries only"}'
 _NO_ROUTE = '{"status":404,"error":"Not Found","message":"no such endpoint"}'
-_HOSTILE_PATH = (
-    '{"status":400,"error":"Bad Request",'
-    '"message":"the path must not hold a dot segment or an encoded slash"}'
-)
+_HOSTILE_MESSAGE = "the path must not hold a dot segment or an encoded slash"
 METHODS = ("GET", "HEAD")
 ERROR_URI = "/.convsum-error/"
 
@@ -110,7 +120,12 @@ def quote_path(path: Path) -> str:
     whose value is a literal `$` (geo values are never interpolated). Bytes that are not UTF-8
     stay as surrogate escapes; write the text with `surrogateescape` to get them back.
     """
-    return quote(str(path)).replace("$", "${cs_dollar}")
+    return quote_value(str(path))
+
+
+def quote_value(text: str) -> str:
+    """Return `text` as a quoted token for a directive that interpolates variables."""
+    return quote(text).replace("$", "${cs_dollar}")
 
 
 def check_user(user: str) -> str:
@@ -172,11 +187,11 @@ def page_group_pattern(page_size: int) -> str:
     return f"^([0-9]*)[0-9]{{{page_group_digits(page_size)}}}$"
 
 
-def _fanout_maps() -> str:
+def _fanout_maps(names: tuple[str, ...] = ("owner", "participant")) -> str:
     """Return the maps that cut each name's fan-out directories (`a/b`) from its MD5."""
     return "\n".join(
         f'    map $cs_{name}_md5 $cs_{name}_fanout {{ "~^(..)(..)" $1/$2; default ""; }}'
-        for name in ("owner", "participant")
+        for name in names
     )
 
 
@@ -191,7 +206,15 @@ def _hash_lines() -> str:
     )
 
 
-def _error_pages() -> str:
+def error_body(status: int, error: str, message: str, problem: bool) -> str:
+    """Return the JSON body of an error: an RFC 9457 problem for the API, else the older form."""
+    if problem:
+        document = {"type": "about:blank", "title": error, "status": status, "detail": message}
+        return orjson.dumps(document).decode()
+    return orjson.dumps({"status": status, "error": error, "message": message}).decode()
+
+
+def _error_pages(problem: bool) -> str:
     """Return the `error_page` lines and the internal locations that answer them in JSON.
 
     The pages are URIs, not named locations: nginx cannot redirect a request whose line it
@@ -199,7 +222,7 @@ def _error_pages() -> str:
     """
     lines = [_error_page_lines("        ")]
     for code, (sent, error, message) in ERROR_PAGES.items():
-        body = orjson.dumps({"status": sent, "error": error, "message": message}).decode()
+        body = error_body(sent, error, message, problem)
         allow = f' add_header Allow "{", ".join(METHODS)}" always;' if code == 405 else ""
         lines.append(
             f"        location = {ERROR_URI}{code} {{ internal;{allow} return {sent} '{body}'; }}"
@@ -362,17 +385,97 @@ def _answers(source: Path | BucketOrigin, conversation: str, page: str) -> dict[
     }
 
 
-def render(
-    source: Path | BucketOrigin, listen: str, page_size: int, orders: list[str], user: str | None
-) -> str:
-    """Return the nginx configuration text for the tree under `source`, a directory or a bucket.
+@dataclass(frozen=True)
+class TokenApi:
+    """The authenticated API's settings: the token store, the manifest and the server's limits."""
 
-    Raises:
-        ConfigError: `listen` or `user` cannot be written into the configuration.
-    """
-    listen = check_listen(listen)
-    listen_token = quote(listen) if listen.startswith("unix:") else listen
-    user_line = f"user {check_user(user)};\n" if user else ""
+    tokens: Path  # OUT/tokens/owners: one file per active token, named by its SHA-256
+    manifest: Path  # OUT/current/manifest.json, for the health endpoint
+    max_limit: int = DEFAULT_MAX_LIMIT
+    cache_control: str = DEFAULT_API_CACHE_CONTROL
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-Proto/-Host are believed
+
+
+def check_trusted_proxy(cidr: str) -> str:
+    """Return `cidr` as nginx's `geo` takes it (an address or a network), or raise ConfigError."""
+    try:
+        return str(ipaddress.ip_network(cidr, strict=False))
+    except ValueError as exc:
+        msg = f"{cidr!r}: expected an IP address or a network such as 10.0.0.0/8 or fd00::/8"
+        raise ConfigError(msg) from exc
+
+
+def _api_http_lines(api: TokenApi) -> str:
+    """Return the http block's lines of the API: the script, compression, trusted proxies."""
+    cidrs = [check_trusted_proxy(cidr) for cidr in api.trusted_proxies]
+    proxies = "".join(f"        {cidr} 1;\n" for cidr in cidrs)
+    return f"""    js_import api from {quote(str(API_SCRIPT))};
+    # The script's answers are compressed for clients that accept it (the ETag is weak).
+    gzip on;
+    gzip_types application/json application/problem+json;
+    gzip_min_length 512;
+    gzip_proxied any;
+    # Clients whose X-Forwarded-Proto and X-Forwarded-Host make the Link header's URLs.
+    geo $cs_trusted_proxy {{
+        default 0;
+{proxies}    }}
+"""
+
+
+def _api_server(page_size: int, orders: list[str], api: TokenApi, refuse: str) -> str:
+    """Return the server block's settings and locations of the API."""
+    if not 1 <= api.max_limit <= 10**9:
+        msg = f"max limit {api.max_limit}: expected 1 to 1000000000"
+        raise ConfigError(msg)
+    settings = {
+        "cs_tokens": quote_value(str(api.tokens)),
+        "cs_manifest": quote_value(str(api.manifest)),
+        "cs_page_size": str(page_size),
+        "cs_lists": "1" if orders else "0",  # no orders: the run published summaries only
+        "cs_page_group_digits": str(page_group_digits(page_size)),
+        "cs_max_limit": str(api.max_limit),
+        "cs_cache_control": quote_value(api.cache_control),
+    }
+    variables = "".join(f"        js_var ${name} {value};\n" for name, value in settings.items())
+    no_route = error_body(404, "Not Found", "no such endpoint", problem=True)
+    participant = "(?<cs_participant>[^/]+)"
+    return f"""{variables}
+        location ~ "^/v2/conversations/{participant}(?:/(?<cs_endpoint>mt|mo|summary))?$" {{
+            {refuse}
+            set_md5 $cs_participant_md5 $cs_participant;
+            js_content api.conversation;
+        }}
+
+        location = /v2/health {{
+            {refuse}
+            js_content api.health;
+        }}
+
+        location = {PAGINATION_TYPE} {{
+            {refuse}
+            default_type text/plain;
+            return 200 {quote(_PAGINATION_HELP.format(max_limit=api.max_limit))};
+        }}
+
+        location / {{
+            {refuse}
+            return 404 '{no_route}';
+        }}
+"""
+
+
+_PAGINATION_HELP = """Pagination parameters invalid
+
+A list takes start (a whole number from 0, default 0), limit (a whole number from 1 to \
+{max_limit}, default 50) and order (ASC or DESC in any case, default ASC), each at most once.
+The detail and the invalid-params of the problem name each parameter that is not so.
+"""
+
+
+def _owner_in_path_server(
+    source: Path | BucketOrigin, page_size: int, orders: list[str], refuse: str
+) -> str:
+    """Return the server block's locations of the owner-prefixed URL space, from files alone."""
     desc = "desc" if "desc" in orders else '""'
     owner_dir = "$cs_owner_fanout/$cs_owner"
     participant_dir = "$cs_participant_fanout/$cs_participant"
@@ -386,74 +489,8 @@ def render(
     page = f"{conversation}/p$cs_page_group/$cs_list.$cs_order.$cs_start.json"
     answers = _answers(source, conversation, page)
     list_answer = answers["page"] if orders else f"return 404 '{_NO_LISTS}';"
-    # Checked in each public location rather than once in the server, so that the internal
-    # redirects of error_page (which run the server's rewrites again) are never refused.
-    refuse = (
-        "if ($cs_refusal = 405) { return 405; }\n"
-        f"            if ($cs_refusal = 400) {{ return 400 '{_HOSTILE_PATH}'; }}"
-    )
     hashes = _hash_lines()
-    if isinstance(source, Path):
-        shown, origin = quote(str(source)), f"        root {quote_path(source)};\n"
-    else:
-        shown, origin = quote(f"{source.endpoint}{source.base}"), ""
-    proxy = "" if isinstance(source, Path) else source.http_lines()
-    modules = "".join(f"load_module {MODULE_DIR}/{module};\n" for module in MODULES)
-    return f"""# nginx configuration generated by convsum: serves {shown} as the read API.
-# Start it as: nginx -p PREFIX -c THIS_FILE   (pid, logs and temp files live under PREFIX)
-# Needs Debian's libnginx-mod-http-set-misc (and libnginx-mod-http-ndk) for the MD5 of a name.
-{modules}{user_line}worker_processes 1;
-daemon off;
-pid nginx.pid;
-error_log error.log warn;
-
-events {{
-    worker_connections 512;
-}}
-
-http {{
-    access_log access.log;
-    client_body_temp_path client_body_temp;
-    proxy_temp_path proxy_temp;
-    fastcgi_temp_path fastcgi_temp;
-    uwsgi_temp_path uwsgi_temp;
-    scgi_temp_path scgi_temp;
-    types {{ application/json json; }}
-    default_type application/json;
-    server_tokens off;
-    etag on;
-    # A byte range of a JSON page is not JSON: always answer the whole file.
-    max_ranges 0;
-
-    # A literal `$` for the root path (see convsum.publish.nginx.quote_path).
-    geo $cs_dollar {{ default "$"; }}
-
-    # Fan-out directories (convsum.publish.paths.fanout): digits 1-2 and 3-4 of each name's MD5.
-{_fanout_maps()}
-
-    map $cs_list_suffix $cs_list {{ "" all; default $cs_list_suffix; }}
-    # Pagination the tree can answer: page-aligned `start`, `limit` equal to the page size.
-    map $arg_start $cs_start {{ "" 0; "~{start_pattern(page_size)}" $arg_start; default ""; }}
-    map $arg_limit $cs_limit_ok {{ "" 1; "{page_size}" 1; default 0; }}
-    map $arg_order $cs_order {{ "" asc; "~*^asc$" asc; "~*^desc$" {desc}; default ""; }}
-    # A page's group directory: its start without the last digits (publish.paths.page_file).
-    map $cs_start $cs_page_group {{ "~{page_group_pattern(page_size)}" $1; default ""; }}
-    map "$cs_start:$cs_limit_ok:$cs_order" $cs_bad_request {{
-        "~^[0-9]+:1:(asc|desc)$" 0;
-        default 1;
-    }}
-    # Tenant isolation: nginx would resolve these before matching, and so could move a request
-    # from the owner in its first segment to another.
-{_hostile_path_map()}
-{proxy}
-    server {{
-        listen {listen_token};
-{origin}        # Keep one matched segment per raw segment: the owner is always the first raw one.
-        merge_slashes off;
-
-{_error_pages()}
-
-        location ~ "^/{name}/summary$" {{
+    return f"""        location ~ "^/{name}/summary$" {{
             {refuse}
             {hashes}
             {answers["summary"]}
@@ -481,6 +518,124 @@ http {{
             {refuse}
             return 404 '{_NO_ROUTE}';
         }}
+"""
+
+
+def _pagination_maps(page_size: int, orders: list[str]) -> str:
+    """Return the maps that check the pagination a tree of pages can answer by itself."""
+    desc = "desc" if "desc" in orders else '""'
+    return f"""    map $cs_list_suffix $cs_list {{ "" all; default $cs_list_suffix; }}
+    # Pagination the tree can answer: page-aligned `start`, `limit` equal to the page size.
+    map $arg_start $cs_start {{ "" 0; "~{start_pattern(page_size)}" $arg_start; default ""; }}
+    map $arg_limit $cs_limit_ok {{ "" 1; "{page_size}" 1; default 0; }}
+    map $arg_order $cs_order {{ "" asc; "~*^asc$" asc; "~*^desc$" {desc}; default ""; }}
+    # A page's group directory: its start without the last digits (publish.paths.page_file).
+    map $cs_start $cs_page_group {{ "~{page_group_pattern(page_size)}" $1; default ""; }}
+    map "$cs_start:$cs_limit_ok:$cs_order" $cs_bad_request {{
+        "~^[0-9]+:1:(asc|desc)$" 0;
+        default 1;
     }}
+"""
+
+
+def render(
+    source: Path | BucketOrigin,
+    listen: str,
+    page_size: int,
+    orders: list[str],
+    user: str | None,
+    *,
+    api: TokenApi | None,
+) -> str:
+    """Return the nginx configuration text for the tree under `source`, a directory or a bucket.
+
+    With `api`, the authenticated API at the gateway's paths (a directory only); without, the
+    owner-prefixed URL space that trusts its caller.
+
+    Raises:
+        ConfigError: `listen`, `user` or a setting of `api` cannot be written into the
+            configuration, or `api` is given with a bucket.
+    """
+    listen = check_listen(listen)
+    listen_token = quote(listen) if listen.startswith("unix:") else listen
+    user_line = f"user {check_user(user)};\n" if user else ""
+    problem = api is not None
+    hostile = error_body(400, "Bad Request", _HOSTILE_MESSAGE, problem)
+    # Checked in each public location rather than once in the server, so that the internal
+    # redirects of error_page (which run the server's rewrites again) are never refused.
+    refuse = (
+        "if ($cs_refusal = 405) { return 405; }\n"
+        f"            if ($cs_refusal = 400) {{ return 400 '{hostile}'; }}"
+    )
+    if isinstance(source, Path):
+        shown, origin = quote(str(source)), f"        root {quote_path(source)};\n"
+    else:
+        shown, origin = quote(f"{source.endpoint}{source.base}"), ""
+    modules_used: tuple[str, ...]
+    if api is None:
+        proxy = "" if isinstance(source, Path) else source.http_lines()
+        extra_http = _pagination_maps(page_size, orders) + proxy
+        body = _owner_in_path_server(source, page_size, orders, refuse)
+        modules_used, needs = MODULES, "libnginx-mod-http-set-misc (and libnginx-mod-http-ndk)"
+        fanout_maps = _fanout_maps()
+        what = "the owner-prefixed URL space, unauthenticated"
+    else:
+        if not isinstance(source, Path):
+            msg = "the authenticated API is served from a directory only, not from a bucket"
+            raise ConfigError(msg)
+        extra_http = _api_http_lines(api)
+        body = _api_server(page_size, orders, api, refuse)
+        modules_used = (*MODULES, JS_MODULE)
+        needs = "libnginx-mod-http-set-misc, -ndk and -js (njs)"
+        fanout_maps = _fanout_maps(("participant",))
+        what = "the authenticated API"
+    modules = "".join(f"load_module {MODULE_DIR}/{module};\n" for module in modules_used)
+    default_type = "application/problem+json" if problem else "application/json"
+    return f"""# nginx configuration generated by convsum: serves {shown} as the read API
+# ({what}).
+# Start it as: nginx -p PREFIX -c THIS_FILE   (pid, logs and temp files live under PREFIX)
+# Needs Debian's {needs} for the MD5 of a name.
+{modules}{user_line}worker_processes 1;
+daemon off;
+pid nginx.pid;
+error_log error.log warn;
+
+events {{
+    worker_connections 512;
+}}
+
+http {{
+    access_log access.log;
+    client_body_temp_path client_body_temp;
+    proxy_temp_path proxy_temp;
+    fastcgi_temp_path fastcgi_temp;
+    uwsgi_temp_path uwsgi_temp;
+    scgi_temp_path scgi_temp;
+    types {{ application/json json; }}
+    default_type {default_type};
+    server_tokens off;
+    etag on;
+    # A byte range of a JSON page is not JSON: always answer the whole file.
+    max_ranges 0;
+
+    # A literal `$` for the root path (see convsum.publish.nginx.quote_path).
+    geo $cs_dollar {{ default "$"; }}
+
+    # Fan-out directories (convsum.publish.paths.fanout): digits 1-2 and 3-4 of each name's MD5.
+{fanout_maps}
+
+{extra_http}
+    # Tenant isolation: nginx would resolve these before matching, and so could move a request
+    # from the owner in its first segment to another.
+{_hostile_path_map()}
+
+    server {{
+        listen {listen_token};
+{origin}        # Keep one matched segment per raw segment: the owner is always the first raw one.
+        merge_slashes off;
+
+{_error_pages(problem)}
+
+{body}    }}
 }}
 """
