@@ -26,7 +26,7 @@ run: $(STAMP)
 	@echo "Then:  TOKEN=\$$(.venv/bin/convsum tokens add out/api_example ip1-100)"
 	@echo "       curl -H \"Authorization: Bearer \$$TOKEN\" 'http://$(LISTEN)/v2/conversations/46734487112/summary'"
 
-## serve: nginx in the foreground on $(LISTEN), serving $(OUT) (needs nginx and libnginx-mod-http-set-misc)
+## serve: nginx in the foreground on $(LISTEN), serving $(OUT) (needs nginx, libnginx-mod-http-set-misc and -js)
 serve: $(STAMP)
 	mkdir -p out/nginx
 	$(BIN)/convsum nginx-conf $(OUT) --listen $(LISTEN) $(if $(filter 0,$(shell id -u)),--user root) > out/nginx/nginx.conf
