@@ -110,6 +110,16 @@ def write_parquet(
     return path
 
 
+def published_root(
+    base: Path, messages: list[dict[str, Any]], statuses: list[dict[str, Any]]
+) -> Path:
+    """Write the rows as inputs under `base/in`, run the job into `base/out`; return the root."""
+    m = write_parquet(base / "in" / "m.parquet", messages, MESSAGE_TYPES)
+    s = write_parquet(base / "in" / "s.parquet", statuses, STATUS_TYPES)
+    run_job(RunConfig(messages=str(m), statuses=str(s), out=str(base / "out")))
+    return base / "out"
+
+
 class Tree:
     """A published output root, read back as the API would answer."""
 

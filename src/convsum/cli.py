@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import click
 import orjson
@@ -45,6 +46,9 @@ from convsum.publish.nginx import (
     render,
 )
 from convsum.publish.tree import API, CURRENT, MARK
+
+if TYPE_CHECKING:
+    from convsum.reporting.query import Budget
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 GROUP_CONTEXT = {**CONTEXT, "auto_envvar_prefix": "CONVSUM"}
@@ -662,8 +666,16 @@ def _utf8(text: str, what: str, hint: str | None = None) -> str:
 
 
 def _budget_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The options bounding what a query may use: --memory-limit and --spill-limit."""
-    command = click.option(
+    """The options bounding what a query may use, --memory-limit and --spill-limit, given to
+    the command as one `budget` (a reporting.query.Budget)."""
+
+    @functools.wraps(command)
+    def with_budget(*args: Any, memory_limit: str | None, spill_limit: str, **kwargs: Any) -> Any:
+        from convsum.reporting.query import Budget
+
+        return command(*args, budget=Budget(memory_limit, spill_limit), **kwargs)
+
+    wrapped = click.option(
         "--spill-limit",
         metavar="SIZE",
         default=DEFAULT_SPILL_LIMIT,
@@ -671,13 +683,13 @@ def _budget_options(command: Callable[..., Any]) -> Callable[..., Any]:
         callback=_checked(check_memory_limit),
         help="The most a query may write to its temporary directory (under TMPDIR) when it "
         "needs more than --memory-limit.",
-    )(command)
+    )(with_budget)
     return click.option(
         "--memory-limit",
         metavar="SIZE",
         callback=_checked(check_memory_limit),
         help="Query memory budget, as 4GB or 512MiB [default: half the memory, at most 3GiB].",
-    )(command)
+    )(wrapped)
 
 
 def _output_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -803,8 +815,7 @@ def query(
     fmt: str | None,
     output: Path | None,
     raw: bool,
-    memory_limit: str | None,
-    spill_limit: str,
+    budget: Budget,
 ) -> None:
     """Run one read-only SQL statement over the tables OUT serves.
 
@@ -813,13 +824,12 @@ def query(
     -f FILE, or from standard input when SQL is -. Anything but one SELECT (or FROM, WITH,
     VALUES, DESCRIBE, SUMMARIZE) is refused with exit code 2, as is reading any other file.
     """
-    from convsum.reporting.query import Budget, open_tables
+    from convsum.reporting.query import open_tables
 
     if (sql is None) == (sql_file is None):
         raise click.UsageError("give the SQL as an argument, with -f FILE, or as - for stdin")
     text = _sql_text(sql, sql_file)
     output = _outside_output_roots(output, out)
-    budget = Budget(memory_limit, spill_limit)
 
     def ask() -> tuple[Any, str]:
         with open_tables(out, budget) as tables:
@@ -904,8 +914,7 @@ def report(
     fmt: str | None,
     output: Path | None,
     raw: bool,
-    memory_limit: str | None,
-    spill_limit: str,
+    budget: Budget,
     **options: Any,
 ) -> None:
     """Run the named report NAME over the tables OUT serves (see --list).
@@ -913,7 +922,7 @@ def report(
     Days are local dates of a message's creation in --tz; --from and --to select the half-open
     range of local dates [FROM, TO). Options that a report does not take are refused.
     """
-    from convsum.reporting.query import Budget, open_tables
+    from convsum.reporting.query import open_tables
     from convsum.reporting.reports import REPORTS, run_report
 
     if list_reports:
@@ -938,7 +947,6 @@ def report(
         raise click.UsageError("give the output root OUT to report on")
     output = _outside_output_roots(output, out)
     values = _report_values(options)
-    budget = Budget(memory_limit, spill_limit)
 
     def ask() -> tuple[Any, str]:
         with open_tables(out, budget) as tables:
@@ -989,9 +997,7 @@ def _report_values(options: dict[str, Any]) -> dict[str, Any]:
     help="Least messages of an operator shown [default: 100].",
 )
 @_budget_options
-def html(
-    out: Path, output: Path, memory_limit: str | None, spill_limit: str, **options: Any
-) -> None:
+def html(out: Path, output: Path, budget: Budget, **options: Any) -> None:
     """Write one self-contained HTML report of the tables OUT serves, to open offline.
 
     Charts of daily volume by direction, delivery outcome by day, latency percentiles by day,
@@ -999,12 +1005,11 @@ def html(
     data and options give the same bytes.
     """
     from convsum.reporting.html import render_html
-    from convsum.reporting.query import Budget, open_tables
+    from convsum.reporting.query import open_tables
     from convsum.reporting.reports import html_data
 
     _outside_output_roots(output, out)
     values = _report_values(options)
-    budget = Budget(memory_limit, spill_limit)
 
     def ask() -> tuple[dict[str, str], dict[str, Any]]:
         with open_tables(out, budget) as tables:

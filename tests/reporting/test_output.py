@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from convsum.reporting.output import Display, write
-from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, message, status, write_parquet
+from tests.conftest import message, published_root, status
 
 FORMULAS = ['=HYPERLINK("http://x","y")', "@SUM(1+1)", "+1+1", "-2+3", "\tx", "\rx"]
 # Clear the screen (CSI), recolour (SGR), set the window title (OSC, ended by BEL), a C1 CSI,
@@ -101,21 +101,8 @@ def test_output_table_draws_markup_and_emoji_codes_as_text() -> None:
 @pytest.fixture(scope="module")
 def hostile_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An output root whose message bodies carry terminal escapes and spreadsheet formulas."""
-    from convsum.config import RunConfig
-    from convsum.run import run_job
-
-    base = tmp_path_factory.mktemp("hostile")
-    bodies = [*ESCAPES, *FORMULAS]
-    rows = [message(f"m{i}", body=body) for i, body in enumerate(bodies)]
-    write_parquet(base / "in" / "m.parquet", rows, MESSAGE_TYPES)
-    write_parquet(base / "in" / "s.parquet", [status("m0", 201)], STATUS_TYPES)
-    config = RunConfig(
-        messages=str(base / "in" / "m.parquet"),
-        statuses=str(base / "in" / "s.parquet"),
-        out=str(base / "out"),
-    )
-    run_job(config)
-    return base / "out"
+    rows = [message(f"m{i}", body=body) for i, body in enumerate([*ESCAPES, *FORMULAS])]
+    return published_root(tmp_path_factory.mktemp("hostile"), rows, [status("m0", 201)])
 
 
 @pytest.mark.parametrize("fmt", ["table", "csv", "tsv", "markdown"])

@@ -26,6 +26,7 @@ from tests.conftest import (
     STATUS_TYPES,
     at,
     message,
+    published_root,
     status,
     table_rows,
     write_parquet,
@@ -233,14 +234,12 @@ def test_report_show_sql_is_the_sql_that_runs(out: Path, tmp_path: Path) -> None
 
 
 def test_damaged_tables_are_refused_by_queries_and_rebuilt_by_the_next_run(tmp_path: Path) -> None:
-    write_parquet(tmp_path / "in" / "m.parquet", [message("m1")], MESSAGE_TYPES)
-    write_parquet(tmp_path / "in" / "s.parquet", [status("m1", 201)], STATUS_TYPES)
+    published_root(tmp_path, [message("m1")], [status("m1", 201)])
     config = RunConfig(
         messages=str(tmp_path / "in" / "m.parquet"),
         statuses=str(tmp_path / "in" / "s.parquet"),
         out=str(tmp_path / "out"),
     )
-    run_job(config)
     (tmp_path / "out" / "current" / "tables" / "snapshot.json").write_text('{"format": 1}')
     code, _, stderr = _query(str(tmp_path / "out"), "SELECT 1")
     assert code == 1 and "has no queryable tables" in stderr
