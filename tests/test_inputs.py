@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -378,6 +379,25 @@ def test_inputs_segments_0_and_255_and_negative_prices_are_kept(tmp_path: Path) 
         ],
         [_canonical_status("m1", 104)],
     )
+
+
+@pytest.mark.parametrize(
+    ("price_type", "prices"),
+    [
+        (pa.int64(), [-(2**63), 2**63 - 1, 2**53 + 1]),
+        (pa.uint64(), [2**64 - 1]),
+        (pa.decimal128(38, 2), [Decimal("-123456789012345678901234567890123456.78")]),
+    ],
+)
+def test_inputs_prices_beyond_float64s_exact_range_become_the_nearest_float(
+    tmp_path: Path, price_type: pa.DataType, prices: list[Any]
+) -> None:
+    types = {**MESSAGE_TYPES, "price": price_type}
+    rows = [message(f"m{i}", price=p) for i, p in enumerate(prices)]
+    m = write_parquet(tmp_path / "m.parquet", rows, types)
+    s = write_parquet(tmp_path / "s.parquet", [], STATUS_TYPES)
+    staged, _ = _stage(tmp_path, str(m), str(s))
+    assert [row["price"] for row in staged] == [float(p) for p in prices]
 
 
 def test_inputs_negative_duration_in_nested_statuses_is_rejected(tmp_path: Path) -> None:

@@ -149,10 +149,14 @@ as_duration = _bounded(0)
 
 
 def as_price(col: Column) -> pa.Array:
-    """Floats, decimals and integers as float64; negative prices (refunds, credits) are kept."""
+    """Floats, decimals and integers as float64; negative prices (refunds, credits) are kept.
+
+    An integer or decimal beyond float64's exact range (2**53) becomes the nearest float64, as a
+    price is a float everywhere downstream; Arrow's safe cast would refuse it.
+    """
     t = col.array.type
     if pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_integer(t):
-        return col.array.cast(pa.float64())
+        return col.array.cast(pa.float64(), safe=False)
     raise col.fail(f"type {t}; expected a number")
 
 
