@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 LISTEN ?= 127.0.0.1:8080
 OUT ?= out/api_example
 
-.PHONY: run test test-slow bench lint format serve serve-stop samples clean
+.PHONY: run test test-slow bench bench-api lint format serve serve-stop samples clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,20 +44,25 @@ test: lint
 test-slow: lint
 	$(BIN)/python -m pytest --hypothesis-profile=slow
 
-## bench: generate (or reuse) BENCH_MESSAGES messages and measure both engines against the floors
+## bench: the job's benchmark, then the read API's (bench-api)
+## the job's: generate (or reuse) BENCH_MESSAGES messages and measure both engines against the floors
 BENCH_MESSAGES ?= 1000000
 BENCH_RUNS ?= 3
-bench: $(STAMP)
+bench: $(STAMP) bench-api
 	$(BIN)/convsum bench --messages $(BENCH_MESSAGES) --runs $(BENCH_RUNS)
 
+## bench-api: the read API's requests/s and p99 under wrk, against static nginx (needs nginx, wrk)
+bench-api: $(STAMP)
+	$(BIN)/python benchmarks/api.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests sample_data jobs
-	$(BIN)/ruff format --check src tests sample_data jobs
+	$(BIN)/ruff check src tests sample_data jobs benchmarks
+	$(BIN)/ruff format --check src tests sample_data jobs benchmarks
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests sample_data jobs
-	$(BIN)/ruff check --fix src tests sample_data jobs
+	$(BIN)/ruff format src tests sample_data jobs benchmarks
+	$(BIN)/ruff check --fix src tests sample_data jobs benchmarks
 
 ## samples: regenerate sample_data/ deterministically
 samples: $(STAMP)

@@ -277,7 +277,8 @@ def test_cli_bad_status_column_names_file_and_column(
             ["run", "--messages", "m.parquet", "--statuses", "out/s", "--out", "out"],
             "statuses out/s and out out overlap",
         ),
-        (["nginx-conf"], "give OUT or --from s3://BUCKET/PREFIX"),
+        (["nginx-conf"], "give OUT, or --from s3://BUCKET/PREFIX"),
+        (["nginx-conf", "--from", "s3://bucket/p"], "--from: give OUT too, whose token store"),
     ],
 )
 def test_cli_misuse_exits_2(args: list[str], words: str) -> None:

@@ -180,7 +180,7 @@ def nginx_serving(
         bucket, env = s3.new_bucket(public_prefix="api"), s3.env()
         sync = [BIN / "convsum", "sync", out, f"s3://{bucket}/api"]
         subprocess.run(sync, check=True, capture_output=True, env=env)
-        source = ["--from", f"s3://{bucket}/api", *options]
+        source = [out, "--from", f"s3://{bucket}/api", *options]  # out: the token store
     conf = subprocess.run(
         [BIN / "convsum", "nginx-conf", *source, "--listen", f"127.0.0.1:{port}", *user],
         check=True,

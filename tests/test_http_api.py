@@ -20,6 +20,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 
+from convsum.publish.nginx import OBJECT_URI
 from convsum.publish.paths import (
     SUMMARY_FILE,
     conversation_dir,
@@ -32,7 +33,7 @@ from convsum.tokens import add_token, import_tokens, revoke_token, token_hash
 from tests import reference
 from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, T0, message, status, write_parquet
 from tests.publish.test_paths import ODD_NAMES
-from tests.test_http import BIN, SERVABLE_NAMES, nginx_serving
+from tests.test_http import BIN, SERVABLE_NAMES, SOURCES, nginx_serving
 from tests.test_http_hostile import TRAVERSALS
 
 pytestmark = pytest.mark.http
@@ -154,8 +155,9 @@ def conversation_path(participant: str, list_name: str = "all") -> str:
     return f"/v2/conversations/{quote(participant, safe='')}{suffix}"
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+@pytest.fixture(scope="module", params=SOURCES)
+def api(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Api]:
+    """The API of a multi-owner tree, served from the output root or from a bucket."""
     tmp = tmp_path_factory.mktemp("api")
     rows, statuses = _rows()
     write_parquet(tmp / "in" / "messages" / "m.parquet", rows, MESSAGE_TYPES)
@@ -168,7 +170,8 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     for owner, token in tokens.items():
         store_token(out, owner, token)
     summaries, lists = reference.conversations(rows, statuses)
-    with nginx_serving(out, tmp / "nginx", options=()) as base:
+    s3 = request.getfixturevalue("s3") if request.param == "bucket" else None
+    with nginx_serving(out, tmp / "nginx", s3, options=()) as base:
         yield Api(base, out, tokens, lists, summaries)
 
 
@@ -462,6 +465,8 @@ def test_http_api_problem_type_is_documented(client: Client) -> None:
 
 def test_http_api_unknown_route_and_method_are_problems(api: Api, client: Client) -> None:
     _assert_problem(client.get("/v2/conversations"), 404)
+    # The script's way to the bucket is internal: no client reaches an object through it.
+    _assert_problem(client.get(f"{OBJECT_URI}?key=manifest.json"), 404)
     client.connection.request("DELETE", conversation_path(SHARED))
     reply = client.connection.getresponse()
     assert (reply.status, reply.headers["Content-Type"], reply.headers["Allow"]) == (
@@ -485,9 +490,10 @@ def test_http_api_etag_answers_304_when_it_matches(client: Client) -> None:
     path = f"{conversation_path(SHARED)}?start=3&limit=9&order=desc"
     first = client.get(path)
     etag = first.headers["ETag"]
-    assert etag == f'W/"{hashlib.md5(first.body).hexdigest()}"'
+    assert re.fullmatch(r'W/"[0-9a-f]{32}"', etag)
     again = client.get(path, {"If-None-Match": etag})
     assert (again.status, again.body, again.headers["ETag"]) == (304, b"", etag)
+    assert client.get(path).headers["ETag"] == etag
     other = client.get(path, {"If-None-Match": 'W/"0000"'})
     assert (other.status, other.body) == (200, first.body)
 
@@ -546,15 +552,45 @@ def test_http_api_finds_any_servable_name_where_the_writer_put_it(
     directory = root / conversation_dir("Zürich owner", participant)
     page = [{"id": participant}, {"id": "2"}]
     (directory / "p").mkdir(parents=True, exist_ok=True)
-    (directory / SUMMARY_FILE).write_bytes(orjson.dumps({"participant": participant}))
+    summary_of_two = {
+        "participant": participant,
+        "totalMessageCount": 2,
+        "totalSmsCount": 2,
+        "mobileTerminatedMessages": {},
+        "mobileOriginatedMessages": {},
+    }
+    (directory / SUMMARY_FILE).write_bytes(orjson.dumps(summary_of_two))
     (directory / page_file(50, "all", "asc", 0)).write_bytes(orjson.dumps(page))
     client = Client(base, "tok-files-0000000001")
     summary = client.get(conversation_path(participant, "summary"))
     listed = client.get(conversation_path(participant) + "?order=DESC")
     client.close()
-    assert (summary.status, summary.json()) == (200, {"participant": participant})
+    assert (summary.status, summary.json()) == (200, summary_of_two)
     assert (listed.status, listed.json()) == (200, page[::-1])
     assert listed.links["last"].endswith("?start=0&limit=50&order=DESC")
+
+
+def test_http_api_etag_changes_when_a_page_read_is_replaced(files: tuple[str, Path]) -> None:
+    base, root = files
+    directory = root / conversation_dir("Zürich owner", "etag")
+    (directory / "p").mkdir(parents=True, exist_ok=True)
+    summary = {"participant": "etag", "totalMessageCount": 2, "totalSmsCount": 2,
+               "mobileTerminatedMessages": {}, "mobileOriginatedMessages": {}}  # fmt: skip
+    (directory / SUMMARY_FILE).write_bytes(orjson.dumps(summary))
+    page = directory / page_file(50, "all", "asc", 0)
+    client = Client(base, "tok-files-0000000001")
+    seen = []
+    for body in ([{"id": "1"}, {"id": "2"}], [{"id": "1"}, {"id": "3"}]):
+        page.with_suffix(".new").write_bytes(orjson.dumps(body))
+        page.with_suffix(".new").rename(page)  # as the writer replaces a file
+        for path in (conversation_path("etag"), conversation_path("etag") + "?start=1"):
+            reply = client.get(path)
+            seen.append((reply.headers["ETag"], reply.json()))
+    client.close()
+    assert [body for _, body in seen] == [
+        [{"id": "1"}, {"id": "2"}], [{"id": "2"}], [{"id": "1"}, {"id": "3"}], [{"id": "3"}]
+    ]  # fmt: skip
+    assert len({etag for etag, _ in seen}) == 4
 
 
 def test_http_api_of_a_summaries_only_run_serves_summaries_and_says_why_lists_are_not(

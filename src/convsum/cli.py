@@ -330,7 +330,7 @@ def sync(
     "origin",
     metavar="s3://BUCKET/PREFIX",
     callback=_checked(Destination.parse),
-    help="Serve the tree synced to this bucket instead of OUT (nginx as a caching proxy).",
+    help="Serve the tree synced to this bucket instead of OUT's (nginx as a caching proxy).",
 )
 @click.option(
     "--endpoint",
@@ -398,14 +398,19 @@ def nginx_conf(
 
     The API is the gateway's: /v2/conversations/{participant}[/mt|/mo|/summary] with a Bearer
     token from OUT/tokens (`convsum tokens`), any start, limit and order, and /v2/health. The
-    page size is read from the published manifest. With --from, a bucket that `convsum sync`
-    fills is served instead, in the owner-prefixed URL space of --owner-in-path: nginx proxies
-    each request to the object and caches it, and the bucket must let nginx read PREFIX/*
-    without credentials. Start nginx with `nginx -p PREFIX -c FILE`; its pid, logs, temporary
-    files and cache go under PREFIX.
+    page size is read from the published manifest. With --from, the tree that `convsum sync`
+    sent to a bucket is served instead, with the same answers (OUT then only holds the token
+    store): nginx reads each object through a cache, and the bucket must let nginx read
+    PREFIX/* without credentials. Start nginx with `nginx -p PREFIX -c FILE`; its pid, logs,
+    temporary files and cache go under PREFIX.
     """
-    if (out is None) == (origin is None):
-        raise click.UsageError("give OUT or --from s3://BUCKET/PREFIX (one of them)")
+    if out is None and origin is None:
+        raise click.UsageError("give OUT, or --from s3://BUCKET/PREFIX")
+    if out is None and not owner_in_path:
+        raise click.UsageError(
+            "--from: give OUT too, whose token store (OUT/tokens) authenticates the callers; "
+            "or --owner-in-path, for the unauthenticated owner-prefixed URL space"
+        )
     if endpoint is not None and origin is None:
         raise click.UsageError("--endpoint goes with --from")
     ctx = click.get_current_context()
@@ -415,24 +420,28 @@ def nginx_conf(
         for name in api_options
         if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
     ]
-    if given and (origin is not None or owner_in_path):
+    if given and owner_in_path:
         options = ", ".join(f"--{name.removeprefix('api_').replace('_', '-')}" for name in given)
-        msg = f"{options}: only for the authenticated API (OUT, without --from or --owner-in-path)"
+        msg = f"{options}: only for the authenticated API (without --owner-in-path)"
         raise click.UsageError(msg)
-    api = None
+    from convsum.publish.manifest import MANIFEST
+    from convsum.tokens import OWNERS, TOKENS
+
     if origin is not None:
         source, layout = _bucket_origin(origin, endpoint)
     else:
         assert out is not None
         source, layout = out.resolve() / CURRENT / API, _published_layout(out)
-        if not owner_in_path:
-            api = TokenApi(
-                tokens=out.resolve() / "tokens" / "owners",
-                manifest=out.resolve() / CURRENT / "manifest.json",
-                max_limit=max_limit,
-                cache_control=api_cache_control,
-                trusted_proxies=trusted_proxies,
-            )
+    api = None
+    if not owner_in_path:
+        assert out is not None
+        api = TokenApi(
+            tokens=out.resolve() / TOKENS / OWNERS,
+            manifest=out.resolve() / CURRENT / MANIFEST,
+            max_limit=max_limit,
+            cache_control=api_cache_control,
+            trusted_proxies=trusted_proxies,
+        )
     conf = render(source, listen, layout["page_size"], layout["orders"], user, api=api)
     # A path that is not UTF-8 reaches nginx as the same bytes.
     sys.stdout.buffer.write(conf.encode("utf-8", "surrogateescape"))

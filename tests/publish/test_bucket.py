@@ -168,7 +168,14 @@ def test_bucket_nginx_conf_from_a_bucket_reads_its_manifest_from_the_endpoint_gi
         env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{free_port()}"
     result = CliRunner().invoke(
         cli,
-        ["nginx-conf", "--from", f"s3://{bucket}/{PREFIX}", "--endpoint", s3.endpoint],
+        [
+            "nginx-conf",
+            "--owner-in-path",
+            "--from",
+            f"s3://{bucket}/{PREFIX}",
+            "--endpoint",
+            s3.endpoint,
+        ],
         env=env,
     )
     assert result.exit_code == 0, result.output
@@ -181,7 +188,8 @@ def test_bucket_nginx_conf_with_credentials_in_endpoint_is_exit_2_without_them(
 ) -> None:
     endpoint = "http://minio:pa55word-secret@127.0.0.1:9000"
     result = CliRunner().invoke(
-        cli, ["nginx-conf", "--from", "s3://convsum-x/api", "--endpoint", endpoint]
+        cli,
+        ["nginx-conf", "--owner-in-path", "--from", "s3://convsum-x/api", "--endpoint", endpoint],
     )
     assert result.exit_code == 2, result.output
     assert "http://***@127.0.0.1:9000" in result.stderr
@@ -220,7 +228,7 @@ def test_bucket_sync_takes_a_longest_key_of_1024_bytes(s3: S3Server, out: Path) 
     assert sorted(s3.objects(bucket, prefix)) == sorted([*_files(out), "manifest.json"])
 
 
-@pytest.mark.parametrize("command", [["sync", "OUT"], ["nginx-conf", "--from"]])
+@pytest.mark.parametrize("command", [["sync", "OUT"], ["nginx-conf", "OUT", "--from"]])
 def test_bucket_prefix_that_cannot_hold_the_manifest_key_is_exit_2(
     out: Path, command: list[str]
 ) -> None:
@@ -251,7 +259,14 @@ def test_bucket_nginx_conf_from_a_bucket_of_an_older_layout_says_to_run_and_sync
     s3.client().put_object(Bucket=bucket, Key=key, Body=orjson.dumps(manifest))
     result = CliRunner().invoke(
         cli,
-        ["nginx-conf", "--from", f"s3://{bucket}/{PREFIX}", "--endpoint", s3.endpoint],
+        [
+            "nginx-conf",
+            "--owner-in-path",
+            "--from",
+            f"s3://{bucket}/{PREFIX}",
+            "--endpoint",
+            s3.endpoint,
+        ],
         env=s3.env(),
     )
     assert (result.exit_code, result.stdout) == (1, ""), result.output

@@ -18,6 +18,7 @@ from convsum.errors import ConfigError
 from convsum.publish.nginx import (
     API_SCRIPT,
     ERROR_PAGES,
+    OBJECT_URI,
     BucketOrigin,
     TokenApi,
     check_listen,
@@ -217,7 +218,7 @@ def test_nginx_render_loads_the_modules_that_hash_names() -> None:
     "args",
     [
         [],
-        ["OUT", "--from", "s3://bucket/api"],
+        ["--from", "s3://bucket/api"],  # no token store, and not --owner-in-path
         ["OUT", "--endpoint", "http://127.0.0.1:9000"],
         ["--from", "s3://Bad_Bucket/api"],
     ],
@@ -249,7 +250,8 @@ def test_nginx_bucket_origin_refuses_what_nginx_cannot_take(
 
 def test_nginx_conf_from_a_bucket_without_a_sync_is_exit_1(s3: S3Server) -> None:
     bucket = s3.new_bucket()
-    result = CliRunner().invoke(cli, ["nginx-conf", "--from", f"s3://{bucket}/api"], env=s3.env())
+    args = ["nginx-conf", "--owner-in-path", "--from", f"s3://{bucket}/api"]
+    result = CliRunner().invoke(cli, args, env=s3.env())
     assert result.exit_code == 1, result.output
     assert result.stderr == (
         f"Error: s3://{bucket}/api: no manifest.json; run `convsum sync` to it first\n"
@@ -304,10 +306,20 @@ def test_nginx_render_api_answers_every_error_status_as_a_problem() -> None:
     assert "default_type application/problem+json;" in conf
 
 
-def test_nginx_render_api_is_not_served_from_a_bucket() -> None:
-    origin = BucketOrigin.of("http://127.0.0.1:9000", "bucket", "api")
-    with pytest.raises(ConfigError, match="from a directory only"):
-        render(origin, "8080", 50, ["asc"], None, api=_token_api(Path("/srv")))
+def test_nginx_render_api_from_a_bucket_reads_objects_only_through_its_internal_location() -> None:
+    origin = BucketOrigin.of("https://s3.eu-north-1.amazonaws.com", "bucket", "api/v1")
+    conf = render(origin, "8080", 50, ["asc"], None, api=_token_api(Path("/srv")))
+    assert "js_var $cs_bucket 1;" in conf
+    assert "js_var $cs_manifest manifest.json;" in conf
+    location = conf[conf.index(f"location = {OBJECT_URI} {{") :]
+    location = location[: location.index("}")]
+    assert "internal;" in location
+    assert "set_unescape_uri $cs_object_key $arg_key;" in location
+    # The `?` drops every argument: the bucket sees only the object's path.
+    assert re.findall(r'rewrite \^ "([^"]*)" break;', conf) == ["/bucket/api/v1/$cs_object_key?"]
+    assert "proxy_pass https://s3.eu-north-1.amazonaws.com;" in location
+    assert 'proxy_set_header Authorization "";' in conf
+    assert not re.search(r"^\s*root ", conf, re.M)  # nothing is read from a local tree
 
 
 @pytest.mark.parametrize("cidr", ["10.0.0.0/33", "example.com", "", "1.2.3.4; allow all"])

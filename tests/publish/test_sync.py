@@ -103,6 +103,7 @@ def _assert_bucket_is_the_tree(
     local = _manifest(out)
     assert document == {
         "run_id": local["run_id"],
+        "started_at": local["started_at"],
         "convsum_version": local["convsum_version"],
         "layout": {"version": 2, "page_size": 2, "orders": ["asc"]},
         "files": len(files),

@@ -6,6 +6,10 @@
 // token, the slice of the list the request asks for, the Link header, the ETag and every error
 // as an RFC 9457 problem. Its settings come from `js_var`s of the generated configuration.
 //
+// The tree's files come from the local directory (`$cs_bucket` 0: read at once) or from a
+// bucket (1: each through the internal location OBJECT, which proxies to the bucket and caches);
+// the token store is always a local directory.
+//
 // njs runs each request in a fresh copy of this module: nothing is kept between requests, so a
 // token that is added or revoked takes effect at the next request.
 
@@ -13,6 +17,7 @@ var fs = require('fs');
 var crypto = require('crypto');
 
 var PAGINATION_TYPE = '/v2/problems/pagination-parameters-invalid';
+var OBJECT = '/.convsum-object';  // publish.nginx.OBJECT_URI
 var TOKEN = /^Bearer +([A-Za-z0-9\-._~+\/]+=*) *$/i;
 var DIGITS = /^[0-9]{1,15}$/;
 // Every page is `[` + its messages, each written as `{"id":...}`, joined by `,` + `]`: `id` is
@@ -59,6 +64,66 @@ function readOrNull(path) {
 function exists(path) {
     return fs.lstatSync(path, {throwIfNoEntry: false}) !== undefined;
 }
+
+// A file of the tree as {bytes, tag}, or null when it does not exist. The tag changes whenever
+// the file does: its inode, size and modification time, taken from the open file, so that they
+// describe the bytes read (the tree's files are replaced by rename, never rewritten in place).
+function readTagged(path) {
+    var fd;
+    try {
+        fd = fs.openSync(path);
+    } catch (e) {
+        if (e.code === 'ENOENT' || e.code === 'ENOTDIR') {
+            return null;
+        }
+        throw e;
+    }
+    try {
+        var stat = fs.fstatSync(fd);
+        var bytes = Buffer.allocUnsafe(stat.size);
+        var done = 0;
+        while (done < stat.size) {
+            var got = fs.readSync(fd, bytes, done, stat.size - done, done);
+            if (got === 0) {
+                throw new Error(path + ': shorter than its size');
+            }
+            done += got;
+        }
+        return {bytes: bytes, tag: stat.ino + '-' + stat.size + '-' + stat.mtimeMs};
+    } finally {
+        fs.closeSync(fd);
+    }
+}
+
+// The files of the served tree, by their path under its API root (or, for `manifest.json`, under
+// the bucket's prefix): read(path) is a promise of the file as {bytes, tag} (the tag changes
+// whenever the file does: see readTagged; from a bucket, the object's ETag), or of null for none.
+function Files(r) {
+    this.r = r;
+    this.bucket = r.variables.cs_bucket === '1';
+    this.root = r.variables.document_root;
+}
+
+Files.prototype.read = function (path) {
+    if (!this.bucket) {
+        return Promise.resolve(readTagged(this.root + '/' + path));
+    }
+    // The path goes as an argument: a subrequest's URI is taken as it is written, where a `?`
+    // of a name would end the path.
+    return this.r.subrequest(OBJECT, 'key=' + encodeURIComponent(path)).then(function (reply) {
+        if (reply.status === 200) {
+            var tag = reply.headersOut.ETag;
+            if (!tag) {
+                throw new Error('the bucket sent ' + path + ' without an ETag');
+            }
+            return {bytes: reply.responseBuffer || Buffer.from(''), tag: tag};
+        }
+        if (reply.status === 403 || reply.status === 404) {
+            return null;  // what a bucket answers an anonymous reader for a missing object
+        }
+        throw new Error('the bucket answered ' + reply.status + ' for ' + path);
+    });
+};
 
 // The owner's directory under the served root, from the token store; null once answered.
 function ownerDir(r) {
@@ -153,7 +218,8 @@ function array(parts) {
 }
 
 // One list of one conversation: its ASC page files, read at most once each.
-function List(dir, name, size, groupDigits) {
+function List(files, dir, name, size, groupDigits) {
+    this.files = files;
     this.dir = dir;
     this.name = name;
     this.size = size;
@@ -168,71 +234,104 @@ List.prototype.path = function (index) {
     return this.dir + '/p' + group + '/' + this.name + '.asc.' + digits + '.json';
 };
 
+// A promise of the page as {bytes, tag}, or of null when there is no such page.
 List.prototype.page = function (index) {
     if (!(index in this.pages)) {
-        this.pages[index] = readOrNull(this.path(index));
+        this.pages[index] = this.files.read(this.path(index));
     }
     return this.pages[index];
 };
 
-// How many pages there are, given that page 0 exists: pages are numbered without gaps, so a
-// doubling search for the first missing one, then a binary search, costs 2 log2(pages) checks.
-List.prototype.pageCount = function () {
-    var present = 0;
-    var absent = 1;
-    while (exists(this.path(absent))) {
-        present = absent;
-        absent *= 2;
+List.prototype.present = function (index) {
+    if (this.files.bucket) {
+        return this.page(index).then(function (page) { return page !== null; });
+    }
+    return Promise.resolve(exists(this.files.root + '/' + this.path(index)));
+};
+
+// The body of ASC positions [from, to) of a list of n (n >= to > from) as {bytes, tags} (those of
+// the pages read), or null when a page went missing meanwhile. Whole pages are copied as they
+// are; only the first and last are cut into messages.
+List.prototype.slice = async function (from, to, n, reverse) {
+    var first = Math.floor(from / this.size);
+    var last = Math.floor((to - 1) / this.size);
+    var wanted = [];
+    for (var index = first; index <= last; index++) {
+        wanted.push(this.page(index));
+    }
+    var files = await Promise.all(wanted);  // from a bucket, all requests at once
+    if (files.some(function (file) { return file === null; })) {
+        return null;
+    }
+    var tags = files.map(function (file) { return file.tag; });
+    var whole = from === first * this.size && (to - from === this.size || to === n);
+    if (first === last && whole && (!reverse || to - from === 1)) {
+        return {bytes: files[0].bytes, tags: tags};  // one whole page: its file as it is
+    }
+    var pages = files.map(function (file) { return file.bytes; });
+    var parts = [];
+    for (var i = 0; i < pages.length; i++) {
+        var low = from - (first + i) * this.size;
+        var high = to - (first + i) * this.size;
+        if (!reverse && low <= 0 && high >= this.size) {
+            parts.push(pages[i].subarray(1, pages[i].length - 1));
+            continue;
+        }
+        var all = messages(pages[i]);
+        parts.push.apply(parts, all.slice(Math.max(low, 0), Math.min(high, all.length)));
+    }
+    return {bytes: array(reverse ? parts.reverse() : parts), tags: tags};
+};
+
+function sum(map) {
+    return Object.keys(map).reduce(function (total, code) { return total + map[code].messages; }, 0);
+}
+
+// The number of messages in the list, or -2 when a page went missing meanwhile. The summary
+// gives it for the whole conversation (totalMessageCount), and for one direction within bounds:
+// at least the messages that have a status and this direction, at most all but those that have
+// a status and the other. The bounds are equal unless some messages have no status; otherwise
+// the page count lies between theirs, and the last page is found (a binary search of page
+// existence over that range) and its messages counted.
+List.prototype.count = async function (summary) {
+    var total = summary.totalMessageCount;
+    if (typeof total !== 'number') {
+        throw new Error(this.dir + ': a summary without totalMessageCount');
+    }
+    if (this.name === 'all') {
+        return total;
+    }
+    var own = this.name === 'mt' ? summary.mobileTerminatedMessages
+        : summary.mobileOriginatedMessages;
+    var other = this.name === 'mt' ? summary.mobileOriginatedMessages
+        : summary.mobileTerminatedMessages;
+    var low = sum(own);
+    var high = total - sum(other);
+    if (low === high) {
+        return low;
+    }
+    var present = Math.ceil(low / this.size);  // pages [0, present) exist
+    var absent = Math.ceil(high / this.size) + 1;  // page absent - 1 may be the last
+    if (present > 0 && !(await this.present(present - 1))) {
+        return -2;
     }
     while (absent - present > 1) {
         var middle = Math.floor((present + absent) / 2);
-        if (exists(this.path(middle))) {
+        if (await this.present(middle - 1)) {
             present = middle;
         } else {
             absent = middle;
         }
     }
-    return absent;
-};
-
-// The body of ASC positions [from, to) (to > from), or null when a page went missing meanwhile.
-// Whole pages are copied as they are; only the first and last are cut into messages.
-List.prototype.slice = function (from, to, reverse) {
-    var first = Math.floor(from / this.size);
-    var last = Math.floor((to - 1) / this.size);
-    var parts = [];
-    for (var index = first; index <= last; index++) {
-        var page = this.page(index);
-        if (page === null) {
-            return null;
-        }
-        var low = from - index * this.size;
-        var high = to - index * this.size;
-        if (!reverse && low <= 0 && high >= this.size) {
-            parts.push(page.subarray(1, page.length - 1));
-            continue;
-        }
-        var all = messages(page);
-        parts.push.apply(parts, all.slice(Math.max(low, 0), Math.min(high, all.length)));
+    // `present` pages exist and no more.
+    if (present === 0) {
+        return 0;
     }
-    if (first === last && parts.length === 1 && parts[0].length === this.page(first).length - 2) {
-        return this.page(first);  // one whole page: its file as it is
-    }
-    return array(reverse ? parts.reverse() : parts);
-};
-
-// The number of messages in the list (0 for none), -1 when the conversation is unknown, -2 when
-// a page went missing meanwhile.
-List.prototype.count = function (summary) {
-    if (this.page(0) === null) {
-        return exists(summary) ? 0 : -1;
-    }
-    var pages = this.pageCount();
-    var tail = this.page(pages - 1);
+    var tail = await this.page(present - 1);
     if (tail === null) {
         return -2;
     }
-    return (pages - 1) * this.size + messages(tail).length;
+    return (present - 1) * this.size + messages(tail.bytes).length;
 };
 
 // scheme://host of the request, as the client sent it or as a trusted proxy passed it on.
@@ -280,9 +379,11 @@ function fresh(r, etag) {
     });
 }
 
-// gzip_vary is off in the configuration so that one Vary names both.
-function ok(r, body, cacheControl, vary) {
-    var etag = 'W/"' + crypto.createHash('md5').update(body).digest('hex') + '"';
+// `validator` is text that changes whenever the body does (hashing it, not a body of up to
+// megabytes, is what keeps a long answer cheap). gzip_vary is off in the configuration so that
+// one Vary names both.
+function ok(r, body, validator, cacheControl, vary) {
+    var etag = 'W/"' + crypto.createHash('md5').update(validator).digest('hex') + '"';
     r.headersOut.ETag = etag;
     r.headersOut['Cache-Control'] = cacheControl;
     r.headersOut.Vary = vary;
@@ -290,22 +391,18 @@ function ok(r, body, cacheControl, vary) {
     r.return(fresh(r, etag) ? 304 : 200, body);
 }
 
-function answerList(r, list, summary, path) {
+async function answerList(r, list, summary, path) {
     var page = pagination(r);
     if (page === null) {
         return;
     }
-    var n = list.count(summary);
-    if (n === -1) {
-        problem(r, 404, 'Not Found', 'no such participant');
-        return;
-    }
-    var body = Buffer.from('[]');
+    var n = await list.count(summary);
+    var body = {bytes: Buffer.from('[]'), tags: []};
     var end = Math.min(page.start + page.limit, n);
     if (n >= 0 && page.start < end) {
         body = page.order === 'ASC'
-            ? list.slice(page.start, end, false)
-            : list.slice(n - end, n - page.start, true);
+            ? await list.slice(page.start, end, n, false)
+            : await list.slice(n - end, n - page.start, n, true);
     }
     if (n < 0 || body === null) {
         r.headersOut['Retry-After'] = '1';
@@ -313,57 +410,60 @@ function answerList(r, list, summary, path) {
         return;
     }
     r.headersOut.Link = linkHeader(r, path, page, n);
-    ok(r, body, r.variables.cs_cache_control, 'Accept-Encoding, Authorization');
+    var validator = [page.start, page.limit, page.order, n].concat(body.tags).join(' ');
+    ok(r, body.bytes, validator, r.variables.cs_cache_control, 'Accept-Encoding, Authorization');
 }
 
-function conversation(r) {
+async function conversation(r) {
     var v = r.variables;
     var owner = ownerDir(r);
     if (owner === null) {
         return;
     }
+    var files = new Files(r);
     var participant = v.cs_participant;
-    var dir = v.document_root + '/' + owner + '/v2/conversations/' + v.cs_participant_fanout +
-        '/' + participant;
-    var summary = dir + '/summary.json';
+    var dir = owner + '/v2/conversations/' + v.cs_participant_fanout + '/' + participant;
+    var summary = await files.read(dir + '/summary.json');
+    if (summary === null) {
+        problem(r, 404, 'Not Found', 'no such participant');
+        return;
+    }
     var endpoint = v.cs_endpoint || '';
     if (endpoint === 'summary') {
-        var text = readOrNull(summary);
-        if (text === null) {
-            problem(r, 404, 'Not Found', 'no such participant');
-            return;
-        }
-        ok(r, text, v.cs_cache_control, 'Accept-Encoding, Authorization');
+        ok(r, summary.bytes, summary.tag, v.cs_cache_control, 'Accept-Encoding, Authorization');
         return;
     }
     if (v.cs_lists !== '1') {
-        // A run with --only summaries: the participant's summary may exist, its lists do not.
-        problem(r, 404, 'Not Found', readOrNull(summary) === null
-            ? 'no such participant' : 'this run published summaries only');
+        // A run with --only summaries: the participant's summary exists, its lists do not.
+        problem(r, 404, 'Not Found', 'this run published summaries only');
         return;
     }
-    var list = new List(dir, endpoint || 'all', Number(v.cs_page_size),
+    var list = new List(files, dir, endpoint || 'all', Number(v.cs_page_size),
         Number(v.cs_page_group_digits));
     var path = '/v2/conversations/' + encodeURIComponent(participant) +
         (endpoint ? '/' + endpoint : '');
-    answerList(r, list, summary, path);
+    await answerList(r, list, JSON.parse(summary.bytes.toString()), path);
 }
 
 function guarded(handler) {
     return function (r) {
-        try {
-            handler(r);
-        } catch (e) {
+        handler(r).catch(function (e) {
             failed(r, String(e));
-        }
+        });
     };
 }
 
 // Which run is served, and since when: no owner's data.
-function health(r) {
+async function health(r) {
+    var files = new Files(r);
     var manifest;
     try {
-        manifest = JSON.parse(fs.readFileSync(r.variables.cs_manifest, 'utf8'));
+        manifest = files.bucket ? await files.read(r.variables.cs_manifest)
+            : readTagged(r.variables.cs_manifest);
+        if (manifest === null) {
+            throw new Error('no ' + r.variables.cs_manifest);
+        }
+        manifest = JSON.parse(manifest.bytes.toString());
     } catch (e) {
         r.error('convsum: ' + String(e));
         problem(r, 503, 'Service Unavailable', 'no published run to serve');
@@ -372,7 +472,7 @@ function health(r) {
     var body = JSON.stringify({
         status: 'ok', run_id: manifest.run_id, started_at: manifest.started_at,
     });
-    ok(r, body, 'no-cache', 'Accept-Encoding');
+    ok(r, body, body, 'no-cache', 'Accept-Encoding');
 }
 
 export default {conversation: guarded(conversation), health: guarded(health)};

@@ -9,8 +9,9 @@ By default the server is the authenticated API at the gateway's own paths,
 `/v2/conversations/{participant}[/mt|/mo|/summary]`: nginx routes, refuses hostile paths and
 methods, hashes the participant's name and compresses; the njs script `api.js`, shipped next to
 this module, takes the owner from the Bearer token (the token store's files, read on every
-request), cuts any `start`/`limit`/`order` slice from the ascending page files, and writes the
-Link header, the ETag and every error as an RFC 9457 problem. With `owner_in_path` the server is
+request), the list's length from the conversation's summary, cuts any `start`/`limit`/`order`
+slice from the ascending page files, and writes the Link header, the ETag and every error as an
+RFC 9457 problem. With `owner_in_path` the server is
 the unauthenticated URL space `/{owner}/v2/conversations/...` instead, answered from the files
 alone, for an internal listener behind an authenticating proxy (and the tests).
 
@@ -20,8 +21,8 @@ location, then a `map` cuts the digest's first digits. njs (`js_set` with `crypt
 over `r.rawVariables`) computes the same digest at the same cost: measured as nginx worker CPU
 per request (medians of repeated runs over loopback), 16-18 us with either, 14 us with the four
 regular-expression maps of the layout before; at 200-byte names, still 16-18 us, the maps 45 us.
-The owner-in-path and bucket configurations need no script, so they keep set_misc, and the API
-hashes the same way, so one rule finds a participant in every mode.
+The owner-in-path configuration needs no script, so it keeps set_misc, and the API hashes the
+same way, so one rule finds a participant in every mode.
 
 Tenant isolation: nginx decodes `%XX` once and resolves `.` and `..` segments before it matches a
 location, so a raw path like `/acme/..%2Facm/...` would be served from owner `acm`. The
@@ -31,9 +32,11 @@ nginx matches are then exactly the raw segments, each decoded once, so the owner
 the first raw segment.
 
 From a bucket (`BucketOrigin`), nginx is a caching proxy in front of the bucket's HTTP endpoint
-instead: the same hash and maps give the object's key, a missing object (403 or 404) is the same
-JSON 404, and "past the end" asks whether the conversation's summary exists with `If-Match` on an
-ETag no object has (412: it exists, so `[]`; 404: unknown participant).
+instead. The API's script then reads each file it needs as a subrequest to the internal location
+`OBJECT_URI`, which proxies to the object through the cache; a missing object (403 or 404) is a
+missing file. The owner-prefixed URL space computes the object's key with the same hash and maps,
+and "past the end" asks whether the conversation's summary exists with `If-Match` on an ETag no
+object has (412: it exists, so `[]`; 404: unknown participant).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ import orjson
 
 from convsum.config import ALIGNMENT_MODULUS
 from convsum.errors import ConfigError
+from convsum.publish.bucket import BUCKET_MANIFEST
 from convsum.publish.paths import SUMMARY_FILE, page_group_digits
 
 # Debian's nginx module packages install here; set_misc needs ndk loaded before it.
@@ -65,6 +69,7 @@ _NO_ROUTE = '{"status":404,"error":"Not Found","message":"no such endpoint"}'
 _HOSTILE_MESSAGE = "the path must not hold a dot segment or an encoded slash"
 METHODS = ("GET", "HEAD")
 ERROR_URI = "/.convsum-error/"
+OBJECT_URI = "/.convsum-object"  # api.js's OBJECT: an object of the bucket, for the script
 
 # The statuses nginx can answer by itself, each with the JSON body that replaces its HTML page.
 # 494 (request header too large) goes on the wire as 400, as nginx does by default.
@@ -334,6 +339,25 @@ class BucketOrigin:
             f"{_cleared()}{hidden}{tls}"
         )
 
+    def object_location(self) -> str:
+        """Return the internal location through which the API's script reads an object.
+
+        The script asks for `OBJECT_URI?key=PATH`, the object's path under the prefix
+        percent-encoded; set_misc decodes it, and nginx escapes the rewritten path again for the
+        bucket. The bucket's status reaches the script as it is (403 or 404: no such object),
+        and an object of any size that a page can have fits in memory.
+        """
+        return f"""
+        location = {OBJECT_URI} {{
+            internal;
+            proxy_intercept_errors off;
+            subrequest_output_buffer_size 64m;
+            set_unescape_uri $cs_object_key $arg_key;
+            rewrite ^ "{self.base}/$cs_object_key?" break;
+            proxy_pass {self.endpoint};
+        }}
+"""
+
     def fetch(self, key: str, missing: str) -> str:
         """Return a location's directives that answer with the object `key` (a path under the
         prefix, with variables), or go to the named location `missing` when there is none."""
@@ -390,7 +414,7 @@ class TokenApi:
     """The authenticated API's settings: the token store, the manifest and the server's limits."""
 
     tokens: Path  # OUT/tokens/owners: one file per active token, named by its SHA-256
-    manifest: Path  # OUT/current/manifest.json, for the health endpoint
+    manifest: Path  # OUT/current/manifest.json, for the health endpoint (from a directory)
     max_limit: int = DEFAULT_MAX_LIMIT
     cache_control: str = DEFAULT_API_CACHE_CONTROL
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-Proto/-Host are believed
@@ -422,14 +446,19 @@ def _api_http_lines(api: TokenApi) -> str:
 """
 
 
-def _api_server(page_size: int, orders: list[str], api: TokenApi, refuse: str) -> str:
+def _api_server(
+    source: Path | BucketOrigin, page_size: int, orders: list[str], api: TokenApi, refuse: str
+) -> str:
     """Return the server block's settings and locations of the API."""
     if not 1 <= api.max_limit <= 10**9:
         msg = f"max limit {api.max_limit}: expected 1 to 1000000000"
         raise ConfigError(msg)
+    bucket = isinstance(source, BucketOrigin)
+    objects = source.object_location() if isinstance(source, BucketOrigin) else ""
     settings = {
         "cs_tokens": quote_value(str(api.tokens)),
-        "cs_manifest": quote_value(str(api.manifest)),
+        "cs_bucket": "1" if bucket else "0",
+        "cs_manifest": BUCKET_MANIFEST if bucket else quote_value(str(api.manifest)),
         "cs_page_size": str(page_size),
         "cs_lists": "1" if orders else "0",  # no orders: the run published summaries only
         "cs_page_group_digits": str(page_group_digits(page_size)),
@@ -461,7 +490,7 @@ def _api_server(page_size: int, orders: list[str], api: TokenApi, refuse: str) -
             {refuse}
             return 404 '{no_route}';
         }}
-"""
+{objects}"""
 
 
 _PAGINATION_HELP = """Pagination parameters invalid
@@ -549,12 +578,12 @@ def render(
 ) -> str:
     """Return the nginx configuration text for the tree under `source`, a directory or a bucket.
 
-    With `api`, the authenticated API at the gateway's paths (a directory only); without, the
-    owner-prefixed URL space that trusts its caller.
+    With `api`, the authenticated API at the gateway's paths; without, the owner-prefixed URL
+    space that trusts its caller.
 
     Raises:
         ConfigError: `listen`, `user` or a setting of `api` cannot be written into the
-            configuration, or `api` is given with a bucket.
+            configuration.
     """
     listen = check_listen(listen)
     listen_token = quote(listen) if listen.startswith("unix:") else listen
@@ -580,11 +609,9 @@ def render(
         fanout_maps = _fanout_maps()
         what = "the owner-prefixed URL space, unauthenticated"
     else:
-        if not isinstance(source, Path):
-            msg = "the authenticated API is served from a directory only, not from a bucket"
-            raise ConfigError(msg)
-        extra_http = _api_http_lines(api)
-        body = _api_server(page_size, orders, api, refuse)
+        proxy = "" if isinstance(source, Path) else source.http_lines()
+        extra_http = _api_http_lines(api) + proxy
+        body = _api_server(source, page_size, orders, api, refuse)
         modules_used = (*MODULES, JS_MODULE)
         needs = "libnginx-mod-http-set-misc, -ndk and -js (njs)"
         fanout_maps = _fanout_maps(("participant",))

@@ -405,6 +405,7 @@ def _bucket_manifest(manifest: dict[str, Any]) -> bytes:
     layout = manifest["layout"]
     document = {
         "run_id": manifest["run_id"],
+        "started_at": manifest["started_at"],
         "convsum_version": __version__,
         "layout": {
             "version": layout.get("version", 1),

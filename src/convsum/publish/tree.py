@@ -11,6 +11,7 @@ Layout of an output root:
     trees/<run id>/tables/        the queryable tables (see reporting/tables.py)
     trees/<run id>/.readers       held shared (flock) by each query reading the tree
     trees/.<run id>.partial/      a tree being built; never served, removed if a run dies
+    tokens/                       the API's token store (see tokens.py): no run touches it
     .work-<run id>/               staging inputs, engine spill files and the new files of an
                                   incremental run
 
