@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 LISTEN ?= 127.0.0.1:8080
 OUT ?= out/api_example
 
-.PHONY: run test test-slow bench bench-api lint format serve serve-stop samples clean
+.PHONY: run test test-fast test-slow bench bench-api lint format serve serve-stop samples clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ serve-stop:
 ## test: lint, type checks and the whole test suite
 test: lint
 	$(BIN)/python -m pytest
+
+## test-fast: the inner loop (under 3 minutes): unit tests and both local engines end to end, a
+## fifth of the property examples; no Spark, nginx, browser or slow suites (make test has all)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not spark and not http and not browser" \
+		--hypothesis-profile=fast
 
 ## test-slow: the property-based suites with twenty times more examples
 test-slow: lint

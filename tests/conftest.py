@@ -21,8 +21,10 @@ from tests.s3server import S3Server, running_s3_server
 
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
 
-# `pytest --hypothesis-profile=slow` (make test-slow) runs twenty times more examples.
+# `pytest --hypothesis-profile=slow` (make test-slow) runs twenty times more examples, `fast`
+# (make test-fast) a fifth of them.
 settings.register_profile("slow", max_examples=2000, deadline=None)
+settings.register_profile("fast", max_examples=20)
 
 
 def at(seconds: float) -> datetime:
@@ -174,9 +176,26 @@ def snapshot(root: Path) -> dict[str, str]:
     return out
 
 
-@pytest.fixture(params=ENGINES)
+# The engines that compute SPEC section 3 on this machine. The Spark engine runs the DuckDB
+# engine's steps in its executors, so the rules' cases run here, and Spark keeps a contract of its
+# own: every rule in one log, its tree DuckDB's byte for byte (tests/engines/test_spark.py), the
+# parity property, determinism, incremental runs and its failures (tests/engines/test_spark*.py).
+LOCAL_ENGINES = tuple(engine for engine in ENGINES if engine != "spark")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `spark` every test that starts the Spark engine: its modules, and the cases that
+    take it as a parameter (the tests that loop over ENGINES carry the mark themselves)."""
+    for item in items:
+        params = getattr(item, "callspec", None)
+        takes_spark = params is not None and "spark" in params.params.values()
+        if takes_spark or item.path.name.startswith("test_spark"):
+            item.add_marker(pytest.mark.spark)
+
+
+@pytest.fixture(params=LOCAL_ENGINES)
 def engine(request: pytest.FixtureRequest) -> str:
-    """Each engine in turn."""
+    """Each engine that computes the rules on this machine, in turn (see LOCAL_ENGINES)."""
     return str(request.param)
 
 

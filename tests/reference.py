@@ -23,7 +23,9 @@ def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     millis = value.microsecond // 1000
-    return value.strftime("%Y-%m-%dT%H:%M:%S") + (f".{millis:03d}" if millis else "") + "Z"
+    # strftime's %Y does not pad years before 1000 (year 1 would be "1").
+    text = f"{value.year:04d}-{value.strftime('%m-%dT%H:%M:%S')}"
+    return text + (f".{millis:03d}" if millis else "") + "Z"
 
 
 def _message_object(row: dict[str, Any], statuses: list[dict[str, Any]]) -> dict[str, Any]:

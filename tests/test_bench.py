@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from convsum.bench import (
     Measurement,
     ensure_data,
@@ -18,6 +20,8 @@ from convsum.bench import (
     targets,
 )
 from convsum.reporting.reports import REPORTS
+
+pytestmark = pytest.mark.slow  # left out of make test-fast
 
 
 def test_bench_smoke_measures_every_run_and_both_floors(tmp_path: Path) -> None:

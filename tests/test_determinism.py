@@ -58,7 +58,6 @@ def _run_process(out: Path, engine: str, threads: int) -> None:
 
 # With Spark, --threads is each task's DuckDB threads: the DuckDB case covers it, without two
 # more JVM starts (13 s each).
-@pytest.mark.parametrize("engine", [e for e in ENGINES if e != "spark"])
 def test_determinism_thread_count_does_not_change_output(tmp_path: Path, engine: str) -> None:
     _run_process(tmp_path / "one", engine, threads=1)
     _run_process(tmp_path / "two", engine, threads=2)
@@ -67,6 +66,7 @@ def test_determinism_thread_count_does_not_change_output(tmp_path: Path, engine:
     assert one == two
 
 
+@pytest.mark.spark
 def test_determinism_engines_write_identical_trees(tmp_path: Path) -> None:
     for engine in ENGINES:
         _run(DEMO / "messages", DEMO / "statuses", tmp_path / engine, engine)

@@ -28,7 +28,10 @@ from tests.test_kill import CONVSUM, DAYS, INCREMENTAL_STAGES, _land
 FULL_STAGES = ("read", "derive", "pages", "summaries", "tables", "index", "state")
 TMPFS_OPTIONS = "size=64m,nr_inodes=8192"
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI)")
+pytestmark = [
+    pytest.mark.slow,  # left out of make test-fast
+    pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI)"),
+]
 
 
 @pytest.fixture

@@ -23,12 +23,20 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from convsum.cli import cli
-from convsum.config import ENGINES
-from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, message, snapshot, status, write_parquet
+from tests.conftest import (
+    LOCAL_ENGINES,
+    MESSAGE_TYPES,
+    STATUS_TYPES,
+    message,
+    snapshot,
+    status,
+    write_parquet,
+)
+
+pytestmark = pytest.mark.slow  # left out of make test-fast
 
 # Reading and checking the inputs is one code for every engine; the Spark engine's derivation
-# runs the DuckDB engine's steps (tests/engines test it), at a second or two a run.
-LOCAL_ENGINES = tuple(engine for engine in ENGINES if engine != "spark")
+# runs the DuckDB engine's steps (see tests.conftest.LOCAL_ENGINES), at a second or two a run.
 INT64 = (-(2**63), 2**63 - 1)
 INTEGER_TYPES = [pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint64()]
 TIME_TYPES = [

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+pytestmark = pytest.mark.slow  # left out of make test-fast
+
 # A DuckDB query that runs for about a minute and gives Python's signal handlers a turn seldom, if
 # at all; when the signal does interrupt it, a second one plays a clean-up that takes too long.
 _HELD = """

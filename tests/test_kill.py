@@ -28,6 +28,8 @@ from convsum.state import CATALOG, STATE
 from tests.conftest import ALL_COLUMNS, table_rows
 from tests.test_incremental import published
 
+pytestmark = pytest.mark.slow  # left out of make test-fast
+
 DEMO = Path(__file__).resolve().parent.parent / "sample_data" / "demo"
 DAYS = ("date=2018-10-01", "date=2018-10-02", "date=2018-10-03")
 CONVSUM = str(Path(sys.executable).parent / "convsum")

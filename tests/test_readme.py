@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # left out of make test-fast
+
 ROOT = Path(__file__).resolve().parent.parent
 _BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 _NOT_FROM_THE_SUITE = re.compile(r"^make test\b")

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,79 @@ import pytest
 from convsum.config import RunConfig
 from convsum.engines import base
 from convsum.run import run_job
+from tests.conftest import (
+    ALL_COLUMNS,
+    MESSAGE_TYPES,
+    STATUS_TYPES,
+    at,
+    message,
+    status,
+    table_rows,
+    write_parquet,
+)
+from tests.engines.test_parity import _check_against_reference, _run, _tree_bytes
 from tests.test_determinism import DEMO, _tree
+
+
+def _spec_cases() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One log that holds each rule of SPEC section 3 (the cases of test_semantics.py), each in
+    an owner of its own, with message ids of their own, so that no two cases meet."""
+    messages: list[dict[str, Any]] = []
+    statuses: list[dict[str, Any]] = []
+
+    def case(owner: str, rows: list[dict[str, Any]], logged: list[dict[str, Any]]) -> None:
+        messages.extend({**row, "id": f"{owner}-{row['id']}", "owner": owner} for row in rows)
+        statuses.extend({**row, "messageId": f"{owner}-{row['messageId']}"} for row in logged)
+
+    case("direction", [message("m1"), message("m2", sender="4670", recipient="Acme",
+         direction="mo")], [status("m1", 201), status("m2", 201)])  # fmt: skip
+    case("self", [message("m1", sender="4670", recipient="4670", segments=3)], [])
+    case("final-beats-info", [message("m1")], [status("m1", 201, at(5)), status("m1", 111, at(5))])
+    case("higher-final", [message("m1")], [status("m1", c, at(5)) for c in (402, 201, 203)])
+    case("higher-info", [message("m1")], [status("m1", c, at(5)) for c in (111, 114)])
+    case("final-beats-higher", [message("m1")], [status("m1", c, at(5)) for c in (301, 201, 610)])
+    case("longer-duration", [message("m1")],
+         [status("m1", 201, at(5), duration=7), status("m1", 201, at(5), duration=30)])  # fmt: skip
+    case("null-duration", [message("m1")],
+         [status("m1", 201, at(5), duration=d) for d in (None, 0)])  # fmt: skip
+    case("identical", [message("m1")], [status("m1", 201, at(5)), status("m1", 201, at(5))])
+    case("later-info", [message("m1")], [status("m1", 201, at(5)), status("m1", 110, at(6))])
+    case("no-status", [message("m1"), message("m2", segments=2)], [status("m1", 201)])
+    case("orphan", [message("m1")], [status("m1", 201), status("ghost", 402)])
+    case("unknown-code", [message("m1")], [status("m1", 999)])
+    case("modified", [message("m1", body="old", modified=at(1)),
+         message("m1", body="new", modified=at(9))], [])  # fmt: skip
+    case("content", [message("m1", body=b, modified=m) for b in "acb" for m in (at(10), None)], [])
+    case("order", [message(i, created=at(5), direction=d, sender=s, recipient=r)
+         for i, d, s, r in (("b", "mt", "Acme", "4670"), ("c", "mo", "4670", "Acme"),
+                            ("a", "mt", "Acme", "4670"))], [])  # fmt: skip
+    case("pages", [message(f"m{i:02d}", created=at(i % 7)) for i in range(23)],
+         [status(f"m{i:02d}", 201 + i % 3) for i in range(0, 23, 2)])  # fmt: skip
+    first, last = datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999000, UTC)
+    case("years", [message("m1", created=first), message("m2", created=last)],
+         [status("m1", 201, last)])  # fmt: skip
+    # The status log applies to the id under every owner that has it.
+    messages.extend(message("shared", owner=o) for o in ("shared-a", "shared-b"))
+    statuses.append(status("shared", 203))
+    return messages, statuses
+
+
+def test_spark_spec_cases_give_duckdbs_tree_and_the_reference(tmp_path: Path) -> None:
+    """Spark runs the DuckDB engine's steps in its executors: on a log holding every rule of
+    SPEC section 3, in three buckets, its tree is DuckDB's byte for byte, and both are the
+    reference's. (The rules' own cases run on the local engines, test_semantics.py.)"""
+    messages, statuses = _spec_cases()
+    write_parquet(tmp_path / "messages.parquet", messages, MESSAGE_TYPES)
+    write_parquet(tmp_path / "statuses.parquet", statuses, STATUS_TYPES)
+    spark = _run(tmp_path, "spark", 5, None, 3)
+    duckdb = _run(tmp_path, "duckdb", 5, None, 1)
+    assert _tree_bytes(spark) == _tree_bytes(duckdb)
+    _check_against_reference(spark, messages, statuses)
+    assert table_rows(spark.out, ALL_COLUMNS) == table_rows(duckdb.out, ALL_COLUMNS)
+    counts = ("duplicate_messages", "messages_without_status", "orphan_statuses",
+              "duplicate_statuses", "unknown_codes", "owners", "participants")  # fmt: skip
+    assert {k: spark.report[k] for k in counts} == {k: duckdb.report[k] for k in counts}
+    assert all(spark.report[k] for k in counts)  # each case of the report is there
 
 
 def _refuse(*_args: Any) -> None:

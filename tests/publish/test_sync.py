@@ -18,6 +18,8 @@ from convsum.run import run_job
 from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, at, message, status, write_parquet
 from tests.s3server import BIN, S3Server, free_port, running_s3_server
 
+pytestmark = pytest.mark.slow  # left out of make test-fast
+
 PREFIX = "api/v1"
 STAGES = ("plan", "pages", "summaries", "deletions", "manifest")
 

@@ -19,6 +19,8 @@ from convsum.reporting.query import open_tables
 from convsum.run import run_job
 from tests.test_kill import CONVSUM, DAYS, _land
 
+pytestmark = pytest.mark.slow  # left out of make test-fast
+
 COUNT = "SELECT count(*) FROM messages"
 
 
