@@ -47,11 +47,18 @@ def test_cli_every_command_has_help(name: str) -> None:
     assert all(p.help for p in params if p.name not in ("help", "version")), name
 
 
-@pytest.mark.parametrize("args", [[], ["run"], ["nginx-conf"]])
+def _command_paths(command: click.Command, path: tuple[str, ...] = ()) -> list[list[str]]:
+    subs = getattr(command, "commands", {})
+    return [list(path)] + [
+        p for n, c in sorted(subs.items()) for p in _command_paths(c, (*path, n))
+    ]
+
+
+@pytest.mark.parametrize("args", _command_paths(cli), ids=" ".join)
 def test_cli_version_on_every_command(args: list[str]) -> None:
     result = _invoke(*args, "--version")
-    assert result.exit_code == 0
-    assert __version__ in result.output
+    assert result.exit_code == 0, result.output
+    assert result.output == f"convsum, version {__version__}\n"
 
 
 @pytest.fixture

@@ -60,7 +60,6 @@ class _UsageFromConfig(click.UsageError):
 
 
 @click.group(context_settings=GROUP_CONTEXT)
-@click.version_option(__version__, "-V", "--version", prog_name="convsum")
 def cli() -> None:
     """Turn SMS message and delivery-report logs into a static conversations API."""
 
@@ -93,7 +92,6 @@ _cache_control_option = click.option(
 
 
 @cli.command(context_settings=CONTEXT)
-@click.version_option(__version__, "-V", "--version", prog_name="convsum")
 @click.option("--messages", metavar="PATH", help="Message log: Parquet file, directory or glob.")
 @click.option("--statuses", metavar="PATH", help="Status log: Parquet file, directory or glob.")
 @click.option("--out", metavar="DIR", help="Output root (the served tree is DIR/current/api).")
@@ -277,7 +275,6 @@ def _failures(log: RunLog, job: str) -> Iterator[None]:
 
 
 @cli.command(context_settings=CONTEXT)
-@click.version_option(__version__, "-V", "--version", prog_name="convsum")
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("destination", metavar="s3://BUCKET/PREFIX", callback=_checked(Destination.parse))
 @_cache_control_option
@@ -321,7 +318,6 @@ def sync(
 
 
 @cli.command("nginx-conf", context_settings=CONTEXT)
-@click.version_option(__version__, "-V", "--version", prog_name="convsum")
 @click.argument(
     "out", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
 )
@@ -479,7 +475,6 @@ def _bucket_origin(origin: Destination, endpoint: str | None) -> tuple[Any, dict
 
 
 @cli.command(context_settings=CONTEXT)
-@click.version_option(__version__, "-V", "--version", prog_name="convsum")
 @click.option(
     "--messages", "count", type=click.IntRange(min=1), required=True, help="How many messages."
 )
@@ -516,7 +511,6 @@ def generate(count: int, out: Path, seed: int, owners: int) -> None:
 
 
 @cli.command(context_settings=CONTEXT)
-@click.version_option(__version__, "-V", "--version", prog_name="convsum")
 @click.option(
     "--messages",
     "count",
@@ -1139,3 +1133,14 @@ def _shown(owner: str) -> str:
     character or is not the same once stripped."""
     plain = owner.isprintable() and owner == owner.strip()
     return owner if plain else orjson.dumps(owner).decode()
+
+
+def _add_version(command: click.Command) -> None:
+    """Give `command`, and every command under it, `-V`/`--version`: one rule, not a decorator
+    that each new command must remember."""
+    click.version_option(__version__, "-V", "--version", prog_name="convsum")(command)
+    for sub in getattr(command, "commands", {}).values():
+        _add_version(sub)
+
+
+_add_version(cli)
