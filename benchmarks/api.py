@@ -31,6 +31,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from convsum.bench import free_port
+
 BIN = Path(sys.executable).parent
 OWNER, PARTICIPANT, MESSAGES = "acme", "46700000001", 3350
 TOKEN = "bench-token-0123456789abcdef"
@@ -81,12 +83,6 @@ def publish(base: Path) -> Path:
     tokens: list[str | Path] = [BIN / "convsum", "tokens", "import", out]
     subprocess.run(tokens, input=f"{OWNER}\t{TOKEN}\n", text=True, check=True, capture_output=True)
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextmanager

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -25,7 +24,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convsum.bench import listening
+from convsum.bench import free_port, listening
 from convsum.publish.nginx import MODULE_DIR, MODULES, BucketOrigin, render
 from convsum.publish.paths import SUMMARY_FILE, conversation_dir, is_servable, page_file
 from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, message, status, write_parquet
@@ -108,12 +107,6 @@ def _nginx() -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 SPEC_CREATED = datetime(2018, 10, 2, tzinfo=UTC)
 
 
@@ -172,7 +165,7 @@ def nginx_serving(
     """Serve the output root `out` with a real nginx and the generated configuration; with
     `s3`, sync `out` to a new bucket of that server and serve the bucket instead. `options`
     go to `nginx-conf`: by default the owner-prefixed URL space that these tests read."""
-    port = _free_port()
+    port = free_port()
     user = ["--user", "root"] if os.geteuid() == 0 else []
     source: list[str | Path] = [out, *options]
     env = None
@@ -323,7 +316,7 @@ def origin(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Origin]:
     tmp = tmp_path_factory.mktemp("origin")
-    port = _free_port()
+    port = free_port()
     source: Path | BucketOrigin
     if request.param == "tree":
         source = root = tmp / "api"

@@ -294,14 +294,19 @@ def listening(port: int, process: subprocess.Popen[Any], seconds: float) -> bool
     return False
 
 
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on (for a server to start on)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @contextmanager
 def local_s3(log: Path) -> Iterator[str]:
     """Run moto's S3-compatible server (`moto_server`, of the test extra) on a free loopback
     port, logging to `log`; yield its URL."""
     server = Path(sys.executable).parent / "moto_server"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with log.open("wb") as output:
         process = subprocess.Popen(
             [str(server), "-H", "127.0.0.1", "-p", str(port)],

@@ -4,7 +4,6 @@ from the PySpark distribution's own launcher, and a job submitted to it."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,16 +15,10 @@ import orjson
 import pyspark
 import pytest
 
+from convsum.bench import free_port
 from tests.test_determinism import DEMO, _tree
 
 SPARK_HOME = Path(pyspark.__file__).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _environment(tmp: Path) -> dict[str, str]:
@@ -52,7 +45,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
     directory, where each application's executors keep their logs."""
     tmp = tmp_path_factory.mktemp("cluster")
     env = _environment(tmp)
-    port, ui_port = _free_port(), _free_port()
+    port, ui_port = free_port(), free_port()
     spark_class = str(SPARK_HOME / "bin" / "spark-class")
     log = (tmp / "cluster.log").open("wb")
     master = subprocess.Popen(
@@ -63,7 +56,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
     url = f"spark://127.0.0.1:{port}"
     worker = subprocess.Popen(
         [spark_class, "org.apache.spark.deploy.worker.Worker", url, "--host", "127.0.0.1",
-         "--cores", "2", "--memory", "2g", "--webui-port", str(_free_port()),
+         "--cores", "2", "--memory", "2g", "--webui-port", str(free_port()),
          "--work-dir", str(tmp / "worker")],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip

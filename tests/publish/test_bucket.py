@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,12 @@ def test_bucket_redact_clears_each_printed_form_of_a_secret_and_url_credentials(
     )
 
 
+def _nginx_conf_from(s3: S3Server, bucket: str, env: Mapping[str, str | None]) -> Result:
+    """Run `nginx-conf` on the bucket's PREFIX through the server's endpoint, in `env`."""
+    args = ["--owner-in-path", "--from", f"s3://{bucket}/{PREFIX}", "--endpoint", s3.endpoint]
+    return CliRunner().invoke(cli, ["nginx-conf", *args], env=env)
+
+
 @pytest.mark.parametrize("environment", [None, "dead port"])
 def test_bucket_nginx_conf_from_a_bucket_reads_its_manifest_from_the_endpoint_given(
     s3: S3Server, out: Path, environment: str | None
@@ -166,18 +173,7 @@ def test_bucket_nginx_conf_from_a_bucket_reads_its_manifest_from_the_endpoint_gi
     env: dict[str, str | None] = {**s3.env(), "AWS_ENDPOINT_URL": None}  # None: unset
     if environment == "dead port":
         env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{free_port()}"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "nginx-conf",
-            "--owner-in-path",
-            "--from",
-            f"s3://{bucket}/{PREFIX}",
-            "--endpoint",
-            s3.endpoint,
-        ],
-        env=env,
-    )
+    result = _nginx_conf_from(s3, bucket, env)
     assert result.exit_code == 0, result.output
     origin = BucketOrigin.of(s3.endpoint, bucket, PREFIX)
     assert result.stdout == render(origin, "127.0.0.1:8080", 2, ["asc"], None, api=None)
@@ -257,18 +253,7 @@ def test_bucket_nginx_conf_from_a_bucket_of_an_older_layout_says_to_run_and_sync
     assert manifest["layout"]["version"] == 2
     del manifest["layout"]["version"]  # as a sync of an earlier convsum wrote it
     s3.client().put_object(Bucket=bucket, Key=key, Body=orjson.dumps(manifest))
-    result = CliRunner().invoke(
-        cli,
-        [
-            "nginx-conf",
-            "--owner-in-path",
-            "--from",
-            f"s3://{bucket}/{PREFIX}",
-            "--endpoint",
-            s3.endpoint,
-        ],
-        env=s3.env(),
-    )
+    result = _nginx_conf_from(s3, bucket, s3.env())
     assert (result.exit_code, result.stdout) == (1, ""), result.output
     assert result.stderr == (
         f"Error: s3://{bucket}/{PREFIX}/manifest.json: a tree of layout 1, which this convsum "
