@@ -10,12 +10,13 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
+from convsum.bench import free_port
 from convsum.cli import cli
 from convsum.publish import bucket as bucket_module
 from convsum.publish.bucket import MAX_PREFIX_BYTES, Destination, redact
 from convsum.publish.nginx import BucketOrigin, render
 from tests.publish.test_sync import PREFIX, _files, _run, _sync, _write_day
-from tests.s3server import S3Server, free_port
+from tests.s3server import S3Server
 
 # Credentials the local server takes as well as its own (it checks no signature), each with
 # what a token file with CRLF line endings leaves at its end.

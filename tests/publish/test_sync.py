@@ -12,11 +12,12 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
+from convsum.bench import free_port
 from convsum.cli import cli
 from convsum.config import DEFAULT_CACHE_CONTROL, RunConfig
 from convsum.run import run_job
 from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, at, message, status, write_parquet
-from tests.s3server import BIN, S3Server, free_port, running_s3_server
+from tests.s3server import BIN, S3Server, running_s3_server
 
 pytestmark = pytest.mark.slow  # left out of make test-fast
 
