@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 LISTEN ?= 127.0.0.1:8080
 OUT ?= out/api_example
 
-.PHONY: run test test-fast test-slow bench bench-api lint format serve serve-stop samples clean
+.PHONY: run test test-fast test-slow bench bench-api lint format serve serve-stop samples docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,10 @@ format: $(STAMP)
 ## samples: regenerate sample_data/ deterministically
 samples: $(STAMP)
 	$(BIN)/python sample_data/make_samples.py
+
+## docs: regenerate docs/cli-reference.md from every command's --help (tests/test_docs.py checks it)
+docs: $(STAMP)
+	$(BIN)/cog -r docs/cli-reference.md
 
 clean:
 	rm -rf out .venv .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -7,7 +7,7 @@
 The arguments are those of `convsum run`, and so are the exit codes. The session is
 spark-submit's: its master and its --conf settings apply, and the TOML file's [spark] table adds
 to them. The driver must run where the output root is (client deploy mode), and every executor
-must see the output root at the same path (see the README: Spark).
+must see the output root at the same path (see docs/engines.md: Spark).
 """
 
 import sys

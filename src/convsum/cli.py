@@ -823,7 +823,7 @@ def query(
     """Run one read-only SQL statement over the tables OUT serves.
 
     The tables are messages, statuses, conversations and runs, as of the last published run
-    (see the README for their columns); timestamps are UTC. SQL comes from the argument, from
+    (docs/reporting.md lists their columns); timestamps are UTC. SQL comes from the argument, from
     -f FILE, or from standard input when SQL is -. Anything but one SELECT (or FROM, WITH,
     VALUES, DESCRIBE, SUMMARIZE) is refused with exit code 2, as is reading any other file.
     """

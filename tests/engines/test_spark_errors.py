@@ -1,5 +1,5 @@
 """The Spark engine's errors: one `Error:` line naming the setting and the cause, the exit code
-of the README, and none of the JVM's own output on stderr.
+of docs/operations.md, and none of the JVM's own output on stderr.
 
 What can be checked before a JVM starts is checked with the configuration (exit 2); what only
 Spark can tell is read from its failure (exit 1). The tests that start a JVM run `convsum` in a

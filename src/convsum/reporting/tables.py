@@ -47,7 +47,7 @@ DAY = "utc_day"
 BY_DAY = ("messages", "statuses")
 NAMES = ("messages", "statuses", "conversations", "runs")
 
-# The latest status code's outcome; documented in the README's table of the `messages` table.
+# The latest status code's outcome; documented in docs/reporting.md's table of the `messages` table.
 OUTCOMES = (
     "delivered", "expired", "canceled", "other_final", "rejected", "error", "pending", "no_status"
 )  # fmt: skip
