@@ -55,9 +55,7 @@ _MULTI = """
 CREATE TEMP TABLE multi AS SELECT id FROM read_parquet({messages}) GROUP BY id HAVING count(*) > 1;
 CREATE TEMP TABLE multi_rows AS SELECT * FROM read_parquet({messages}) SEMI JOIN multi USING (id);
 CREATE TEMP TABLE multi_winners AS
-SELECT * EXCLUDE (content) FROM (
-    SELECT *, {head} || ',"statuses":' || {tail} || '}}' AS content FROM multi_rows
-)
+SELECT * EXCLUDE (content) FROM (SELECT *, {content} AS content FROM multi_rows)
 QUALIFY row_number() OVER (
     PARTITION BY owner, id ORDER BY modified DESC NULLS LAST, content DESC
 ) = 1;
@@ -71,6 +69,8 @@ def _object_sql(parts: list[tuple[str, str, str]]) -> str:
 
 
 _OBJECT = dict(zip(("head", "tail"), map(_object_sql, message_object_parts()), strict=True))
+# The message object's text without its statuses: the deduplication's last tie-break.
+CONTENT = f"{_OBJECT['head']} || ',\"statuses\":' || {_OBJECT['tail']} || '}}'"
 
 # Latest status per message: greatest `created`, then final groups over the rest, then the higher
 # code, then the longer duration (a row with no duration loses). Identical rows are one. The
@@ -262,7 +262,7 @@ def resolve(con: duckdb.DuckDBPyConnection, staged: StagedInputs, work: Path) ->
         "messages": str(staged.messages / "*.parquet"),
         "statuses": str(staged.statuses / "*.parquet"),
     }
-    con.execute(_MULTI.format(messages=literal(params["messages"]), **_OBJECT))
+    con.execute(_MULTI.format(messages=literal(params["messages"]), content=CONTENT))
     msg = deduplicated_messages(staged.messages, "multi", "multi_winners")
     con.execute(f"CREATE TEMP VIEW msg AS SELECT * FROM {msg}")
     latest = work / "latest.parquet"

@@ -1,10 +1,15 @@
-"""The Polars engine: SPEC section 3 as lazy Polars queries over the staged Parquet files.
+"""The Polars engine: SPEC section 3's per-message rules as lazy Polars queries over the staged
+Parquet files, an independent second computation of the numbers.
 
-Every query runs on Polars' streaming engine and ends in a Parquet file in the work directory,
-read back batch by batch, so no derived table is held in this process's Python memory. Polars
-has no memory cap: the passes local to a message run in parts sized to the memory limit (see
-`_parts`). What Polars may still hold whole inside a query: the window positions (`over`) and the
-sorts of the ordered lists; the DuckDB engine spills those to disk under its memory limit.
+Polars deduplicates the messages, finds each message's latest status, makes the conversation
+memberships (from which every engine's tallies and summaries are rendered) and counts the run's
+facts. The message lists (positions, the incremental cut, the message object's text) come from
+those results through the DuckDB engine's shared steps (`lists`, `conversation_rows`): the page
+rules and the renderer are written once.
+
+Every query runs on Polars' streaming engine and ends in a Parquet file in the work directory, so
+no derived table is held in this process's Python memory. Polars has no memory cap: the passes
+local to a message run in parts sized to the memory limit (see `_parts`).
 """
 
 from __future__ import annotations
@@ -19,21 +24,18 @@ from typing import Any
 import duckdb
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from convsum.codes import FINAL_GROUPS, KNOWN_CODES
 from convsum.engines.base import (
-    CONVERSATION_SCHEMA,
     EngineSettings,
     StatusOrder,
     WrittenHere,
     deduplicated_messages,
     define_relations,
     memory_budget,
-    message_object_parts,
     status_order,
 )
-from convsum.engines.duckdb import connect
+from convsum.engines.duckdb import CONTENT, connect, conversation_rows, lists
 from convsum.inputs import StagedInputs
 from convsum.sql import literal
 
@@ -57,17 +59,20 @@ class PolarsEngine:
 
 
 class _PolarsDerivation(WrittenHere):
+    """Deduplication, latest status and conversation membership (the counts and tallies) in
+    Polars; the message lists are positioned, cut and rendered from those results by the shared
+    steps of engines/duckdb.py (`lists`, `conversation_rows`), as for every engine."""
+
     def __init__(self, staged: StagedInputs, work: Path, settings: EngineSettings) -> None:
-        self.staged, self.work, self.batch_rows = staged, work, settings.batch_rows
-        self.settings = settings
-        self._con: duckdb.DuckDBPyConnection | None = None
+        self.staged, self.work, self.settings = staged, work, settings
+        self.con = connect(settings)
         self.statuses = pl.scan_parquet(staged.statuses / "*.parquet")
         self.staged_messages = pl.scan_parquet(staged.messages / "*.parquet")
         self.parts = _parts(staged, settings)
         self.multi = self._by_part("multi", lambda k: _multi(self._messages_of(k)))
         ids = self.multi.collect(engine="streaming").get_column("id")
         self.multi_rows = self.staged_messages.filter(pl.col("id").is_in(ids.implode()))
-        self.winners = pl.scan_parquet(self._sink(_winners(self.multi_rows), "winners"))
+        self.winners = pl.scan_parquet(self._sink(_winners(self._with_content()), "winners"))
         # Every other row is read where it lies, only the columns a query asks for.
         self.msg = pl.concat(
             [self.staged_messages.join(self.multi, on="id", how="anti"), self.winners]
@@ -85,20 +90,42 @@ class _PolarsDerivation(WrittenHere):
                 self.msg.filter(_in_part("id", k, self.parts)), self._part_file("latest", k)
             ),
         )
-        self.conv_out = self.conv
-        self.only: pl.LazyFrame | None = None
-        self.page_size = settings.page_size
-        if settings.conversations is not None:
-            self.only = pl.scan_parquet(settings.conversations)
-            cut = self.only.select("owner", "participant", "cut_created", "cut_id")
-            # The flag is a column, not a filter on the join: fused into it, Polars reorders the
-            # joins into one on the owner alone (measured at 1M: 8 s and 8.6 GB, not 0.4 s).
-            self.conv_out = (
-                self.conv.join(cut, on=["owner", "participant"])
-                .with_columns(kept=_at_or_after("cut_created", "cut_id"))
-                .filter("kept")
-                .drop("cut_created", "cut_id", "kept")
-            )
+        self._define_lists()
+
+    def _with_content(self) -> pl.LazyFrame:
+        """The rows of the ids seen more than once, each with its `content` (the deduplication's
+        tie-break), rendered by the one renderer of the message object (engines/duckdb.py)."""
+        rows = self._sink(self.multi_rows, "multi_rows")
+        target = self.work / "multi_content.parquet"
+        self.con.execute(
+            f"COPY (SELECT *, {CONTENT} AS content FROM read_parquet({literal(str(rows))})) "
+            f"TO {literal(str(target))} (FORMAT parquet)"
+        )
+        return pl.scan_parquet(target)
+
+    def _define_lists(self) -> None:
+        """Create `msg` and `latest` in the connection from this engine's files, as `resolve`
+        would, then the rows of the lists (`lists`)."""
+        self.con.execute(
+            f"""
+            CREATE TEMP VIEW msg AS SELECT * FROM {self._msg};
+            CREATE TEMP VIEW latest AS SELECT owner, id, pairs,
+                {{'code': code, 'duration': duration, 'created': status_created}} AS status,
+                final_created
+            FROM {self._files("latest-*")};
+            """
+        )
+        lists(self.con, self.settings.conversations)
+
+    @property
+    def _msg(self) -> str:
+        """The SQL relation of the messages after this engine's deduplication."""
+        return deduplicated_messages(
+            self.staged.messages, self._files("multi-*"), self._files("winners")
+        )
+
+    def _files(self, name: str) -> str:
+        return f"read_parquet({literal(str(self.work / f'{name}.parquet'))})"
 
     def _messages_of(self, k: int) -> pl.LazyFrame:
         """The staged message rows of part `k` (see `_parts`)."""
@@ -132,24 +159,11 @@ class _PolarsDerivation(WrittenHere):
         return path
 
     def relations(self) -> duckdb.DuckDBPyConnection:
-        if self._con is None:
-            multi, winners, latest, conv = (
-                f"read_parquet({literal(str(self.work / name))})"
-                for name in (
-                    "multi-*.parquet",
-                    "winners.parquet",
-                    "latest-*.parquet",
-                    "conv-*.parquet",
-                )
-            )
-            msg = deduplicated_messages(self.staged.messages, multi, winners)
-            con = connect(self.settings)
-            self._con = define_relations(con, msg, latest, conv, self.staged.statuses)
-        return self._con
+        latest, conv = self._files("latest-*"), self._files("conv-*")
+        return define_relations(self.con, self._msg, latest, conv, self.staged.statuses)
 
     def close(self) -> None:
-        if self._con is not None:
-            self._con.close()
+        self.con.close()
 
     def counts(self) -> dict[str, Any]:
         latest = self.latest.select(pl.len(), pl.col("pairs").sum())
@@ -190,65 +204,7 @@ class _PolarsDerivation(WrittenHere):
         }
 
     def conversation_rows(self, descending: bool) -> Iterator[pa.RecordBatch]:
-        rendered = _rendered(self.msg, self.latest)
-        frame = _ordered_rows(self.conv_out, rendered, descending)
-        if self.only is not None and not descending:
-            frame = _changed_pages(frame, self.only, self.page_size)
-        frame = frame.select(
-            "owner", "participant", "direction", "pos_all", "pos_dir", json="," + pl.col("json")
-        )
-        path = self._sink(frame, "rows_desc" if descending else "rows_asc")
-        yield from _read(path, CONVERSATION_SCHEMA, self.batch_rows)
-
-
-def _read(path: Path, schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
-        yield pa.RecordBatch.from_arrays(
-            [column.cast(field.type) for column, field in zip(batch.columns, schema, strict=True)],
-            schema=schema,
-        )
-
-
-def _json_text(column: str) -> pl.Expr:
-    """The column's JSON text, `null` for null: what orjson writes for the value."""
-    encoded = pl.struct(pl.col(column)).struct.json_encode()
-    return encoded.str.strip_prefix(f'{{"{column}":').str.strip_suffix("}")
-
-
-def _json_int(column: str) -> pl.Expr:
-    return pl.col(column).cast(pl.String).fill_null("null")
-
-
-def _json_time(column: str) -> pl.Expr:
-    iso = _iso_time(pl.col(column))
-    return pl.when(pl.col(column).is_null()).then(pl.lit("null")).otherwise('"' + iso + '"')
-
-
-def _iso_time(value: pl.Expr) -> pl.Expr:
-    millis = value.dt.millisecond()
-    fraction = pl.when(millis != 0).then(value.dt.strftime(".%3f")).otherwise(pl.lit(""))
-    return value.dt.strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"
-
-
-def _json_double(column: str) -> pl.Expr:
-    value = pl.col(column)
-    finite = value.is_finite().fill_null(False)
-    return pl.when(finite).then(_json_text(column)).otherwise(pl.lit("null"))
-
-
-def _object_parts(parts: list[tuple[str, str, str]]) -> list[pl.Expr]:
-    """Return expressions concatenating message fields as JSON, each behind its key."""
-    render = {"text": _json_text, "int": _json_int, "double": _json_double, "time": _json_time}
-    return [
-        expr for prefix, column, kind in parts for expr in (pl.lit(prefix), render[kind](column))
-    ]
-
-
-def _message_json(statuses: pl.Expr) -> pl.Expr:
-    """The message object's text around a `statuses` value."""
-    head_parts, tail_parts = message_object_parts()
-    head, tail = _object_parts(head_parts), _object_parts(tail_parts)
-    return pl.concat_str([*head, pl.lit(',"statuses":'), statuses, *tail, pl.lit("}")])
+        return conversation_rows(self.con, self.settings, descending)
 
 
 # Polars has no memory cap of its own. The passes local to a message (ids seen twice, latest
@@ -279,13 +235,12 @@ def _multi(messages: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _winners(rows: pl.LazyFrame) -> pl.LazyFrame:
-    """Each (owner, id) of `rows` once: greatest `modified`, then the greater content (as DuckDB).
+    """Each (owner, id) of `rows` once: greatest `modified`, then the greater `content`.
 
-    `rows` are those of the ids seen more than once (few): only they are sorted and rendered.
+    `rows` are those of the ids seen more than once (few), each with its content.
     """
     return (
-        rows.with_columns(content=_message_json(pl.lit("")))
-        .sort(
+        rows.sort(
             ["owner", "id", "modified", "content"],
             descending=[False, False, True, True],
             nulls_last=True,
@@ -379,66 +334,3 @@ def _conversation_rows(messages: pl.LazyFrame, latest: pl.LazyFrame) -> pl.LazyF
         .select(columns)
     )
     return pl.concat([by_sender, by_recipient])
-
-
-def _rendered(messages: pl.LazyFrame, latest: pl.LazyFrame) -> pl.LazyFrame:
-    """Each message's object text, with its latest status; rendered only when pages are asked."""
-    status = pl.concat_str(
-        [
-            pl.lit('[{"code":'), pl.col("code").cast(pl.String),
-            pl.lit(',"duration":'), _json_int("duration"),
-            pl.lit(',"created":'), _json_time("status_created"),
-            pl.lit("}]"),
-        ]
-    )  # fmt: skip
-    statuses = pl.when(pl.col("code").is_null()).then(pl.lit("[]")).otherwise(status)
-    return messages.join(latest, on=["owner", "id"], how="left").select(
-        "owner", "id", json=_message_json(statuses)
-    )
-
-
-def _ordered_rows(conv: pl.LazyFrame, rendered: pl.LazyFrame, descending: bool) -> pl.LazyFrame:
-    order = [False, False, descending, descending]
-    return (
-        conv.join(rendered, on=["owner", "id"])
-        .sort(["owner", "participant", "created", "id"], descending=order)
-        .with_columns(
-            pos_all=pl.int_range(pl.len(), dtype=pl.Int64).over("owner", "participant"),
-            pos_dir=pl.int_range(pl.len(), dtype=pl.Int64).over(
-                "owner", "participant", "direction"
-            ),
-        )
-    )
-
-
-def _at_or_after(created: str, id_: str) -> pl.Expr:
-    """Whether a row's (created, id) is at or after those columns' (true when they are null)."""
-    return (
-        pl.col(created).is_null()
-        | (pl.col("created") > pl.col(created))
-        | ((pl.col("created") == pl.col(created)) & (pl.col("id") >= pl.col(id_)))
-    )
-
-
-def _changed_pages(rows: pl.LazyFrame, only: pl.LazyFrame, page_size: int) -> pl.LazyFrame:
-    """Keep the rows of the pages that may have changed (see EngineSettings.conversations)."""
-    since = only.select(
-        "owner", "participant", "since_created", "since_id", "base_all", "base_mt", "base_mo"
-    )
-    rows = rows.join(since, on=["owner", "participant"], how="left", maintain_order="left")
-    changed = _at_or_after("since_created", "since_id")
-    base_dir = pl.when(pl.col("direction") == "mt").then("base_mt").otherwise("base_mo")
-    rows = rows.with_columns(
-        pos_all=pl.col("pos_all") + pl.col("base_all"), pos_dir=pl.col("pos_dir") + base_dir
-    )
-
-    def cut(position: str, base: pl.Expr, *key: str) -> pl.Expr:
-        first = pl.when(changed).then(pl.col(position)).min().over(*key)
-        length = base + pl.len().over(*key).cast(pl.Int64)
-        start = pl.min_horizontal(first.fill_null(length), length - 1) // page_size * page_size
-        return pl.when(pl.col(position) >= start).then(pl.col(position))
-
-    return rows.with_columns(
-        pos_all=cut("pos_all", pl.col("base_all"), "owner", "participant"),
-        pos_dir=cut("pos_dir", base_dir, "owner", "participant", "direction"),
-    ).filter(pl.col("pos_all").is_not_null() | pl.col("pos_dir").is_not_null())
