@@ -16,6 +16,7 @@ from hypothesis import settings
 
 from convsum.config import ENGINES, RunConfig
 from convsum.publish.paths import conversation_dir, page_file
+from convsum.results import RunReport
 from convsum.run import run_job
 from tests.s3server import S3Server, running_s3_server
 
@@ -125,7 +126,7 @@ def published_root(
 class Tree:
     """A published output root, read back as the API would answer."""
 
-    def __init__(self, out: Path, report: dict[str, Any]) -> None:
+    def __init__(self, out: Path, report: RunReport) -> None:
         self.out, self.report = out, report
         self.api = out / "current" / "api"
         manifest = orjson.loads((out / "current" / "manifest.json").read_bytes())

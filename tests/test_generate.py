@@ -50,10 +50,10 @@ def test_generate_output_runs_through_the_job(tmp_path: Path) -> None:
         out=str(tmp_path / "out"),
     )
     report = run_job(config)
-    assert report["messages"] == 3_000
-    assert report["duplicate_messages"] > 0
-    assert report["orphan_statuses"] > 0
-    assert report["messages_without_status"] > 0
+    assert report.data.messages == 3_000
+    assert report.data.duplicate_messages > 0
+    assert report.data.orphan_statuses > 0
+    assert report.data.messages_without_status > 0
 
 
 def test_generate_replaces_its_own_files_only(tmp_path: Path) -> None:

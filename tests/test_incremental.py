@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from convsum.config import ENGINES, RunConfig
 from convsum.errors import RebuildRefusedError
 from convsum.log import RunLog
 from convsum.publish.paths import conversation_dir
+from convsum.results import RunReport
 from convsum.run import run_job
 from tests.conftest import (
     ALL_COLUMNS,
@@ -29,21 +31,6 @@ from tests.conftest import (
     write_parquet,
 )
 from tests.strategies import messages_strategy, statuses_strategy
-
-# The report's counts that describe the data (not what a run read or wrote).
-DATA_COUNTS = (
-    "messages",
-    "duplicate_messages",
-    "messages_without_status",
-    "orphan_statuses",
-    "duplicate_statuses",
-    "unknown_codes",
-    "owners",
-    "participants",
-)
-
-
-VOLATILE = ("run_id", "stages")
 
 
 def published(out: Path) -> dict[str, bytes]:
@@ -132,14 +119,12 @@ def test_incremental_any_nightly_split_gives_the_full_run_tree(
             for engine in LOCAL_ENGINES:
                 out = Path(tmp) / f"out-{engine}"
                 reports[engine] = run_job(_config(inputs, out, engine=engine, **options))
-                assert reports[engine]["mode"] == ("full" if night == 0 else "incremental")
+                assert reports[engine].mode == ("full" if night == 0 else "incremental")
                 assert published(out) == published(fresh), f"night {night}, {engine}"
                 assert table_rows(out, ALL_COLUMNS) == table_rows(fresh, ALL_COLUMNS)
-                counts = {k: reports[engine][k] for k in DATA_COUNTS}
-                assert counts == {k: full[k] for k in DATA_COUNTS}
+                assert reports[engine].data == full.data
             # What each engine read, wrote, left unchanged and removed is the same too.
-            first, *others = ({k: v for k, v in r.items() if k not in VOLATILE}
-                              for r in reports.values())  # fmt: skip
+            first, *others = (replace(r, run_id="", stages={}) for r in reports.values())
             assert all(other == first for other in others), f"night {night}"
 
 
@@ -158,7 +143,7 @@ def test_incremental_nights_of_late_statuses_orphans_and_nothing(tmp_path: Path)
         fresh = tmp_path / f"fresh-{night}"
         full = run_job(_config(inputs, fresh, page_size=1))
         assert published(out) == published(fresh), f"night {night}"
-        assert {k: report[k] for k in DATA_COUNTS} == {k: full[k] for k in DATA_COUNTS}
+        assert report.data == full.data
     summary = orjson.loads(
         (out / "current" / "api" / conversation_dir("acme", "4601") / "summary.json").read_bytes()
     )
@@ -166,7 +151,7 @@ def test_incremental_nights_of_late_statuses_orphans_and_nothing(tmp_path: Path)
         "101": {"messages": 1, "sms": 1},
         "201": {"messages": 1, "sms": 1},
     }
-    assert report["orphan_statuses"] == 0 and report["files_read"]["messages"] == 1
+    assert report.data.orphan_statuses == 0 and report.files_read["messages"] == 1
 
 
 def test_incremental_touches_only_the_changed_conversations(tmp_path: Path, engine: str) -> None:
@@ -187,13 +172,13 @@ def test_incremental_touches_only_the_changed_conversations(tmp_path: Path, engi
     assert all(any(path.startswith(f"{d}/") for d in touched) for path in changed), changed
     untouched = [p for p in after if p.startswith(conversation_dir("acme", "4603") + "/")]
     assert untouched and all(before[p] == after[p] for p in untouched)
-    assert report["files_read"] == {"messages": 1, "statuses": 1}
-    assert report["files_skipped"] == {"messages": 1, "statuses": 1}
-    assert report["conversations_changed"] == 3
-    assert report["files_written"] == len(changed)
-    assert report["files_removed"] == 0
+    assert report.files_read == {"messages": 1, "statuses": 1}
+    assert report.files_skipped == {"messages": 1, "statuses": 1}
+    assert report.files.conversations_changed == 3
+    assert report.files.files_written == len(changed)
+    assert report.files.files_removed == 0
     # 4601's first two pages (a0 a1, a2 a3) and 4602's pages without b3 are equal: not written.
-    assert report["files_unchanged"] > 0
+    assert report.files.files_unchanged > 0
     manifest = orjson.loads((out / "current" / "manifest.json").read_bytes())
     assert manifest["changes"]["full"] is False
     listed = (out / "current" / "files.txt").read_text().splitlines()
@@ -207,7 +192,7 @@ def test_incremental_touches_only_the_changed_conversations(tmp_path: Path, engi
 
 def _planned_like_a_full_run(
     inputs: Path, out: Path, fresh: Path, **options: Any
-) -> tuple[dict[str, int], dict[str, Any]]:
+) -> tuple[dict[str, int], RunReport]:
     """Run an update into `out`; check that it ends like a full run into `fresh` (files, tables,
     counts). Returns its `plan` stage's counts (what it derives again) and its report."""
     stream = io.StringIO()
@@ -217,7 +202,7 @@ def _planned_like_a_full_run(
     full = run_job(_config(inputs, fresh, **options))
     assert published(out) == published(fresh)
     assert table_rows(out, ALL_COLUMNS) == table_rows(fresh, ALL_COLUMNS)
-    assert {k: report[k] for k in DATA_COUNTS} == {k: full[k] for k in DATA_COUNTS}
+    assert report.data == full.data
     return plan, report
 
 
@@ -238,7 +223,7 @@ def test_incremental_summaries_only_derives_the_touched_ids_and_days(
     _night(inputs, 1, [message("c0", recipient="4601", created=_at(2 * day))], [status("a0", 402)])
     plan, report = _planned_like_a_full_run(inputs, out, tmp_path / "fresh", **options)
     assert plan == {"conversations": 2, "days": 2, "touched": 2, "rows": 5}
-    assert report["messages"] == 11 and report["participants"] == 3
+    assert report.data.messages == 11 and report.data.participants == 3
 
 
 def test_incremental_ascending_pages_derive_from_the_last_unchanged_page(
@@ -273,7 +258,7 @@ def test_incremental_late_duplicate_moves_a_message_and_removes_a_conversation(
     _night(inputs, 1, [message("m1", recipient="4602", modified=_at(60))], [])
     report = run_job(_config(inputs, out))
     assert not (out / "current" / "api" / gone).exists()
-    assert report["files_removed"] == 3  # 4601's summary and its one page of `all` and of `mt`
+    assert report.files.files_removed == 3  # 4601's summary and its one page of `all` and of `mt`
     removed = (out / "current" / "removed.txt").read_text().splitlines()
     assert all(path.startswith(gone + "/") for path in removed) and len(removed) == 3
     fresh = tmp_path / "fresh"
@@ -296,8 +281,8 @@ def test_incremental_changed_or_removed_input_rebuilds(tmp_path: Path, change: s
     with pytest.raises(RebuildRefusedError, match=f"{night1}: {change} since it was read"):
         run_job(_config(inputs, out, rebuild=False))
     report = run_job(_config(inputs, out))
-    assert report["mode"] == "full"
-    assert str(night1) in report["rebuild_reason"]
+    assert report.mode == "full"
+    assert str(night1) in report.rebuild_reason
     assert not (out / "current" / "api" / conversation_dir("acme", "4602")).exists()
     fresh = tmp_path / "fresh"
     run_job(_config(inputs, fresh))
@@ -308,11 +293,11 @@ def test_incremental_other_settings_or_full_flag_rebuild(tmp_path: Path) -> None
     inputs, out = tmp_path / "in", tmp_path / "out"
     _night(inputs, 0, [message("m1")], [status("m1", 201)])
     run_job(_config(inputs, out))
-    assert run_job(_config(inputs, out, threads=1))["mode"] == "incremental"
+    assert run_job(_config(inputs, out, threads=1)).mode == "incremental"
     with pytest.raises(RebuildRefusedError, match="output settings"):
         run_job(_config(inputs, out, page_size=10, rebuild=False))
-    assert run_job(_config(inputs, out, page_size=10))["mode"] == "full"
-    assert run_job(_config(inputs, out, page_size=10), full=True)["rebuild_reason"] == "--full"
+    assert run_job(_config(inputs, out, page_size=10)).mode == "full"
+    assert run_job(_config(inputs, out, page_size=10), full=True).rebuild_reason == "--full"
 
 
 def test_incremental_tree_of_another_layout_is_rebuilt_not_mixed(
@@ -327,7 +312,7 @@ def test_incremental_tree_of_another_layout_is_rebuilt_not_mixed(
     with pytest.raises(RebuildRefusedError, match="output settings"):
         run_job(_config(inputs, out, rebuild=False))
     report = run_job(_config(inputs, out))
-    assert report["mode"] == "full"
+    assert report.mode == "full"
     manifest = orjson.loads((out / "current" / "manifest.json").read_bytes())
     assert manifest["layout"]["version"] == 2
 
@@ -361,7 +346,7 @@ def test_incremental_disk_full_changes_nothing_and_the_next_run_recovers(
             run_job(_config(inputs, out))
     assert published(out) == before
     report = run_job(_config(inputs, out))
-    assert report["files_read"] == {"messages": 1, "statuses": 1}  # the failed run recorded none
+    assert report.files_read == {"messages": 1, "statuses": 1}  # the failed run recorded none
     fresh = tmp_path / "fresh"
     run_job(_config(inputs, fresh))
     assert published(out) == published(fresh)
@@ -377,5 +362,5 @@ def test_incremental_unreadable_state_store_rebuilds_or_is_refused(tmp_path: Pat
     with pytest.raises(RebuildRefusedError, match=r"state store .* cannot be read"):
         run_job(_config(inputs, out, rebuild=False))
     report = run_job(_config(inputs, out))
-    assert report["mode"] == "full" and "cannot be read" in report["rebuild_reason"]
-    assert run_job(_config(inputs, out))["mode"] == "incremental"
+    assert report.mode == "full" and "cannot be read" in report.rebuild_reason
+    assert run_job(_config(inputs, out)).mode == "incremental"

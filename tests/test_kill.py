@@ -172,11 +172,12 @@ def test_kill_during_an_incremental_run_then_rerun_gives_the_clean_tree(
     assert _leftovers(out) == [], f"killed at {where}"
     assert _state_answers(out) == 6
     if stage == "state":  # the catalog may have been committed: then nothing is left to read
-        assert report["mode"] == "incremental"
+        assert report.mode == "incremental"
     else:
-        assert report["files_read"] == {"messages": 2, "statuses": 2}
+        assert report.files_read == {"messages": 2, "statuses": 2}
     again = run_job(_config(inputs, out))
-    assert (again["mode"], again["files_written"], again["files_removed"]) == ("incremental", 0, 0)
+    assert again.mode == "incremental"
+    assert (again.files.files_written, again.files.files_removed) == (0, 0)
 
 
 @pytest.mark.parametrize("stage", ("read", "pages", "summaries", "tables", "index", "state"))

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from convsum.cli import cli, tokens
 from convsum.config import RunConfig
 from convsum.publish.paths import name_segments
+from convsum.results import RunReport
 from convsum.run import run_job
 from convsum.tokens import (
     add_token,
@@ -297,7 +298,7 @@ def test_tokens_refuse_a_damaged_store(out: Path) -> None:
     assert result.stdout == ""
 
 
-def _run(out: Path, tmp_path: Path, n: int, full: bool = False) -> dict[str, Any]:
+def _run(out: Path, tmp_path: Path, n: int, full: bool = False) -> RunReport:
     """Run the job over the input files 0..n-1 (one message each; those not yet written)."""
     for i in range(n):
         if (tmp_path / "in" / "messages" / f"{i}.parquet").exists():
@@ -325,7 +326,7 @@ def test_tokens_survive_full_and_incremental_runs(tmp_path: Path, out: Path) -> 
     revoke_token(out, revoked.id)
     store, owners = _store(out), _owners_files(out)
     reports = [_run(out, tmp_path, 1), _run(out, tmp_path, 2), _run(out, tmp_path, 2, full=True)]
-    assert [r["mode"] for r in reports] == ["full", "incremental", "full"]
+    assert [r.mode for r in reports] == ["full", "incremental", "full"]
     assert len(list((out / "trees").iterdir())) == 1  # the old trees were removed
     assert (_store(out), _owners_files(out)) == (store, owners)
     assert owner_dir(out, token) == "/".join(name_segments("acme"))

@@ -46,6 +46,7 @@ from convsum.publish.nginx import (
     render,
 )
 from convsum.publish.tree import API, CURRENT, MARK
+from convsum.results import RunReport, SyncReport, as_dict
 
 if TYPE_CHECKING:
     from convsum.reporting.query import Budget
@@ -180,12 +181,12 @@ def run(report: bool, full: bool, **options: Any) -> None:
         out = Path(config.out)
         log.event(
             "published",
-            mode=result["mode"],
-            files_written=result["files_written"],
-            files_unchanged=result["files_unchanged"],
-            files_removed=result["files_removed"],
-            owners=result["owners"],
-            participants=result["participants"],
+            mode=result.mode,
+            files_written=result.files.files_written,
+            files_unchanged=result.files.files_unchanged,
+            files_removed=result.files.files_removed,
+            owners=result.data.owners,
+            participants=result.data.participants,
             api=str(out / "current" / "api"),
         )
         if config.sync_to:
@@ -200,7 +201,7 @@ def run(report: bool, full: bool, **options: Any) -> None:
             err=True,
         )
     if report:
-        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+        _print_report(result)
 
 
 _CONFIG_TABLES = "convsum.config_tables"
@@ -314,7 +315,12 @@ def sync(
         cache_control = cache_control or DEFAULT_CACHE_CONTROL
         result = sync_tree(out, destination, cache_control, log, verify=verify)
     if report:
-        sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+        _print_report(result)
+
+
+def _print_report(result: RunReport | SyncReport) -> None:
+    """Write a run's or a sync's report on stdout, as JSON (`--report`)."""
+    sys.stdout.buffer.write(orjson.dumps(as_dict(result), option=orjson.OPT_INDENT_2) + b"\n")
 
 
 @cli.command("nginx-conf", context_settings=CONTEXT)

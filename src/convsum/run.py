@@ -14,7 +14,7 @@ import hashlib
 import secrets
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from convsum import __version__
 from convsum.config import RunConfig
 from convsum.engines import EngineSettings, get_engine
-from convsum.engines.base import add_facts, memory_budget, report_counts, tally
+from convsum.engines.base import memory_budget, tally
 from convsum.errors import PublishError, RebuildRefusedError, first_line
 from convsum.inputs import Source, StagedInputs, list_inputs, stage_inputs
 from convsum.log import RunLog
@@ -46,12 +46,14 @@ from convsum.publish.paths import LAYOUT_VERSION, conversation_dir
 from convsum.publish.tree import API, FILE_LIST, OutputRoot, TreeWriter
 from convsum.publish.update import TreeUpdate
 from convsum.reporting.tables import (
+    RunRecord,
     Snapshot,
     Written,
     publish_tables,
     unchanged_tables,
     write_tables,
 )
+from convsum.results import DataCounts, Facts, FileCounts, RunReport, as_dict
 from convsum.state import STATE, State, Tally
 
 
@@ -78,7 +80,7 @@ class _Plan:
     skipped: dict[str, int]
 
 
-def run_job(config: RunConfig, log: RunLog | None = None, full: bool = False) -> dict[str, Any]:
+def run_job(config: RunConfig, log: RunLog | None = None, full: bool = False) -> RunReport:
     """Run the job described by `config`; return the run report.
 
     Nothing is published unless every stage succeeds. `full` forces a full rebuild.
@@ -165,7 +167,7 @@ def _plan(
 class _Placed:
     """What publishing the files changed: the report's file counts, and the manifest's."""
 
-    report: dict[str, int]
+    report: FileCounts
     files: int
     changes: dict[str, int] | None = None  # the change lists of an update (None: a new tree)
 
@@ -192,7 +194,7 @@ class _NewTree:
         self.state = State.create(self.tree / STATE, fingerprint(config), run_id)
         self.writer = TreeWriter(self.tree)
 
-    def unchanged(self, staged: StagedInputs) -> dict[str, Any] | None:
+    def unchanged(self, staged: StagedInputs) -> Facts | None:
         return None
 
     def affected(
@@ -200,17 +202,17 @@ class _NewTree:
     ) -> _Affected:
         return _Affected(rows)
 
-    def place(self, log: RunLog, affected: _Affected, counts: dict[str, Any]) -> _Placed:
+    def place(self, log: RunLog, affected: _Affected, counts: DataCounts) -> _Placed:
         with log.stage("index") as stage:
             removed = sort_file_list(self.writer.close(), self.tree, self.previous)
             stage.set(files=self.writer.files, removed=removed)
-        files = {
-            "conversations_changed": counts["participants"],
-            "files_written": self.writer.files,
-            "files_unchanged": 0,
-            "files_removed": removed,
-            "bytes_written": self.writer.bytes,
-        }
+        files = FileCounts(
+            conversations_changed=counts.participants,
+            files_written=self.writer.files,
+            files_unchanged=0,
+            files_removed=removed,
+            bytes_written=self.writer.bytes,
+        )
         return _Placed(files, self.writer.files)
 
     def switch(self) -> None:
@@ -231,7 +233,7 @@ class _InPlace:
         self.writer = TreeUpdate(tree / API, work / "files")
         state.remove_unlisted()
 
-    def unchanged(self, staged: StagedInputs) -> dict[str, Any] | None:
+    def unchanged(self, staged: StagedInputs) -> Facts | None:
         """Return the served tree's facts if nothing can change: no new file, and no
         unfinished update."""
         if staged.files or self.state.pending():
@@ -253,7 +255,7 @@ class _InPlace:
             )  # fmt: skip
         return _Affected(derived, touched, found.days, (found.after, found.before))
 
-    def place(self, log: RunLog, affected: _Affected, counts: dict[str, Any]) -> _Placed:
+    def place(self, log: RunLog, affected: _Affected, counts: DataCounts) -> _Placed:
         update = self.writer
         with log.stage("swap") as stage:
             touched = affected.conversations
@@ -263,13 +265,13 @@ class _InPlace:
             stage.set(files=update.files, removed=update.removed)
         with log.stage("index"):
             total, written, removed = update_file_list(self.tree, changes, self.state.unreported())
-        files = {
-            "conversations_changed": update.conversations_changed,
-            "files_written": update.files,
-            "files_unchanged": update.unchanged,
-            "files_removed": update.removed,
-            "bytes_written": update.bytes,
-        }
+        files = FileCounts(
+            conversations_changed=update.conversations_changed,
+            files_written=update.files,
+            files_unchanged=update.unchanged,
+            files_removed=update.removed,
+            bytes_written=update.bytes,
+        )
         return _Placed(files, total, {"written": written, "removed": removed})
 
     def switch(self) -> None:
@@ -286,7 +288,7 @@ def _run(
     work: Path,
     plan: _Plan,
     log: RunLog,
-) -> dict[str, Any]:
+) -> RunReport:
     """Read the new input files, derive, write the files and publish them into `target`.
 
     Nothing is published unless every stage succeeds: a new tree becomes the served one in one
@@ -316,11 +318,20 @@ def _run(
             facts, tally, tables = _derive_and_write(
                 config, affected, state, run_id, work, target.writer, log, target.tree
             )
-        counts = report_counts(facts, totals)
+        counts = DataCounts.of(facts, totals)
         placed = target.place(log, affected, counts)
-        report = _report(run_id, plan, staged, counts, log)
-        report.update(placed.report, stages=dict(log.seconds))
-        write_json(target.tree / REPORT, report)
+        report = RunReport(
+            run_id=run_id,
+            mode="full" if plan.full else "incremental",
+            rebuild_reason=plan.reason or None,
+            rows_read=dict(staged.rows_read),
+            files_read={role: len(paths) for role, paths in staged.files_read.items()},
+            files_skipped=dict(plan.skipped),
+            data=counts,
+            files=placed.report,
+            stages=dict(log.seconds),
+        )
+        write_json(target.tree / REPORT, as_dict(report))
         previous = published_run_id(target.previous)
         manifest = _manifest(config, plan.sources, report, placed, started, previous)
         write_json(target.tree / MANIFEST, manifest)
@@ -363,7 +374,7 @@ def _derive_and_write(
     writer: Writer,
     log: RunLog,
     tree: Path,
-) -> tuple[dict[str, Any], Tally, Written]:
+) -> tuple[Facts, Tally, Written]:
     """Run the engine; write every page and summary asked for, and the tables into `tree`.
 
     The facts and conversation tallies are the served tree's (none for a full run) plus those
@@ -385,7 +396,7 @@ def _derive_and_write(
             now, was = work / "tally-now.parquet", None
             if affected.touched is None:
                 derived = engine_scope.enter_context(engine.derive(affected.rows, settings(work)))
-                facts = add_facts({}, tally(derived, now), None)
+                facts = tally(derived, now)
             else:
                 after, before = affected.touched
                 was = work / "tally-before.parquet"
@@ -393,12 +404,12 @@ def _derive_and_write(
                     facts_now = tally(changed, now)
                 with engine.derive(before, settings(work / "before")) as changed:
                     facts_before = tally(changed, was)
-                facts = add_facts(state.facts() or {}, facts_now, facts_before)
+                facts = (state.facts() or Facts()).plus(facts_now, facts_before)
                 rows = settings(work / "rows", affected.conversations)
                 derived = engine_scope.enter_context(engine.derive(affected.rows, rows))
             tallies = state.tally(now, was, affected.conversations, work)
-            facts.update(owners=tallies.owners, participants=tallies.participants)
-            stage.set(messages=facts["messages"], participants=tallies.participants)
+            facts = replace(facts, owners=tallies.owners, participants=tallies.participants)
+            stage.set(messages=facts.messages, participants=tallies.participants)
         if config.only != "summaries":
             with log.stage("pages") as stage:
                 for order in _orders(config):
@@ -415,30 +426,15 @@ def _derive_and_write(
     return facts, tallies, tables
 
 
-def _history(config: RunConfig, report: dict[str, Any], started: datetime) -> dict[str, Any]:
+def _history(config: RunConfig, report: RunReport, started: datetime) -> RunRecord:
     """Return the run's row of the `runs` table: its report and how it ran."""
-    return {**report, "engine": config.engine, "convsum_version": __version__, "started": started}
-
-
-def _report(
-    run_id: str, plan: _Plan, staged: StagedInputs, counts: dict[str, Any], log: RunLog
-) -> dict[str, Any]:
-    """Return the report's fields that both kinds of run share."""
-    return {
-        "run_id": run_id,
-        "mode": "full" if plan.full else "incremental",
-        "rebuild_reason": plan.reason or None,
-        "rows_read": dict(staged.rows_read),
-        "files_read": {role: len(paths) for role, paths in staged.files_read.items()},
-        "files_skipped": dict(plan.skipped),
-        **counts,
-    }
+    return RunRecord(report, config.engine, __version__, started)
 
 
 def _manifest(
     config: RunConfig,
     sources: list[Source],
-    report: dict[str, Any],
+    report: RunReport,
     placed: _Placed,
     started: datetime,
     previous_run_id: str | None,
@@ -446,7 +442,7 @@ def _manifest(
     files, changes = placed.files, placed.changes
     full = changes is None
     return {
-        "run_id": report["run_id"],
+        "run_id": report.run_id,
         "started_at": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "convsum_version": __version__,
         "engine": config.engine,
@@ -458,7 +454,7 @@ def _manifest(
             "page_size": config.page_size,
             "orders": list(_orders(config)),
         },
-        "counts": {k: v for k, v in report.items() if k not in ("run_id", "stages")},
+        "counts": {k: v for k, v in as_dict(report).items() if k not in ("run_id", "stages")},
         "files": {"list": FILE_LIST, "count": files},
         # The files this run changed since the run `previous_run_id`, for a downstream sync
         # (publish/sync.py): after a full run every file is new.
@@ -467,7 +463,7 @@ def _manifest(
             "written": FILE_LIST if full else WRITTEN_LIST,
             "written_count": files if full else (changes or {})["written"],
             "removed": REMOVED_LIST,
-            "removed_count": report["files_removed"] if full else (changes or {})["removed"],
+            "removed_count": report.files.files_removed if full else (changes or {})["removed"],
             "previous_run_id": previous_run_id,
         },
     }

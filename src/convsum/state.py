@@ -30,15 +30,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import duckdb
-import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from convsum.inputs import MESSAGES_SCHEMA, STATUSES_SCHEMA, StagedFile, StagedInputs
 from convsum.reporting.tables import Snapshot
+from convsum.results import Facts
 from convsum.sql import literal
 
 STATE = "state"
@@ -460,11 +459,10 @@ class State:
             f"TO {literal(str(target))} (FORMAT parquet)"
         )
 
-    def facts(self) -> dict[str, Any] | None:
-        """Return the facts of the served tree's data (as an engine counts them, with the
-        owners and participants); None before a run recorded them."""
+    def facts(self) -> Facts | None:
+        """Return the facts of the served tree's data; None before a run recorded them."""
         raw = self.meta("facts")
-        return None if raw is None else dict(orjson.loads(raw))
+        return None if raw is None else Facts.from_json(raw)
 
     def pending(self) -> int:
         """Return how many conversations an unfinished update had started to rewrite."""
@@ -492,7 +490,7 @@ class State:
         self,
         run_id: str,
         staged: Sequence[StagedFile],
-        facts: dict[str, Any],
+        facts: Facts,
         tally: Tally | None,
     ) -> None:
         """Commit the new input files, the tree's facts and the new tallies (None: unchanged),
@@ -518,7 +516,7 @@ class State:
             con.execute("DELETE FROM unreported")
             con.executemany(
                 "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                [("facts", orjson.dumps(facts).decode()), ("run", run_id)],
+                [("facts", facts.to_json()), ("run", run_id)],
             )
             if tally is not None:
                 con.execute(

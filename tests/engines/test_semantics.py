@@ -64,7 +64,7 @@ def test_semantics_tie_between_infos_takes_higher_code(run_tree: RunTree) -> Non
 def test_semantics_identical_duplicate_statuses_count_once(run_tree: RunTree) -> None:
     tree = run_tree([message("m1")], [status("m1", 201, at(5))] * 3)
     assert tree.summary("Acme")["mobileTerminatedMessages"] == {"201": {"messages": 1, "sms": 1}}
-    assert tree.report["duplicate_statuses"] == 2
+    assert tree.report.data.duplicate_statuses == 2
 
 
 def test_semantics_later_info_after_final_wins(run_tree: RunTree) -> None:
@@ -86,7 +86,7 @@ def test_semantics_message_without_status_counts_only_in_totals(run_tree: RunTre
     tree = run_tree([message("m1", segments=2), message("m2")], [status("m2", 201)])
     assert tree.summary("Acme") == _summary("Acme", {"201": {"messages": 1, "sms": 1}}, {}, 2, 3)
     assert tree.messages("Acme")[0]["statuses"] == []
-    assert tree.report["messages_without_status"] == 1
+    assert tree.report.data.messages_without_status == 1
 
 
 def test_semantics_orphan_statuses_change_nothing_but_the_report(run_tree: RunTree) -> None:
@@ -96,8 +96,8 @@ def test_semantics_orphan_statuses_change_nothing_but_the_report(run_tree: RunTr
     )
     assert with_orphans.summary("Acme") == plain.summary("Acme")
     assert with_orphans.messages("Acme") == plain.messages("Acme")
-    assert with_orphans.report["orphan_statuses"] == 2
-    assert plain.report["orphan_statuses"] == 0
+    assert with_orphans.report.data.orphan_statuses == 2
+    assert plain.report.data.orphan_statuses == 0
 
 
 def test_semantics_duplicate_message_ids_keep_greatest_modified(run_tree: RunTree) -> None:
@@ -109,7 +109,7 @@ def test_semantics_duplicate_message_ids_keep_greatest_modified(run_tree: RunTre
     tree = run_tree(rows, [status("m1", 201)])
     assert [m["body"] for m in tree.messages("Acme")] == ["new"]
     assert tree.summary("Acme")["totalSmsCount"] == 4
-    assert tree.report["duplicate_messages"] == 2
+    assert tree.report.data.duplicate_messages == 2
 
 
 def test_semantics_duplicate_message_tie_is_independent_of_row_order(run_tree: RunTree) -> None:
@@ -129,7 +129,7 @@ def test_semantics_unknown_codes_are_kept_and_counted(run_tree: RunTree) -> None
         "150": {"messages": 1, "sms": 1},
         "599": {"messages": 1, "sms": 1},
     }
-    assert tree.report["unknown_codes"] == {"150": 1, "599": 1}
+    assert tree.report.data.unknown_codes == {"150": 1, "599": 1}
 
 
 def test_semantics_map_keys_sort_numerically(run_tree: RunTree) -> None:
@@ -159,7 +159,7 @@ def test_semantics_same_id_under_two_owners_are_two_messages(run_tree: RunTree) 
     tree = run_tree(rows, [status("x", 201)])
     assert [m["body"] for m in tree.messages("Acme", owner="acme")] == ["mine"]
     assert [m["body"] for m in tree.messages("Acme", owner="bank")] == ["theirs"]
-    assert tree.report["duplicate_messages"] == 0
+    assert tree.report.data.duplicate_messages == 0
 
 
 def test_semantics_lists_are_sorted_by_created_then_id(run_tree: RunTree) -> None:
@@ -314,4 +314,4 @@ def test_semantics_nested_statuses_belong_to_their_owner_only(run_tree: RunTree)
         [{"code": 201, "duration": 4, "created": "2024-01-01T12:00:05Z"}]
     ]
     assert [m["statuses"] for m in tree.messages("Acme", owner="bank")] == [[]]
-    assert tree.report["orphan_statuses"] == 0
+    assert tree.report.data.orphan_statuses == 0

@@ -15,6 +15,7 @@ import pytest
 
 from convsum.config import RunConfig
 from convsum.engines import base
+from convsum.results import as_dict
 from convsum.run import run_job
 from tests.conftest import (
     ALL_COLUMNS,
@@ -85,10 +86,8 @@ def test_spark_spec_cases_give_duckdbs_tree_and_the_reference(tmp_path: Path) ->
     assert _tree_bytes(spark) == _tree_bytes(duckdb)
     _check_against_reference(spark, messages, statuses)
     assert table_rows(spark.out, ALL_COLUMNS) == table_rows(duckdb.out, ALL_COLUMNS)
-    counts = ("duplicate_messages", "messages_without_status", "orphan_statuses",
-              "duplicate_statuses", "unknown_codes", "owners", "participants")  # fmt: skip
-    assert {k: spark.report[k] for k in counts} == {k: duckdb.report[k] for k in counts}
-    assert all(spark.report[k] for k in counts)  # each case of the report is there
+    assert spark.report.data == duckdb.report.data
+    assert all(as_dict(spark.report.data).values())  # each case of the report is there
 
 
 def _refuse(*_args: Any) -> None:
@@ -115,10 +114,11 @@ def test_spark_executors_write_a_new_trees_files(
             run_job(config)
         return
     report = run_job(config)
-    summaries = report["participants"]
+    summaries = report.data.participants
     assert len(list((tmp_path / "out/current/api").rglob("summary.json"))) == summaries
-    assert report["files_written"] == len((tmp_path / "out/current/files.txt").read_text().split())
-    assert report["files_written"] > 2 * summaries  # pages of both orders, and the summaries
+    listed = (tmp_path / "out/current/files.txt").read_text().split()
+    assert report.files.files_written == len(listed)
+    assert report.files.files_written > 2 * summaries  # pages of both orders, and the summaries
 
 
 def test_spark_relative_paths_are_the_drivers(
@@ -133,9 +133,9 @@ def test_spark_relative_paths_are_the_drivers(
     config = RunConfig(
         messages="in/messages", statuses="in/statuses", out="out", engine="spark", desc_pages=True
     )
-    assert run_job(config)["mode"] == "full"
+    assert run_job(config).mode == "full"
     held.rename(night)
-    assert run_job(config)["mode"] == "incremental"
+    assert run_job(config).mode == "incremental"
     run_job(replace(config, engine="duckdb", out="duckdb"))
     spark, duckdb = (_tree(Path(out)) for out in ("out", "duckdb"))
     assert len(spark) > 1000

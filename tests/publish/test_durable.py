@@ -97,7 +97,7 @@ def test_durable_incremental_run_flushes_before_swaps_and_before_the_commit(
 ) -> None:
     run_job(_config(tmp_path, 1))
     del calls[:]
-    assert run_job(_config(tmp_path, 2))["mode"] == "incremental"
+    assert run_job(_config(tmp_path, 2)).mode == "incremental"
     staged = _last(calls, "write")
     flush_new = _first(calls, "sync_filesystem", lambda w: w.startswith(".work-"))
     swaps = [i for i, (n, w) in enumerate(calls) if n == "rename" and "/api/" in w]

@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 from convsum.bench import free_port
 from convsum.cli import cli
 from convsum.config import DEFAULT_CACHE_CONTROL, RunConfig
+from convsum.results import RunReport
 from convsum.run import run_job
 from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, at, message, status, write_parquet
 from tests.s3server import BIN, S3Server, running_s3_server
@@ -43,7 +44,7 @@ def _write_day(inputs: Path, day: int, participants: range) -> None:
     write_parquet(inputs / "statuses" / f"day={day}" / "part.parquet", statuses, STATUS_TYPES)
 
 
-def _run(inputs: Path, out: Path, full: bool = False) -> dict[str, Any]:
+def _run(inputs: Path, out: Path, full: bool = False) -> RunReport:
     roles = {role: str(inputs / role) for role in ("messages", "statuses")}
     return run_job(RunConfig(**roles, out=str(out), page_size=2), full=full)
 
@@ -149,7 +150,7 @@ def test_sync_nightly_sends_only_what_the_run_changed(
     inputs, out, bucket = synced
     before = _manifest(out)["run_id"]
     _write_day(inputs, 3, range(14, 18))
-    assert _run(inputs, out)["mode"] == "incremental"
+    assert _run(inputs, out).mode == "incremental"
     changes = _manifest(out)["changes"]
     assert changes["previous_run_id"] == before
     result = _sync(s3, out, bucket, "--log-format", "json")
@@ -166,7 +167,7 @@ def test_sync_after_a_rebuild_deletes_what_the_run_removed(
     inputs, out, bucket = synced
     for role in ("messages", "statuses"):
         (inputs / role / "day=2" / "part.parquet").unlink()
-    assert _run(inputs, out)["mode"] == "full"
+    assert _run(inputs, out).mode == "full"
     removed = _manifest(out)["changes"]["removed_count"]
     report = _report(_sync(s3, out, bucket))
     assert report["deleted"] == removed > 0
@@ -180,7 +181,7 @@ def test_sync_after_an_identical_rebuild_sends_nothing(
     inputs, out = tree
     bucket = s3.new_bucket()
     first = _report(_sync(s3, out, bucket))
-    assert _run(inputs, out, full=True)["mode"] == "full"
+    assert _run(inputs, out, full=True).mode == "full"
     report = _report(_sync(s3, out, bucket))
     assert (report["sent"], report["unchanged"], report["deleted"]) == (0, first["sent"], 0)
     _assert_bucket_is_the_tree(s3, bucket, out)
@@ -214,7 +215,7 @@ def test_sync_killed_at_a_stage_then_rerun_leaves_the_bucket_equal_to_the_tree(
     for role in ("messages", "statuses"):
         (inputs / role / "day=2" / "part.parquet").unlink()
     _write_day(inputs, 4, range(20, 24))
-    assert _run(inputs, out)["mode"] == "full"
+    assert _run(inputs, out).mode == "full"
     _killed_at(s3, out, bucket, stage)
     report = _report(_sync(s3, out, bucket))
     assert report["run_id"] == _manifest(out)["run_id"]
@@ -231,7 +232,7 @@ def test_sync_killed_then_a_nightly_run_then_rerun_includes_the_run(
     held = _held(out)
     assert len(held) > 0  # the pages sent before the kill are recorded
     _write_day(inputs, 3, range(14, 18))
-    assert _run(inputs, out)["mode"] == "incremental"
+    assert _run(inputs, out).mode == "incremental"
     _report(_sync(s3, out, bucket))
     _assert_bucket_is_the_tree(s3, bucket, out)
 
@@ -276,7 +277,7 @@ def test_sync_when_the_endpoint_goes_away_names_the_object_and_claims_nothing(
         synced = _report(_sync(server, out, bucket))["run_id"]
         env = server.env()
     _write_day(inputs, 3, range(14, 18))
-    assert _run(inputs, out)["mode"] == "incremental"
+    assert _run(inputs, out).mode == "incremental"
     result = CliRunner().invoke(cli, ["sync", str(out), f"s3://{bucket}/{PREFIX}"], env=env)
     assert result.exit_code == 1, result.output
     line = result.stderr.splitlines()[-1]
@@ -318,7 +319,7 @@ def test_sync_stopped_by_a_refused_summary_resumes_with_the_summaries(
 ) -> None:
     inputs, out, bucket = synced
     _write_day(inputs, 3, range(14, 18))
-    assert _run(inputs, out)["mode"] == "incremental"
+    assert _run(inputs, out).mode == "incremental"
     written = (out / "current" / "written.txt").read_text().splitlines()
     summaries = [p for p in written if p.endswith("/summary.json")]
     s3.policy(bucket, "Deny", "s3:PutObject", f"{PREFIX}/*/summary.json")
@@ -409,7 +410,7 @@ def test_sync_after_a_rebuild_repairs_a_deleted_an_altered_and_a_stray_object(
 ) -> None:
     inputs, out, bucket = synced
     resent = _tamper(s3, bucket, out)
-    assert _run(inputs, out, full=True)["mode"] == "full"  # the same files, rebuilt
+    assert _run(inputs, out, full=True).mode == "full"  # the same files, rebuilt
     report = _report(_sync(s3, out, bucket))
     assert (report["sent"], report["bytes"], report["deleted"]) == (2, sum(resent.values()), 1)
     _assert_bucket_is_the_tree(s3, bucket, out)

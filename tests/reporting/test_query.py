@@ -244,7 +244,7 @@ def test_damaged_tables_are_refused_by_queries_and_rebuilt_by_the_next_run(tmp_p
     code, _, stderr = _query(str(tmp_path / "out"), "SELECT 1")
     assert code == 1 and "has no queryable tables" in stderr
     report = run_job(config)
-    assert (report["mode"], report["rebuild_reason"]) == (
+    assert (report.mode, report.rebuild_reason) == (
         "full", f"the queryable tables in {tmp_path / 'out'} cannot be read"
     )  # fmt: skip
     assert table_rows(tmp_path / "out")["messages"][0][:2] == ("acme", "m1")

@@ -45,7 +45,7 @@ def test_query_during_a_stopped_nightly_run_answers_the_published_state(
 ) -> None:
     inputs, out = tmp_path / "in", tmp_path / "out"
     _land(inputs, DAYS[:1])
-    before = run_job(_config(inputs, out))["messages"]
+    before = run_job(_config(inputs, out)).data.messages
     _land(inputs, DAYS[1:])
     command = [
         CONVSUM, "run", "--messages", str(inputs / "messages"),
@@ -66,27 +66,27 @@ def test_query_during_a_stopped_nightly_run_answers_the_published_state(
         assert process.wait(timeout=120) == 0
     after = _count(out)
     assert after > before
-    assert after == run_job(_config(inputs, tmp_path / "fresh"))["messages"]
+    assert after == run_job(_config(inputs, tmp_path / "fresh")).data.messages
 
 
 def test_a_held_query_never_blocks_runs_and_keeps_its_files(tmp_path: Path) -> None:
     inputs, out = tmp_path / "in", tmp_path / "out"
     _land(inputs, DAYS[:1])
-    first = run_job(_config(inputs, out))["messages"]
+    first = run_job(_config(inputs, out)).data.messages
     with open_tables(out) as held:
         old_tree = held.tree
         # A nightly run replaces the days it touches in the held tree: the query's files stay.
         _land(inputs, DAYS[1:2])
         second = run_job(_config(inputs, out))
-        assert second["mode"] == "incremental" and second["messages"] > first
+        assert second.mode == "incremental" and second.data.messages > first
         assert held.run(COUNT).column(0).to_pylist() == [first]
-        assert _count(out) == second["messages"]
+        assert _count(out) == second.data.messages
         # A full run switches to a new tree: the held one is not removed meanwhile.
         _land(inputs, DAYS[2:])
         third = run_job(_config(inputs, out), full=True)
         assert (out / "current").resolve() != old_tree.resolve()
         assert held.run(COUNT).column(0).to_pylist() == [first]
-        assert _count(out) == third["messages"]
+        assert _count(out) == third.data.messages
     # Once nobody reads it, the next run removes the old tree and the replaced files.
     run_job(_config(inputs, out))
     assert not old_tree.exists()

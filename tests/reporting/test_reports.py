@@ -403,9 +403,12 @@ def test_reports_match_a_python_computation(
         }
         quality = {r["check"]: r["count"] for r in _report(out, "quality", [], base / "q.parquet")}
         assert quality == {
-            **{k: run[k] for k in ("messages", "duplicate_messages", "messages_without_status",
-                                   "orphan_statuses", "duplicate_statuses")},
-            "unknown_code_rows": sum(run["unknown_codes"].values()),
+            "messages": run.data.messages,
+            "duplicate_messages": run.data.duplicate_messages,
+            "messages_without_status": run.data.messages_without_status,
+            "orphan_statuses": run.data.orphan_statuses,
+            "duplicate_statuses": run.data.duplicate_statuses,
+            "unknown_code_rows": sum(run.data.unknown_codes.values()),
             "statuses_before_their_message": len(early),
         }  # fmt: skip
 

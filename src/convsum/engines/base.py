@@ -9,11 +9,11 @@ can add a night's tallies to the tree's. Engines never write to the output tree.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import duckdb
 import pyarrow as pa
@@ -22,6 +22,7 @@ from convsum.config import default_memory_limit, memory_bytes
 from convsum.inputs import StagedInputs
 from convsum.log import Stage
 from convsum.publish.pages import Writer, write_pages, write_summaries
+from convsum.results import Facts
 from convsum.sql import literal
 
 # The message object of SPEC section 1, in key order: (JSON key, staged column, kind). Kinds:
@@ -149,13 +150,8 @@ class EngineSettings:
 class Derivation(Protocol):
     """The derived tables of one run, read as streams."""
 
-    def counts(self) -> dict[str, Any]:
-        """Return what only the engine can count, as `report_counts` takes it.
-
-        Keys: messages (after deduplication), messages_without_status, matched_statuses (status
-        rows that belong to a message), distinct_statuses, unknown_codes ({code: rows}). Each
-        is a sum over message ids (see state.py).
-        """
+    def counts(self) -> Facts:
+        """Return what only the engine can count (all but the owners and participants)."""
         ...
 
     def conversation_rows(self, descending: bool) -> Iterator[pa.RecordBatch]:
@@ -286,7 +282,7 @@ ORDER BY owner, participant
 """
 
 
-def tally(derived: Derivation, target: Path) -> dict[str, Any]:
+def tally(derived: Derivation, target: Path) -> Facts:
     """Write the derivation's conversation tallies to `target`; return its facts (`counts`)."""
     derived.relations().execute(_TALLY.format(target=literal(str(target))))
     return derived.counts()
@@ -313,37 +309,3 @@ def summaries(
     reader = con.sql(sql, params={"tallies": str(tallies)}).to_arrow_reader(batch_rows)
     for batch in reader:
         yield pa.RecordBatch.from_arrays(batch.columns, schema=SUMMARY_SCHEMA)
-
-
-def add_facts(
-    facts: dict[str, Any], after: dict[str, Any], before: dict[str, Any] | None
-) -> dict[str, Any]:
-    """Return `facts` plus `after` less `before` (engines' facts: every one a sum over ids)."""
-    total = dict(facts)
-    for key, value in after.items():
-        if key == "unknown_codes":
-            codes = dict(total.get(key, {}))
-            for code, rows in value.items():
-                codes[code] = codes.get(code, 0) + rows
-            for code, rows in (before or {}).get(key, {}).items():
-                codes[code] -= rows
-            ordered = sorted((int(code), n) for code, n in codes.items() if n)
-            total[key] = {str(code): n for code, n in ordered}
-        else:
-            total[key] = total.get(key, 0) + value - (before or {}).get(key, 0)
-    return total
-
-
-def report_counts(facts: dict[str, Any], rows_read: Mapping[str, int]) -> dict[str, Any]:
-    """Return the run report's data counts from the tree's facts and the rows staged."""
-    status_rows = rows_read["statuses"] + rows_read["nested_statuses"]
-    return {
-        "messages": facts["messages"],
-        "duplicate_messages": rows_read["messages"] - facts["messages"],
-        "messages_without_status": facts["messages_without_status"],
-        "orphan_statuses": status_rows - facts["matched_statuses"],
-        "duplicate_statuses": status_rows - facts["distinct_statuses"],
-        "unknown_codes": facts["unknown_codes"],
-        "owners": facts["owners"],
-        "participants": facts["participants"],
-    }

@@ -24,6 +24,7 @@ from convsum.engines.base import (
     status_order,
 )
 from convsum.inputs import MESSAGES_SCHEMA, StagedInputs
+from convsum.results import Facts
 from convsum.sql import literal
 
 # JSON text must be byte-identical across engines. DuckDB's to_json agrees with the canonical
@@ -361,15 +362,19 @@ class _DuckDBDerivation(WrittenHere):
         self.con, self.params = con, params
         self.staged, self.settings = staged, settings
 
-    def counts(self) -> dict[str, Any]:
-        row = self.con.execute(_COUNTS, self.params).fetchone() or ()
-        names = [d[0] for d in self.con.description or ()]
-        values = dict(zip(names, row, strict=True))
-        values["messages_without_status"] = values["messages"] - values.pop("with_status")
+    def counts(self) -> Facts:
+        row = self.con.execute(_COUNTS, self.params).fetchone()
+        messages, with_status, matched, distinct = row or (0, 0, 0, 0)
         unknown = self.con.execute(
             _UNKNOWN_CODES, {"statuses": self.params["statuses"], "known": list(KNOWN_CODES)}
         ).fetchall()
-        return {**values, "unknown_codes": {str(code): n for code, n in unknown}}
+        return Facts(
+            messages=messages,
+            messages_without_status=messages - with_status,
+            matched_statuses=matched,
+            distinct_statuses=distinct,
+            unknown_codes={str(code): n for code, n in unknown},
+        )
 
     def relations(self) -> duckdb.DuckDBPyConnection:
         latest = (

@@ -19,7 +19,6 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import polars as pl
@@ -37,6 +36,7 @@ from convsum.engines.base import (
 )
 from convsum.engines.duckdb import CONTENT, connect, conversation_rows, lists
 from convsum.inputs import StagedInputs
+from convsum.results import Facts
 from convsum.sql import literal
 
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
@@ -165,7 +165,7 @@ class _PolarsDerivation(WrittenHere):
     def close(self) -> None:
         self.con.close()
 
-    def counts(self) -> dict[str, Any]:
+    def counts(self) -> Facts:
         latest = self.latest.select(pl.len(), pl.col("pairs").sum())
         shared = self.winners.group_by("id").len().filter(pl.col("len") > 1)
         ambiguous = self.statuses.filter(pl.col("owner").is_null()).join(
@@ -195,13 +195,13 @@ class _PolarsDerivation(WrittenHere):
             .sort("code")
             .collect(engine="streaming")
         )
-        return {
-            "messages": messages,
-            "messages_without_status": messages - with_status,
-            "matched_statuses": (pairs or 0) - extra,
-            "distinct_statuses": distinct,
-            "unknown_codes": {str(c): n for c, n in unknown.iter_rows()},
-        }
+        return Facts(
+            messages=messages,
+            messages_without_status=messages - with_status,
+            matched_statuses=(pairs or 0) - extra,
+            distinct_statuses=distinct,
+            unknown_codes={str(c): n for c, n in unknown.iter_rows()},
+        )
 
     def conversation_rows(self, descending: bool) -> Iterator[pa.RecordBatch]:
         return conversation_rows(self.con, self.settings, descending)

@@ -32,7 +32,7 @@ from contextlib import closing, contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -43,7 +43,6 @@ from convsum.engines.base import (
     Derivation,
     EngineSettings,
     WrittenHere,
-    add_facts,
     summaries,
 )
 from convsum.engines.duckdb import (
@@ -62,6 +61,7 @@ from convsum.inputs import MESSAGES_SCHEMA, STATUSES_SCHEMA, StagedInputs
 from convsum.log import Stage
 from convsum.publish.pages import Writer, write_pages, write_summaries
 from convsum.publish.tree import TreeWriter
+from convsum.results import Facts
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -129,9 +129,9 @@ class SparkEngine:
             "*", "explode(array_distinct(array(bucket_sender, bucket_recipient))) AS bucket"
         ).drop("bucket_sender", "bucket_recipient")
         _shuffle(conversation, None, work / "by_conversation", buckets)
-        counts: dict[str, Any] = {}
+        counts = Facts()
         for bucket_facts in facts:
-            counts = add_facts(counts, bucket_facts, None)
+            counts = counts.plus(bucket_facts)
         with closing(connect(settings)) as con:
             resolved(con, str(work / "resolved" / "*.parquet"))
             lists(con, None)
@@ -144,7 +144,7 @@ class _SparkDerivation(WrittenHere):
         self,
         spark: SparkSession,
         driver: Derivation,
-        counts: dict[str, Any],
+        counts: Facts,
         work: Path,
         task: EngineSettings,
         buckets: int,
@@ -152,7 +152,7 @@ class _SparkDerivation(WrittenHere):
         self.spark, self.driver, self._counts = spark, driver, counts
         self.work, self.task, self.buckets = work, task, buckets
 
-    def counts(self) -> dict[str, Any]:
+    def counts(self) -> Facts:
         return self._counts
 
     def relations(self) -> duckdb.DuckDBPyConnection:
@@ -242,7 +242,7 @@ def _task_settings(task: EngineSettings, work: Path, name: str) -> EngineSetting
     return replace(task, work_dir=directory)
 
 
-def _resolve_bucket(work: Path, task: EngineSettings, buckets: int, k: int) -> dict[str, Any]:
+def _resolve_bucket(work: Path, task: EngineSettings, buckets: int, k: int) -> Facts:
     """Executor: resolve the messages of id bucket k; write them; return the bucket's counts."""
     by_id = work / "by_id"
     staged = StagedInputs(

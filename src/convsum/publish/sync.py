@@ -31,7 +31,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,6 +44,7 @@ from convsum.publish.bucket import BUCKET_MANIFEST, DELETE_BATCH, Bucket, Destin
 from convsum.publish.manifest import MANIFEST, REMOVED_LIST
 from convsum.publish.paths import SUMMARY_FILE, check_layout
 from convsum.publish.tree import API, FILE_LIST, OutputRoot, make_marked
+from convsum.results import SyncReport
 
 SYNC_DIR = ".sync"
 CONNECTIONS = 32
@@ -81,7 +82,7 @@ class _Sent:
 
 def sync_tree(
     out: Path, destination: Destination, cache_control: str, log: RunLog, verify: bool = False
-) -> dict[str, Any]:
+) -> SyncReport:
     """Bring `destination` to the tree `out` serves; return what was done.
 
     With `verify`, list the bucket and repair what differs from the tree even when the record
@@ -104,15 +105,20 @@ def sync_tree(
         log.run_id = run_id = manifest["run_id"]
         destination.check_key_length(_longest_path(tree / FILE_LIST))
         bucket = Bucket(destination, CONNECTIONS)
-        report = {"run_id": run_id, "destination": str(destination), "listed": 0, "sent": 0}
-        report |= {"bytes": 0, "unchanged": 0, "deleted": 0}
+        report = SyncReport(run_id, str(destination))
         with closing(_open_record(out, destination, bucket.endpoint)) as record:
             if verify or _synced(record) != (run_id, cache_control):
-                _bring_up_to_date(
+                report = _bring_up_to_date(
                     record, bucket, tree, manifest, cache_control, verify, log, report
                 )
-        fields = {k: report[k] for k in ("sent", "unchanged", "deleted", "bytes")}
-        log.event("synced", destination=str(destination), **fields)
+        log.event(
+            "synced",
+            destination=report.destination,
+            sent=report.sent,
+            unchanged=report.unchanged,
+            deleted=report.deleted,
+            bytes=report.bytes,
+        )
         return report
 
 
@@ -124,9 +130,9 @@ def _bring_up_to_date(
     cache_control: str,
     verify: bool,
     log: RunLog,
-    report: dict[str, Any],
-) -> None:
-    """Send what the bucket lacks, in order, then its manifest; count it in `report`.
+    report: SyncReport,
+) -> SyncReport:
+    """Send what the bucket lacks, in order, then its manifest; return `report` with the counts.
 
     A sync that looks at every file of the tree (after a full run, or when the change lists do
     not apply) verifies the bucket too: after a full run it reads every file anyway, so the
@@ -135,24 +141,32 @@ def _bring_up_to_date(
     with log.stage("plan") as stage:
         _set_cache_control(record, cache_control)
         follows = not verify and _follows(record, manifest)
-        report["listed"] = listed = _list(record, bucket, verify=not follows)
+        listed = _list(record, bucket, verify=not follows)
         deletions = _plan(record, tree, manifest, follows)
         stage.set(files=_count(record, "todo"), deletions=len(deletions))
         if listed:
             stage.set(listed=listed)
+    sent = {"sent": 0, "bytes": 0, "unchanged": 0}
     for name, summaries in (("pages", False), ("summaries", True)):
         with log.stage(name) as stage:
             _send(record, bucket, tree / API, summaries, cache_control, stage.add)
-        for key in ("sent", "bytes", "unchanged"):
-            report[key] += stage.counts.get(key, 0)
+        for key in sent:
+            sent[key] += stage.counts.get(key, 0)
     with log.stage("deletions") as stage:
         _delete(record, bucket, deletions, stage.add)
-    report["deleted"] = len(deletions)
     with log.stage("manifest"):
         body = _bucket_manifest(manifest)
         bucket.put(BUCKET_MANIFEST, body, cache_control)
         record.execute("UPDATE synced SET run_id = ?", (manifest["run_id"],))
         record.commit()
+    return replace(
+        report,
+        listed=listed,
+        sent=sent["sent"],
+        bytes=sent["bytes"],
+        unchanged=sent["unchanged"],
+        deleted=len(deletions),
+    )
 
 
 def _open_record(out: Path, destination: Destination, endpoint: str) -> sqlite3.Connection:

@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from convsum.publish import durable
 from convsum.publish.manifest import write_json
 from convsum.publish.tree import READERS, unread
+from convsum.results import RunReport, as_dict
 from convsum.sql import literal
 
 TABLES = "tables"
@@ -114,6 +115,16 @@ RUNS_SCHEMA = pa.schema(
         ("participants", pa.int64()),
     ]
 )
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A published run as the `runs` table holds it: its report, and how it ran."""
+
+    report: RunReport
+    engine: str
+    convsum_version: str
+    started: datetime
 
 
 @dataclass(frozen=True)
@@ -248,9 +259,7 @@ def _copy(con: duckdb.DuckDBPyConnection, sql: str, target: Path) -> None:
     con.execute(f"COPY ({sql}) TO {literal(str(target))} (FORMAT parquet)")
 
 
-def publish_tables(
-    tree: Path, written: Written, previous: Path | None, run: Mapping[str, Any]
-) -> None:
+def publish_tables(tree: Path, written: Written, previous: Path | None, run: RunRecord) -> None:
     """Add this run to the run history and make the written files the tree's tables.
 
     `previous` is the tree the run history so far is read from (the served tree before a full
@@ -260,7 +269,7 @@ def publish_tables(
     directory = tree / TABLES
     before = Snapshot.read(previous) if previous else None
     history = [] if before is None else _runs(previous, before)  # type: ignore[arg-type]
-    run_id = run["run_id"]
+    run_id = run.report.run_id
     relative = f"runs/{run_id}.parquet"
     (directory / "runs").mkdir(exist_ok=True)
     # Numbered by their place in the history, never by the clock that named them.
@@ -310,16 +319,18 @@ def _runs(tree: Path, snapshot: Snapshot) -> list[dict[str, Any]]:
     return [row for path in paths for row in pq.read_table(path).to_pylist()]
 
 
-def _run_row(run: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the `runs` row of a run report (with the run's engine, version and start)."""
-    rows_read, unknown = run["rows_read"], run["unknown_codes"]
-    row = {name: run.get(name) for name in RUNS_SCHEMA.names}
+def _run_row(run: RunRecord) -> dict[str, Any]:
+    """Return the `runs` row of a run: its report's fields, flattened, and how it ran."""
+    report = run.report
+    fields = as_dict(run)  # the report's, then the engine, the version and the start
+    row = {name: fields.get(name) for name in RUNS_SCHEMA.names}
+    unknown = report.data.unknown_codes
     row.update(
         finished=datetime.now(UTC),
-        messages_read=rows_read["messages"],
-        statuses_read=rows_read["statuses"],
-        nested_statuses_read=rows_read["nested_statuses"],
-        files_read=sum(run["files_read"].values()),
+        messages_read=report.rows_read["messages"],
+        statuses_read=report.rows_read["statuses"],
+        nested_statuses_read=report.rows_read["nested_statuses"],
+        files_read=sum(report.files_read.values()),
         unknown_code_rows=sum(unknown.values()),
         unknown_codes=orjson.dumps(unknown, option=orjson.OPT_SORT_KEYS).decode(),
     )
