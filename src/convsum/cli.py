@@ -32,7 +32,7 @@ from convsum.config import (
     check_spark_master,
     load_toml,
 )
-from convsum.errors import ConfigError, ConvsumError, RunLockedError
+from convsum.errors import ConfigError, ConvsumError, QueryError
 from convsum.interrupts import Received, interruptible
 from convsum.log import RunLog
 from convsum.publish.bucket import Destination, check_cache_control
@@ -53,14 +53,72 @@ if TYPE_CHECKING:
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 GROUP_CONTEXT = {**CONTEXT, "auto_envvar_prefix": "CONVSUM"}
-EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the output root; try again later
 
 
 class _UsageFromConfig(click.UsageError):
     """A configuration problem is a usage problem: exit code 2."""
 
 
-@click.group(context_settings=GROUP_CONTEXT)
+@contextmanager
+def _failure_policy(ctx: click.Context) -> Iterator[None]:
+    """How every command ends when it fails: one `Error:` line and an exit code.
+
+    A ConvsumError exits with its class's code (errors.py: 1 for what the user can fix, 2 for a
+    query that cannot run as asked, 75 when another run holds the output root); SIGINT or
+    SIGTERM with 128 + the signal, once the command has cleaned up (interrupts.py). A job with
+    a progress log (`job_log`) says it there: the live line ends first, and in JSON the line is
+    an `error` event. Misuse of the command line is Click's: exit code 2.
+    """
+
+    def say(message: str, code: int) -> None:
+        log: RunLog | None = ctx.meta.get(_JOB_LOG)
+        if log is not None and log.fmt == "json":
+            log.event("error", message=message, exit_code=code)
+        if log is not None:
+            log.close()
+        if log is None or log.fmt != "json":
+            click.echo(f"Error: {message}", err=True)
+
+    def interrupted(received: Received) -> str:
+        message = f"interrupted by {received.name}"
+        if _JOB_LOG in ctx.meta:
+            message += (
+                f"; nothing more was published, and the next {ctx.info_name} finishes the job"
+            )
+        return message
+
+    with interruptible(lambda got: say(interrupted(got), got.exit_code)) as received:
+        try:
+            yield
+        except BaseException as exc:
+            if received.signum is not None:  # whatever the command raised on its way out
+                code, message = received.exit_code, interrupted(received)
+            elif isinstance(exc, ConvsumError):
+                code, message = exc.exit_code, str(exc)
+            else:
+                if _JOB_LOG in ctx.meta:
+                    ctx.meta[_JOB_LOG].close()
+                raise
+            say(message, code)
+            raise click.exceptions.Exit(code) from exc
+
+
+class _Command(click.Command):
+    """A convsum command: its callback runs under the failure policy."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _failure_policy(ctx):
+            return super().invoke(ctx)
+
+
+class _Group(click.Group):
+    """The convsum group: its commands are `_Command`s, its subgroups `_Group`s."""
+
+    command_class = _Command
+    group_class = type
+
+
+@click.group(cls=_Group, context_settings=GROUP_CONTEXT)
 def cli() -> None:
     """Turn SMS message and delivery-report logs into a static conversations API."""
 
@@ -176,7 +234,7 @@ def run(report: bool, full: bool, **options: Any) -> None:
         config = build_config({**options, **tables})
     except ConfigError as exc:
         raise _UsageFromConfig(str(exc)) from exc
-    with RunLog(config.log_format) as log, _failures(log, "run"):
+    with job_log(config.log_format) as log:
         result = run_job(config, log, full=full)
         out = Path(config.out)
         log.event(
@@ -205,6 +263,7 @@ def run(report: bool, full: bool, **options: Any) -> None:
 
 
 _CONFIG_TABLES = "convsum.config_tables"
+_JOB_LOG = "convsum.job_log"
 
 
 def _installed(engine: str | None) -> str | None:
@@ -240,39 +299,13 @@ def _config_file(ctx: click.Context, path: Path | None) -> None:
 
 
 @contextmanager
-def _failures(log: RunLog, job: str) -> Iterator[None]:
-    """Turn a ConvsumError, or a signal, into one `Error:` line and the exit code of `run`.
-
-    1 for what the user can fix, 75 when another run holds the output root, 128 + the signal.
-    In the JSON log the line is an `error` event.
-    """
-
-    def say_error(message: str, code: int) -> None:
-        if log.fmt == "json":
-            log.event("error", message=message, exit_code=code)
-        log.close()
-        if log.fmt != "json":
-            click.echo(f"Error: {message}", err=True)
-
-    def interrupted(received: Received) -> str:
-        return (
-            f"interrupted by {received.name}; nothing more was published, and the next {job} "
-            "finishes the job"
-        )
-
-    with interruptible(lambda got: say_error(interrupted(got), got.exit_code)) as received:
-        try:
-            yield
-        except BaseException as exc:
-            if received.signum is not None:  # whatever the job raised on its way out
-                code, message = received.exit_code, interrupted(received)
-            elif isinstance(exc, ConvsumError):
-                code = EXIT_LOCKED if isinstance(exc, RunLockedError) else 1
-                message = str(exc)
-            else:
-                raise
-            say_error(message, code)
-            raise click.exceptions.Exit(code) from exc
+def job_log(fmt: str) -> Iterator[RunLog]:
+    """Open the progress log of a job (run, sync). A job that fails leaves it open: the failure
+    policy says there how the job ended, then closes it."""
+    log = RunLog(fmt)
+    click.get_current_context().meta[_JOB_LOG] = log
+    yield log
+    log.close()
 
 
 @cli.command(context_settings=CONTEXT)
@@ -311,7 +344,7 @@ def sync(
     """
     from convsum.publish.sync import sync_tree
 
-    with RunLog(log_format) as log, _failures(log, "sync"):
+    with job_log(log_format) as log:
         cache_control = cache_control or DEFAULT_CACHE_CONTROL
         result = sync_tree(out, destination, cache_control, log, verify=verify)
     if report:
@@ -476,8 +509,6 @@ def _bucket_origin(origin: Destination, endpoint: str | None) -> tuple[Any, dict
         return served, read_layout(bucket)
     except ConfigError as exc:
         raise click.BadParameter(redact(str(exc)), param_hint="--endpoint/--from") from exc
-    except ConvsumError as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 @cli.command(context_settings=CONTEXT)
@@ -505,10 +536,7 @@ def generate(count: int, out: Path, seed: int, owners: int) -> None:
     """
     from convsum.generate import generate as write_logs
 
-    try:
-        result = write_logs(out, count, seed=seed, owners=owners)
-    except ConvsumError as exc:
-        raise click.ClickException(str(exc)) from exc
+    result = write_logs(out, count, seed=seed, owners=owners)
     click.echo(
         f"convsum: wrote {result.messages} messages and {result.statuses} statuses "
         f"({result.files} files) under {out}",
@@ -605,29 +633,20 @@ def bench(
 
     directory = data or Path("bench_data") / str(count)
     say = lambda label: click.echo(f"convsum bench: {label}", err=True)  # noqa: E731
-    try:
-        results = run_bench(
-            directory, count, list(engines or ENGINES), work, threads, runs=runs, progress=say
-        )
-        if nightly:
-            for engine in engines or ENGINES:
-                results += run_nightly(directory, engine, work, threads, runs=runs, progress=say)
-        timed = run_reports(directory, work, threads, runs=runs, progress=say) if reports else []
-        synced = run_sync(directory, work, threads, runs=runs, progress=say) if sync else []
-    except ConvsumError as exc:
-        raise click.ClickException(str(exc)) from exc
+    results = run_bench(
+        directory, count, list(engines or ENGINES), work, threads, runs=runs, progress=say
+    )
+    if nightly:
+        for engine in engines or ENGINES:
+            results += run_nightly(directory, engine, work, threads, runs=runs, progress=say)
+    timed = run_reports(directory, work, threads, runs=runs, progress=say) if reports else []
+    synced = run_sync(directory, work, threads, runs=runs, progress=say) if sync else []
     click.echo(format_table(results, count))
     click.echo("\n" + format_targets(results))
     if timed:
         click.echo("\n" + format_reports(timed))
     if synced:
         click.echo("\n" + format_sync(synced))
-
-
-class _Refused(click.ClickException):
-    """A query or report that cannot run as asked: one `Error:` line, exit 2."""
-
-    exit_code = 2
 
 
 class _Duration(click.ParamType):  # type: ignore[type-arg]
@@ -751,7 +770,7 @@ def _emit(table: Any, fmt: str | None, output: Path | None, raw: bool, notes: li
         suffix = output.suffix.lstrip(".").lower() if output else ""
         fmt = suffix if suffix in FORMATS else "table" if to_terminal else "csv"
     if fmt == "parquet" and to_terminal:
-        raise _Refused("parquet is binary: write it with -o FILE or into a pipe")
+        raise QueryError("parquet is binary: write it with -o FILE or into a pipe")
     width = shutil.get_terminal_size().columns if to_terminal else None
     display = Display(width=width, terminal=to_terminal, raw=raw)
     try:
@@ -771,28 +790,7 @@ def _emit(table: Any, fmt: str | None, output: Path | None, raw: bool, notes: li
     click.echo("convsum: " + "; ".join([rows, *notes]), err=True)
 
 
-def _ask(run: Callable[[], T]) -> T:
-    """Run a query or report: refused SQL exits 2, anything else the user can fix exits 1."""
-    from convsum.reporting.query import QueryError
-
-    def say(got: Received) -> None:
-        click.echo(f"Error: interrupted by {got.name}", err=True)
-
-    with interruptible(say) as received:
-        try:
-            return run()
-        except BaseException as exc:
-            if received.signum is not None:  # whatever the query raised on its way out
-                say(received)
-                raise click.exceptions.Exit(received.exit_code) from exc
-            if isinstance(exc, QueryError):
-                raise _Refused(str(exc)) from exc
-            if isinstance(exc, ConvsumError):
-                raise click.ClickException(str(exc)) from exc
-            raise
-
-
-class _QueryCommand(click.Command):
+class _QueryCommand(_Command):
     """`query`, whose SQL may start with a `--` comment.
 
     Click would take such an argument for an unknown option; one that starts with `--` and holds
@@ -840,11 +838,8 @@ def query(
     text = _sql_text(sql, sql_file)
     output = _outside_output_roots(output, out)
 
-    def ask() -> tuple[Any, str]:
-        with open_tables(out, budget) as tables:
-            return tables.run(text), tables.run_id
-
-    rows, run_id = _ask(ask)
+    with open_tables(out, budget) as tables:
+        rows, run_id = tables.run(text), tables.run_id
     _emit(rows, fmt, output, raw, [f"run {run_id}", "timestamps UTC"])
 
 
@@ -942,7 +937,7 @@ def report(
         raise click.UsageError("give a report NAME (see --list)")
     chosen = REPORTS.get(name)
     if chosen is None:
-        raise _Refused(f"unknown report {name!r}; one of: {', '.join(REPORTS)}")
+        raise QueryError(f"unknown report {name!r}; one of: {', '.join(REPORTS)}")
     given = {key for key, value in options.items() if value not in (None, ())}
     extra = given - chosen.options
     if extra:
@@ -957,11 +952,8 @@ def report(
     output = _outside_output_roots(output, out)
     values = _report_values(options)
 
-    def ask() -> tuple[Any, str]:
-        with open_tables(out, budget) as tables:
-            return run_report(tables, chosen, values, options["by"]), tables.run_id
-
-    rows, run_id = _ask(ask)
+    with open_tables(out, budget) as tables:
+        rows, run_id = run_report(tables, chosen, values, options["by"]), tables.run_id
     notes = [f"report {name}", f"run {run_id}"]
     if "tz" in chosen.options:
         notes.append(f"time zone {values['tz']}")
@@ -1020,11 +1012,8 @@ def html(out: Path, output: Path, budget: Budget, **options: Any) -> None:
     _outside_output_roots(output, out)
     values = _report_values(options)
 
-    def ask() -> tuple[dict[str, str], dict[str, Any]]:
-        with open_tables(out, budget) as tables:
-            return html_data(tables, values)
-
-    facts, data = _ask(ask)
+    with open_tables(out, budget) as tables:
+        facts, data = html_data(tables, values)
     try:
         output.write_bytes(render_html(facts, data))
     except OSError as exc:
@@ -1045,14 +1034,6 @@ def tokens() -> None:
 
 
 _tokens_out = click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
-
-
-def _tokens_call(call: Callable[[], T]) -> T:
-    """Run a token store function; what the user can fix exits 1."""
-    try:
-        return call()
-    except ConvsumError as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 def _check_owner(_ctx: click.Context, _param: click.Parameter, owner: str) -> str:
@@ -1077,7 +1058,7 @@ def tokens_import(out: Path) -> None:
     from convsum.tokens import import_tokens
 
     lines = (raw.decode("utf-8", "surrogateescape") for raw in sys.stdin.buffer)
-    added = _tokens_call(lambda: import_tokens(out, lines))
+    added = import_tokens(out, lines)
     click.echo(f"convsum: imported {added} token{'' if added == 1 else 's'}", err=True)
 
 
@@ -1092,7 +1073,7 @@ def tokens_add(out: Path, owner: str) -> None:
     """
     from convsum.tokens import add_token
 
-    info, token = _tokens_call(lambda: add_token(out, owner))
+    info, token = add_token(out, owner)
     click.echo(token)
     click.echo(f"convsum: added {info.id} for owner {_shown(info.owner)}", err=True)
 
@@ -1113,7 +1094,7 @@ def tokens_list(out: Path, fmt: str) -> None:
 
     from convsum.tokens import list_tokens
 
-    infos = _tokens_call(lambda: list_tokens(out))
+    infos = list_tokens(out)
     if fmt == "json":
         document = [asdict(info) for info in infos]
         sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
@@ -1130,7 +1111,7 @@ def tokens_revoke(out: Path, token_id: str) -> None:
     """Revoke the token ID (see `convsum tokens list`); the server refuses it from then on."""
     from convsum.tokens import revoke_token
 
-    info = _tokens_call(lambda: revoke_token(out, token_id))
+    info = revoke_token(out, token_id)
     click.echo(f"convsum: {info.id} of owner {_shown(info.owner)} revoked {info.revoked}", err=True)
 
 

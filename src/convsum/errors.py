@@ -1,10 +1,18 @@
-"""Errors that reach the user as one clear line and exit code 1."""
+"""Errors that reach the user as one clear line and an exit code.
+
+The exit code of each is its class's `exit_code`: the command line's one table from failure to
+exit code (cli.py applies it to every command).
+"""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class ConvsumError(Exception):
-    """Base class: anything the user can fix in their input or configuration."""
+    """Base class: anything the user can fix in their input or configuration (exit code 1)."""
+
+    exit_code: ClassVar[int] = 1
 
 
 class ConfigError(ConvsumError):
@@ -36,11 +44,19 @@ class SyncError(ConvsumError):
 
 
 class RunLockedError(ConvsumError):
-    """Another run is writing the same output root."""
+    """Another run is writing the same output root: try again later."""
+
+    exit_code = 75  # EX_TEMPFAIL
 
 
 class TokenError(ConvsumError):
     """The token store cannot be read or changed as asked (a malformed line, an unknown id)."""
+
+
+class QueryError(ConvsumError):
+    """A query or report cannot run as asked (refused, or not valid SQL): a usage error."""
+
+    exit_code = 2
 
 
 class RebuildRefusedError(ConvsumError):

@@ -26,7 +26,7 @@ import duckdb
 import pyarrow as pa
 
 from convsum.config import DEFAULT_SPILL_LIMIT, default_memory_limit
-from convsum.errors import ConvsumError, first_line
+from convsum.errors import ConvsumError, QueryError, first_line
 from convsum.publish.tree import CURRENT, reading
 from convsum.reporting.tables import NAMES, Snapshot
 from convsum.sql import literal
@@ -37,10 +37,6 @@ _ATTEMPTS = 5  # a run may replace the served tree between resolving `current` a
 _SCRATCH_PREFIX = "convsum-query-"
 # DuckDB's advice to change a setting: the sandbox's configuration is locked.
 _SET_HINT = re.compile(r'\s*Use "SET [^"]*" to [^.]*\.')
-
-
-class QueryError(ConvsumError):
-    """The query cannot run as written (refused, or not valid SQL): a usage error, exit 2."""
 
 
 class NoTablesError(ConvsumError):
