@@ -18,7 +18,7 @@ from convsum.config import ENGINES, RunConfig
 from convsum.publish.paths import conversation_dir, page_file
 from convsum.results import RunReport
 from convsum.run import run_job
-from tests.s3server import S3Server, running_s3_server
+from tests.support.s3server import S3Server, running_s3_server
 
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -92,7 +92,7 @@ STATUS_TYPES = {
     "created": pa.timestamp("ms", "UTC"),
     "duration": pa.int32(),
 }
-# For logs that hold the widest codes and durations (tests/strategies.py).
+# For logs that hold the widest codes and durations (tests/support/strategies.py).
 WIDE_STATUS_TYPES = {**STATUS_TYPES, "code": pa.int64(), "duration": pa.int64()}
 
 
@@ -233,7 +233,7 @@ def run_tree(tmp_path: Path, engine: str) -> RunTree:
     return run
 
 
-# The columns of each table that tests.reference.tables computes, in its order.
+# The columns of each table that tests.support.reference.tables computes, in its order.
 TABLE_COLUMNS = {
     "messages": (
         "owner, id, sender, recipient, direction, segments, created, status_code, "

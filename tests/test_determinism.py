@@ -6,37 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import orjson
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
 from convsum.config import ENGINES, RunConfig
-from convsum.publish.tree import READERS
-from convsum.reporting.tables import TABLES
 from convsum.run import run_job
-from convsum.state import STATE
-
-DEMO = Path(__file__).resolve().parent.parent / "sample_data" / "demo"
-VOLATILE = {"run_id", "started_at", "stages"}
-
-
-def _tree(out: Path, ignore: tuple[str, ...] = ()) -> dict[str, bytes]:
-    tree = out / "current"
-    files = {}
-    for path in sorted(tree.rglob("*")):
-        # The state store and the tables are named by run; the tables' rows are compared in
-        # tests/engines/test_parity.py and tests/test_incremental.py.
-        if path.is_file() and path.relative_to(tree).parts[0] not in (STATE, TABLES, READERS):
-            files[str(path.relative_to(tree))] = path.read_bytes()
-    for name in ("manifest.json", "report.json"):
-        doc = orjson.loads(files.pop(name))
-        for key in (*VOLATILE, *ignore):
-            doc.pop(key, None)
-            doc.get("counts", {}).pop(key, None)
-        doc.get("changes", {}).pop("previous_run_id", None)  # a run id, as volatile as its own
-        files[name] = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
-    return files
+from tests.support.data import DEMO
+from tests.support.trees import comparable_tree
 
 
 def _run(messages: Path, statuses: Path, out: Path, engine: str, full: bool = False) -> None:
@@ -61,7 +38,10 @@ def _run_process(out: Path, engine: str, threads: int) -> None:
 def test_determinism_thread_count_does_not_change_output(tmp_path: Path, engine: str) -> None:
     _run_process(tmp_path / "one", engine, threads=1)
     _run_process(tmp_path / "two", engine, threads=2)
-    one, two = _tree(tmp_path / "one", ("config",)), _tree(tmp_path / "two", ("config",))
+    one, two = (
+        comparable_tree(tmp_path / "one", ("config",)),
+        comparable_tree(tmp_path / "two", ("config",)),
+    )
     assert one.keys() == two.keys()
     assert one == two
 
@@ -70,16 +50,16 @@ def test_determinism_thread_count_does_not_change_output(tmp_path: Path, engine:
 def test_determinism_engines_write_identical_trees(tmp_path: Path) -> None:
     for engine in ENGINES:
         _run(DEMO / "messages", DEMO / "statuses", tmp_path / engine, engine)
-    trees = [_tree(tmp_path / engine, ("config", "engine")) for engine in ENGINES]
+    trees = [comparable_tree(tmp_path / engine, ("config", "engine")) for engine in ENGINES]
     assert len(trees[0]) > 1000
     assert all(tree == trees[0] for tree in trees[1:])
 
 
 def test_determinism_rerun_is_byte_identical(tmp_path: Path, engine: str) -> None:
     _run(DEMO / "messages", DEMO / "statuses", tmp_path / "out", engine)
-    first = _tree(tmp_path / "out")
+    first = comparable_tree(tmp_path / "out")
     _run(DEMO / "messages", DEMO / "statuses", tmp_path / "out", engine, full=True)
-    again = _tree(tmp_path / "out")
+    again = comparable_tree(tmp_path / "out")
     assert again.keys() == first.keys()
     for name in ("report.json", "manifest.json"):  # "--full" instead of "no state store yet"
         assert again.pop(name).replace(b"--full", b"no state store yet") == first.pop(name)
@@ -98,5 +78,8 @@ def test_determinism_row_and_file_order_do_not_change_output(tmp_path: Path, eng
     shuffled = tmp_path / "shuffled"
     _run(shuffled / "messages", shuffled / "statuses", tmp_path / "reordered", engine)
     ignore = ("config", "inputs", "rows_read", "files_read")
-    demo, reordered = _tree(tmp_path / "demo", ignore), _tree(tmp_path / "reordered", ignore)
+    demo, reordered = (
+        comparable_tree(tmp_path / "demo", ignore),
+        comparable_tree(tmp_path / "reordered", ignore),
+    )
     assert demo == reordered

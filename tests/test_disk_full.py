@@ -22,8 +22,9 @@ import pytest
 
 from convsum.config import RunConfig
 from convsum.run import run_job
-from tests.test_incremental import published
-from tests.test_kill import CONVSUM, DAYS, INCREMENTAL_STAGES, _land
+from tests.support.data import DAYS, land
+from tests.support.processes import CONVSUM, INCREMENTAL_STAGES
+from tests.support.trees import published
 
 FULL_STAGES = ("read", "derive", "pages", "summaries", "tables", "index", "state")
 TMPFS_OPTIONS = "size=64m,nr_inodes=8192"
@@ -105,10 +106,10 @@ def _case(
         out=str(out),
         engine=engine,
     )
-    _land(inputs, DAYS[:1])
+    land(inputs, DAYS[:1])
     run_job(config)
     before = published(out)
-    _land(inputs, DAYS[1:])
+    land(inputs, DAYS[1:])
     code, log = _run_filling_at(config, stage, what, full)
     assert all(line.startswith("{") for line in log.splitlines()), log
     events = [orjson.loads(line) for line in log.splitlines()]

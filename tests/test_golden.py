@@ -9,19 +9,7 @@ import orjson
 from convsum.config import RunConfig
 from convsum.publish.paths import conversation_dir
 from convsum.run import run_job
-
-SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
-SPEC_EXAMPLE = {
-    "participant": "46734487112",
-    "totalMessageCount": 387,
-    "totalSmsCount": 774,
-    "mobileTerminatedMessages": {
-        "101": {"messages": 43, "sms": 86},
-        "102": {"messages": 3, "sms": 6},
-        "201": {"messages": 142, "sms": 284},
-    },
-    "mobileOriginatedMessages": {"201": {"messages": 199, "sms": 398}},
-}
+from tests.support.data import SAMPLES, SPEC_EXAMPLE
 
 
 def test_golden_api_example_summary(tmp_path: Path) -> None:

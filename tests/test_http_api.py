@@ -30,11 +30,11 @@ from convsum.publish.paths import (
 )
 from convsum.publish.tree import MARK
 from convsum.tokens import add_token, import_tokens, revoke_token, token_hash
-from tests import reference
 from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, T0, message, status, write_parquet
-from tests.publish.test_paths import ODD_NAMES
-from tests.test_http import BIN, SERVABLE_NAMES, SOURCES, nginx_serving
-from tests.test_http_hostile import TRAVERSALS
+from tests.support import reference
+from tests.support.names import ODD_NAMES, SERVABLE_NAMES, TRAVERSALS
+from tests.support.nginx import SOURCES, nginx_serving
+from tests.support.processes import BIN
 
 pytestmark = pytest.mark.http
 

@@ -9,8 +9,8 @@ from urllib.parse import quote, urlsplit
 import pyarrow.parquet as pq
 import pytest
 
-from tests.s3server import S3Server
-from tests.test_http import nginx_serving, published
+from tests.support.nginx import nginx_serving, published
+from tests.support.s3server import S3Server
 
 pytestmark = pytest.mark.http
 

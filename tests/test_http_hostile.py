@@ -14,7 +14,9 @@ import orjson
 import pytest
 
 from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, message, status, write_parquet
-from tests.test_http import BIN, SOURCES, Response, nginx_serving
+from tests.support.names import HOSTILE, MALFORMED, NO_ROUTE, SUMMARY, TRAVERSALS
+from tests.support.nginx import SOURCES, Response, nginx_serving
+from tests.support.processes import BIN
 
 pytestmark = pytest.mark.http
 
@@ -27,14 +29,6 @@ OWNERS = {"acm": 1, "acme": 2}
 # A participant whose name a client may spell in several ways (see SPELLINGS).
 SPELLED = "Zürich+1 %"
 
-HOSTILE = {
-    "status": 400,
-    "error": "Bad Request",
-    "message": "the path must not hold a dot segment or an encoded slash",
-}
-MALFORMED = {"status": 400, "error": "Bad Request", "message": "malformed request"}
-NO_ROUTE = {"status": 404, "error": "Not Found", "message": "no such endpoint"}
-UNKNOWN = {"status": 404, "error": "Not Found", "message": "unknown participant"}
 NOT_ALLOWED = {
     "status": 405,
     "error": "Method Not Allowed",
@@ -106,54 +100,6 @@ def test_http_hostile_root_path_is_served(base: str) -> None:
         "application/json",
         _summary(OWNERS["acme"]),
     )
-
-
-SUMMARY = "v2/conversations/46700000001/summary"
-# (path template, status, body): `{a}` is the owner a proxy put first, `{b}` the other owner.
-TRAVERSALS = [
-    ("/{a}/../{b}/" + SUMMARY, HOSTILE),
-    ("/{a}/./../{b}/" + SUMMARY, HOSTILE),
-    ("/{a}//../{b}/" + SUMMARY, HOSTILE),
-    ("/{a}/..%2F{b}/" + SUMMARY, HOSTILE),
-    ("/{a}/..%2f{b}/" + SUMMARY, HOSTILE),
-    ("/{a}%2F..%2F{b}/" + SUMMARY, HOSTILE),
-    ("/{a}/%2e%2e/{b}/" + SUMMARY, HOSTILE),
-    ("/{a}/%2E%2e/{b}/" + SUMMARY, HOSTILE),
-    ("/{a}/.%2E/{b}/" + SUMMARY, HOSTILE),
-    ("/{a}/%2e./{b}/" + SUMMARY, HOSTILE),
-    ("/{a}/%2e%2e%2f{b}/" + SUMMARY, HOSTILE),
-    ("/{a}/%2e/../{b}/" + SUMMARY, HOSTILE),
-    ("/{a}/v2/../../{b}/" + SUMMARY, HOSTILE),
-    ("/{a}/v2/conversations/..%2F..%2F..%2F{b}%2F" + SUMMARY, HOSTILE),
-    ("/{a}/" + SUMMARY + "/../../../../../{b}/" + SUMMARY, HOSTILE),
-    ("/{a}/" + SUMMARY + "/%2e%2e", HOSTILE),
-    ("/{a}/..?/{b}/" + SUMMARY, HOSTILE),
-    ("/{a}/..#/{b}/" + SUMMARY, HOSTILE),
-    ("/{a}/%c0%ae%c0%ae/{b}/" + SUMMARY, HOSTILE),
-    ("/{a}/%C0%AE./{b}/" + SUMMARY, HOSTILE),
-    ("/{a}/..%c0%af{b}/" + SUMMARY, HOSTILE),
-    ("/{a}/%e0%80%ae%e0%80%ae/{b}/" + SUMMARY, HOSTILE),
-    ("/{a}/%f0%80%80%ae%f0%80%80%ae/{b}/" + SUMMARY, HOSTILE),
-    ("/{a}/..%00/{b}/" + SUMMARY, MALFORMED),
-    ("/{a}/%u002e%u002e/{b}/" + SUMMARY, MALFORMED),
-    # Spellings only other servers normalise: to nginx each is a literal name, so the path has
-    # the wrong shape (no route) or names an owner that does not exist.
-    ("/{a}/%252e%252e/{b}/" + SUMMARY, NO_ROUTE),
-    ("/{a}/%252e%252e%252f{b}/" + SUMMARY, NO_ROUTE),
-    ("/{a}/..%252f{b}/" + SUMMARY, NO_ROUTE),
-    ("/{a}/..;/{b}/" + SUMMARY, NO_ROUTE),
-    ("/{a}/..%3B/{b}/" + SUMMARY, NO_ROUTE),
-    ("/{a}/.../{b}/" + SUMMARY, NO_ROUTE),
-    ("/{a}/%ef%bc%8e%ef%bc%8e/{b}/" + SUMMARY, NO_ROUTE),
-    ("/{a}/..\\{b}/" + SUMMARY, NO_ROUTE),
-    ("/{a}/..%5C{b}/" + SUMMARY, NO_ROUTE),
-    ("/{a}/%2e%2e%5c{b}/" + SUMMARY, NO_ROUTE),
-    ("/{a}\\..\\{b}/" + SUMMARY, UNKNOWN),
-    ("/{a}%5C..%5C{b}/" + SUMMARY, UNKNOWN),
-    ("/{a}/{b}/" + SUMMARY, NO_ROUTE),
-    ("/{a}//{b}/" + SUMMARY, NO_ROUTE),
-    ("//{b}/" + SUMMARY, NO_ROUTE),
-]
 
 
 @pytest.mark.parametrize(("owner", "other"), [("acme", "acm"), ("acm", "acme")])

@@ -10,8 +10,9 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from tests.test_http import BIN, Response, Server, nginx_serving
-from tests.test_kill import DAYS, DEMO
+from tests.support.data import DAYS, DEMO
+from tests.support.nginx import Response, Server, nginx_serving
+from tests.support.processes import BIN
 
 pytestmark = pytest.mark.http
 

@@ -30,19 +30,8 @@ from tests.conftest import (
     table_rows,
     write_parquet,
 )
-from tests.strategies import messages_strategy, statuses_strategy
-
-
-def published(out: Path) -> dict[str, bytes]:
-    """Every served file and the file list of an output root, by path."""
-    current = out / "current"
-    files = {
-        str(path.relative_to(current)): path.read_bytes()
-        for path in (current / "api").rglob("*")
-        if path.is_file()
-    }
-    files["files.txt"] = (current / "files.txt").read_bytes()
-    return files
+from tests.support.strategies import messages_strategy, statuses_strategy
+from tests.support.trees import published
 
 
 def stats(out: Path) -> dict[str, tuple[int, int]]:

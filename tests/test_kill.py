@@ -9,10 +9,8 @@ store must open and answer, and a further run must still be incremental and corr
 from __future__ import annotations
 
 import random
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,21 +24,11 @@ from convsum.reporting.tables import SNAPSHOT, TABLES
 from convsum.run import run_job
 from convsum.state import CATALOG, STATE
 from tests.conftest import ALL_COLUMNS, table_rows
-from tests.test_incremental import published
+from tests.support.data import DAYS, land
+from tests.support.processes import CONVSUM, INCREMENTAL_STAGES
+from tests.support.trees import published
 
 pytestmark = pytest.mark.slow  # left out of make test-fast
-
-DEMO = Path(__file__).resolve().parent.parent / "sample_data" / "demo"
-DAYS = ("date=2018-10-01", "date=2018-10-02", "date=2018-10-03")
-CONVSUM = str(Path(sys.executable).parent / "convsum")
-
-
-def _land(inputs: Path, days: tuple[str, ...]) -> None:
-    for role in ("messages", "statuses"):
-        for day in days:
-            target = inputs / role / day
-            if not target.exists():
-                shutil.copytree(DEMO / role / day, target)
 
 
 def _config(inputs: Path, out: Path) -> RunConfig:
@@ -57,7 +45,7 @@ def _config(inputs: Path, out: Path) -> RunConfig:
 def clean_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The output root of a clean full run over all three days."""
     base = tmp_path_factory.mktemp("clean")
-    _land(base / "in", DAYS)
+    land(base / "in", DAYS)
     run_job(_config(base / "in", base / "out"))
     return base / "out"
 
@@ -72,7 +60,7 @@ def clean(clean_out: Path) -> dict[str, bytes]:
 def first_day_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The output root of a clean full run over the first day."""
     base = tmp_path_factory.mktemp("first")
-    _land(base / "in", DAYS[:1])
+    land(base / "in", DAYS[:1])
     run_job(_config(base / "in", base / "out"))
     return base / "out"
 
@@ -131,13 +119,6 @@ def _state_answers(out: Path) -> int:
     return int(row[0]) if row else -1
 
 
-# Stages of an incremental run, in order; "swap" renames files into the served tree and "state"
-# commits the catalog. Delays are drawn per case from a seeded generator.
-INCREMENTAL_STAGES = (
-    "read", "plan", "derive", "pages", "summaries", "tables", "swap", "index", "state"
-)  # fmt: skip
-
-
 def _first_day_then_killed(
     tmp_path: Path, stage: str, full: bool
 ) -> tuple[Path, Path, dict[str, bytes], str]:
@@ -148,10 +129,10 @@ def _first_day_then_killed(
     rng = random.Random(f"{'full' if full else 'incremental'}-{stage}")
     delay = 0.0 if stage == "state" else rng.uniform(0, 0.03)
     inputs, out = tmp_path / "in", tmp_path / "out"
-    _land(inputs, DAYS[:1])
+    land(inputs, DAYS[:1])
     run_job(_config(inputs, out))
     before = published(out)
-    _land(inputs, DAYS[1:])
+    land(inputs, DAYS[1:])
     code, _ = _killed_run(_config(inputs, out), stage, delay, full=full)
     where = f"{stage} + {delay:.4f} s"
     assert code == -signal.SIGKILL, f"the run ended ({code}) before the kill at {where}"
@@ -206,10 +187,10 @@ def test_kill_stop_signal_ends_the_run_cleanly(
     tmp_path: Path, clean: dict[str, bytes], sig: signal.Signals, stage: str, full: bool
 ) -> None:
     inputs, out = tmp_path / "in", tmp_path / "out"
-    _land(inputs, DAYS[:1])
+    land(inputs, DAYS[:1])
     run_job(_config(inputs, out))
     before = published(out)
-    _land(inputs, DAYS[1:])
+    land(inputs, DAYS[1:])
     code, events = _killed_run(_config(inputs, out), stage, 0.0, full=full, sig=sig)
     assert code == 128 + sig, events
     errors = [e for e in events if e["event"] == "error"]

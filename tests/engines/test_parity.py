@@ -4,12 +4,10 @@ logs."""
 from __future__ import annotations
 
 import tempfile
-from contextlib import ExitStack
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from unittest.mock import patch
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,69 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from convsum.config import ENGINES, RunConfig
+from convsum.config import ENGINES
 from convsum.engines import polars as polars_engine
-from convsum.engines import spark as spark_engine
 from convsum.engines.base import EngineSettings, StatusOrder, status_order
 from convsum.inputs import STATUSES_SCHEMA, StagedInputs
-from convsum.reporting import tables as tables_module
-from convsum.run import run_job
-from tests.conftest import (
-    ALL_COLUMNS,
-    MESSAGE_TYPES,
-    WIDE_STATUS_TYPES,
-    Tree,
-    table_rows,
-    write_parquet,
-)
-from tests.reference import conversations, tables
-from tests.strategies import logs_strategy
-
-
-def _run(directory: Path, engine: str, page_size: int, threads: int | None, parts: int = 1) -> Tree:
-    """Run the job; with `parts` > 1, the work is split as a memory budget too small for it
-    would: the Polars engine's passes into that many parts, the tables into a chunk per day; and
-    the Spark engine's shuffles into that many buckets."""
-    out = directory / f"out-{engine}-{threads}-{parts}"
-    config = RunConfig(
-        messages=str(directory / "messages.parquet"),
-        statuses=str(directory / "statuses.parquet"),
-        out=str(out),
-        engine=engine,
-        page_size=page_size,
-        threads=threads,
-        desc_pages=True,
-    )
-    with ExitStack() as split:
-        if parts > 1:
-            split.enter_context(patch.object(polars_engine, "_parts", lambda *_: parts))
-            split.enter_context(patch.object(spark_engine, "_bucket_count", lambda *_: parts))
-            split.enter_context(patch.object(tables_module, "_BYTES_PER_MESSAGE", 2**62))
-        return Tree(out, run_job(config))
-
-
-def _tree_bytes(tree: Tree) -> dict[str, bytes]:
-    files = {path: (tree.api / path).read_bytes() for path in tree.files()}
-    files["files.txt"] = (tree.out / "current" / "files.txt").read_bytes()
-    return files
-
-
-def _check_against_reference(
-    tree: Tree, messages: list[dict[str, Any]], statuses: list[dict[str, Any]]
-) -> None:
-    summaries, lists = conversations(messages, statuses)
-    summary_files = [f for f in tree.files() if f.endswith("/summary.json")]
-    assert len(summary_files) == len(summaries)
-    for (owner, participant), summary in summaries.items():
-        assert tree.summary(participant, owner=owner) == summary
-        for name in ("all", "mt", "mo"):
-            expected = lists[(owner, participant, name)]
-            pages = tree.pages(participant, name, owner=owner)
-            assert [m for page in pages for m in page] == expected
-            assert all(len(page) == tree.page_size for page in pages[:-1])
-            desc = tree.pages(participant, name, owner=owner, order="desc")
-            assert [m for page in desc for m in page] == expected[::-1]
-
+from tests.conftest import ALL_COLUMNS, MESSAGE_TYPES, WIDE_STATUS_TYPES, table_rows, write_parquet
+from tests.support.reference import tables
+from tests.support.strategies import logs_strategy
+from tests.support.trees import check_against_reference, run, tree_bytes
 
 # Per engine, (threads, parts) of each run: DuckDB on one thread and on two; Polars in one part
 # and in three; Spark (local mode) in three buckets, so that a conversation's messages come from
@@ -105,17 +48,17 @@ def test_parity_engines_match_reference_and_each_other(
         write_parquet(directory / "messages.parquet", rows, MESSAGE_TYPES)
         write_parquet(directory / "statuses.parquet", statuses, WIDE_STATUS_TYPES)
         trees = {
-            (engine, threads, parts): _run(directory, engine, page_size, threads, parts)
+            (engine, threads, parts): run(directory, engine, page_size, threads, parts)
             for engine in ENGINES
             for threads, parts in _VARIANTS[engine]
         }
         first = next(iter(trees.values()))
         reference_tables = tables(rows, statuses)
-        reference_bytes = _tree_bytes(first)
+        reference_bytes = tree_bytes(first)
         for key, tree in trees.items():
-            _check_against_reference(tree, rows, statuses)  # each engine, not only the first
+            check_against_reference(tree, rows, statuses)  # each engine, not only the first
             assert table_rows(tree.out) == reference_tables, key
-            assert _tree_bytes(tree) == reference_bytes, key
+            assert tree_bytes(tree) == reference_bytes, key
             assert table_rows(tree.out, ALL_COLUMNS) == table_rows(first.out, ALL_COLUMNS), key
             same = replace(tree.report, run_id=first.report.run_id, stages=first.report.stages)
             assert same == first.report, key

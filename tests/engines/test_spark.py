@@ -27,8 +27,8 @@ from tests.conftest import (
     table_rows,
     write_parquet,
 )
-from tests.engines.test_parity import _check_against_reference, _run, _tree_bytes
-from tests.test_determinism import DEMO, _tree
+from tests.support.data import DEMO
+from tests.support.trees import check_against_reference, comparable_tree, run, tree_bytes
 
 
 def _spec_cases() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -81,10 +81,10 @@ def test_spark_spec_cases_give_duckdbs_tree_and_the_reference(tmp_path: Path) ->
     messages, statuses = _spec_cases()
     write_parquet(tmp_path / "messages.parquet", messages, MESSAGE_TYPES)
     write_parquet(tmp_path / "statuses.parquet", statuses, STATUS_TYPES)
-    spark = _run(tmp_path, "spark", 5, None, 3)
-    duckdb = _run(tmp_path, "duckdb", 5, None, 1)
-    assert _tree_bytes(spark) == _tree_bytes(duckdb)
-    _check_against_reference(spark, messages, statuses)
+    spark = run(tmp_path, "spark", 5, None, 3)
+    duckdb = run(tmp_path, "duckdb", 5, None, 1)
+    assert tree_bytes(spark) == tree_bytes(duckdb)
+    check_against_reference(spark, messages, statuses)
     assert table_rows(spark.out, ALL_COLUMNS) == table_rows(duckdb.out, ALL_COLUMNS)
     assert spark.report.data == duckdb.report.data
     assert all(as_dict(spark.report.data).values())  # each case of the report is there
@@ -137,7 +137,7 @@ def test_spark_relative_paths_are_the_drivers(
     held.rename(night)
     assert run_job(config).mode == "incremental"
     run_job(replace(config, engine="duckdb", out="duckdb"))
-    spark, duckdb = (_tree(Path(out)) for out in ("out", "duckdb"))
+    spark, duckdb = (comparable_tree(Path(out)) for out in ("out", "duckdb"))
     assert len(spark) > 1000
     # Every file of the API, and its list; the reports differ (an update, a full run).
     for report in ("manifest.json", "report.json", "written.txt", "removed.txt"):

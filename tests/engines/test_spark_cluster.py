@@ -16,7 +16,8 @@ import pyspark
 import pytest
 
 from convsum.bench import free_port
-from tests.test_determinism import DEMO, _tree
+from tests.support.data import DEMO
+from tests.support.trees import comparable_tree
 
 SPARK_HOME = Path(pyspark.__file__).parent
 
@@ -85,7 +86,7 @@ def duckdb_tree(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     convsum = str(Path(sys.executable).parent / "convsum")
     command = [convsum, "run", *INPUTS, "--desc-pages", "--out", str(out), "--engine", "duckdb"]
     subprocess.run(command, check=True, capture_output=True)
-    tree = _tree(out, ("config", "engine"))
+    tree = comparable_tree(out, ("config", "engine"))
     assert len(tree) > 1000
     return tree
 
@@ -109,7 +110,7 @@ def test_spark_cluster_run_writes_the_duckdb_engines_tree(
     command = [convsum, "run", *INPUTS, "--desc-pages", "--out", str(tmp_path / "out")]
     command += ["--engine", "spark", "--spark-master", url]
     _submitted(worker, command, _environment(tmp_path))
-    assert _tree(tmp_path / "out", ("config", "engine")) == duckdb_tree
+    assert comparable_tree(tmp_path / "out", ("config", "engine")) == duckdb_tree
 
 
 def test_spark_cluster_spark_submit_job_writes_the_duckdb_engines_tree(
@@ -121,4 +122,4 @@ def test_spark_cluster_spark_submit_job_writes_the_duckdb_engines_tree(
     job = [str(ROOT / "jobs" / "spark_submit.py"), *INPUTS, "--desc-pages"]
     job += ["--out", str(tmp_path / "out"), "--engine", "spark"]
     _submitted(worker, [*submit, *job], _environment(tmp_path))
-    assert _tree(tmp_path / "out", ("config", "engine")) == duckdb_tree
+    assert comparable_tree(tmp_path / "out", ("config", "engine")) == duckdb_tree

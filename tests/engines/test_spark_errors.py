@@ -21,7 +21,7 @@ from convsum.cli import cli
 from convsum.config import check_spark_master
 from convsum.engines import spark_session
 from convsum.errors import ConfigError, EngineError
-from tests.test_determinism import DEMO
+from tests.support.data import DEMO
 
 CONVSUM = str(Path(sys.executable).parent / "convsum")
 INPUTS = ["--messages", str(DEMO / "messages"), "--statuses", str(DEMO / "statuses")]

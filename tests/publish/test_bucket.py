@@ -15,8 +15,8 @@ from convsum.cli import cli
 from convsum.publish import bucket as bucket_module
 from convsum.publish.bucket import MAX_PREFIX_BYTES, Destination, redact
 from convsum.publish.nginx import BucketOrigin, render
-from tests.publish.test_sync import PREFIX, _files, _run, _sync, _write_day
-from tests.s3server import S3Server
+from tests.support.buckets import PREFIX, run, served_files, sync, write_day
+from tests.support.s3server import S3Server
 
 # Credentials the local server takes as well as its own (it checks no signature), each with
 # what a token file with CRLF line endings leaves at its end.
@@ -31,8 +31,8 @@ SECRETS = {
 def out(tmp_path: Path) -> Path:
     """An output root with a published tree of one day."""
     inputs = tmp_path / "in"
-    _write_day(inputs, 1, range(0, 6))
-    _run(inputs, tmp_path / "out")
+    write_day(inputs, 1, range(0, 6))
+    run(inputs, tmp_path / "out")
     return tmp_path / "out"
 
 
@@ -62,7 +62,7 @@ def test_bucket_sync_with_a_credential_holding_a_line_end_names_it_without_its_v
 ) -> None:
     bucket = s3.new_bucket()
     credentials = {**SECRETS, variable: SECRETS[variable] + ending}
-    result = _sync(s3, out, bucket, "--log-format", "json", **credentials)
+    result = sync(s3, out, bucket, "--log-format", "json", **credentials)
     assert result.exit_code == 1, result.output
     message = _malformed(f"s3://{bucket}/{PREFIX}", variable)
     assert _events(result) == [{"event": "error", "message": message, "exit_code": 1}]
@@ -75,7 +75,7 @@ def test_bucket_sync_text_log_of_a_malformed_token_shows_no_credential(
 ) -> None:
     bucket = s3.new_bucket()
     token = SECRETS["AWS_SESSION_TOKEN"] + "\r"
-    result = _sync(s3, out, bucket, **{**SECRETS, "AWS_SESSION_TOKEN": token})
+    result = sync(s3, out, bucket, **{**SECRETS, "AWS_SESSION_TOKEN": token})
     assert result.exit_code == 1, result.output
     message = _malformed(f"s3://{bucket}/{PREFIX}", "AWS_SESSION_TOKEN")
     assert result.stderr.splitlines() == [f"Error: {message}"]
@@ -114,7 +114,7 @@ def test_bucket_sync_error_of_a_request_never_shows_a_credential(
     bucket = s3.new_bucket()
     token = SECRETS["AWS_SESSION_TOKEN"] + "\r"
     credentials = {**SECRETS, "AWS_SESSION_TOKEN": token}
-    result = _sync(s3, out, bucket, "--log-format", "json", **credentials)
+    result = sync(s3, out, bucket, "--log-format", "json", **credentials)
     assert result.exit_code == 1, result.output
     message = (
         f"s3://{bucket}/{PREFIX}/: An HTTP Client raised an unhandled exception: "
@@ -130,7 +130,7 @@ def test_bucket_sync_with_credentials_in_the_endpoint_url_shows_neither(
     bucket = s3.new_bucket()
     address = s3.endpoint.removeprefix("http://")
     endpoint = f"http://minio:pa55word-secret@{address}/?token=tok-secret-0001"
-    result = _sync(s3, out, bucket, "--log-format", "json", AWS_ENDPOINT_URL=endpoint)
+    result = sync(s3, out, bucket, "--log-format", "json", AWS_ENDPOINT_URL=endpoint)
     assert result.exit_code == 1, result.output
     message = (
         f"s3://{bucket}/{PREFIX}: the endpoint http://***@{address}/?*** holds a user name, "
@@ -170,7 +170,7 @@ def test_bucket_nginx_conf_from_a_bucket_reads_its_manifest_from_the_endpoint_gi
     s3: S3Server, out: Path, environment: str | None
 ) -> None:
     bucket = s3.new_bucket()
-    assert _sync(s3, out, bucket).exit_code == 0
+    assert sync(s3, out, bucket).exit_code == 0
     env: dict[str, str | None] = {**s3.env(), "AWS_ENDPOINT_URL": None}  # None: unset
     if environment == "dead port":
         env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{free_port()}"
@@ -195,7 +195,7 @@ def test_bucket_nginx_conf_with_credentials_in_endpoint_is_exit_2_without_them(
 
 def _prefix_for_key_bytes(out: Path, key_bytes: int) -> str:
     """Return a prefix that makes the key of the tree's longest path `key_bytes` long."""
-    longest = max(len(p.encode()) for p in _files(out))
+    longest = max(len(p.encode()) for p in served_files(out))
     return "a" * (key_bytes - longest - 1)
 
 
@@ -203,7 +203,7 @@ def test_bucket_sync_refuses_a_key_over_1024_bytes_before_any_request(
     s3: S3Server, out: Path
 ) -> None:
     prefix = _prefix_for_key_bytes(out, 1025)
-    longest = max(_files(out), key=lambda p: len(p.encode()))
+    longest = max(served_files(out), key=lambda p: len(p.encode()))
     closed = f"http://127.0.0.1:{free_port()}"  # any request would fail otherwise
     result = CliRunner().invoke(
         cli, ["sync", str(out), f"s3://convsum-x/{prefix}"], env=s3.env(AWS_ENDPOINT_URL=closed)
@@ -222,7 +222,7 @@ def test_bucket_sync_takes_a_longest_key_of_1024_bytes(s3: S3Server, out: Path) 
     bucket = s3.new_bucket()
     result = CliRunner().invoke(cli, ["sync", str(out), f"s3://{bucket}/{prefix}"], env=s3.env())
     assert result.exit_code == 0, result.output
-    assert sorted(s3.objects(bucket, prefix)) == sorted([*_files(out), "manifest.json"])
+    assert sorted(s3.objects(bucket, prefix)) == sorted([*served_files(out), "manifest.json"])
 
 
 @pytest.mark.parametrize("command", [["sync", "OUT"], ["nginx-conf", "OUT", "--from"]])
@@ -248,7 +248,7 @@ def test_bucket_nginx_conf_from_a_bucket_of_an_older_layout_says_to_run_and_sync
     s3: S3Server, out: Path
 ) -> None:
     bucket = s3.new_bucket()
-    assert _sync(s3, out, bucket).exit_code == 0
+    assert sync(s3, out, bucket).exit_code == 0
     key = f"{PREFIX}/manifest.json"
     manifest = orjson.loads(s3.client().get_object(Bucket=bucket, Key=key)["Body"].read())
     assert manifest["layout"]["version"] == 2

@@ -31,7 +31,7 @@ from convsum.publish.nginx import (
     start_pattern,
 )
 from convsum.publish.paths import page_file
-from tests.s3server import S3Server
+from tests.support.s3server import S3Server
 
 PAGE_SIZES = [d for d in range(1, ALIGNMENT_MODULUS + 1) if ALIGNMENT_MODULUS % d == 0]
 

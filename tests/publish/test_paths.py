@@ -19,59 +19,7 @@ from convsum.publish.paths import (
     page_file,
     page_group_digits,
 )
-
-ODD_NAMES = [
-    "../../etc/passwd",
-    "a/b",
-    "/",
-    "..",
-    ".",
-    "...",
-    "a\x00b",
-    "\x00",
-    "tab\there",
-    "new\nline",
-    "del\x7f",
-    "c1\x85",
-    "\\",
-    "a\\..\\b",
-    "x" * 300,
-    "é" * 100,
-    "y" * 200,
-    "日本語の送信者",
-    "emoji😀",
-    "summary",
-    "mt",
-    "mo",
-    "all",
-    "index.json",
-    "summary.json",
-    "v2",
-    "~",
-    "__",
-    "_",
-    "",
-    " ",
-    "%2e%2e",
-    "a?b#c",
-    "$uri",
-    "46734487112",
-    "Shop1",
-    # Text that looks percent-encoded, or that URL decoders treat apart.
-    "%41%2F",
-    "100%",
-    "%zz",
-    "a+b c",
-    "a;b=c",
-    # 200 bytes, the longest servable: of 4-byte UTF-8, and of what a client sends as %25.
-    "😀" * 50,
-    "%" * 200,
-    "rtl\u202eoverride\ufeff",
-    # Names that share their last four bytes (and once shared a fan-out directory).
-    "t1-prod",
-    "t2-prod",
-    "x-prod",
-]
+from tests.support.names import ODD_NAMES
 
 
 @pytest.mark.parametrize("name", ODD_NAMES)

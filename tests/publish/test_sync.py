@@ -14,48 +14,23 @@ from click.testing import CliRunner, Result
 
 from convsum.bench import free_port
 from convsum.cli import cli
-from convsum.config import DEFAULT_CACHE_CONTROL, RunConfig
-from convsum.results import RunReport
-from convsum.run import run_job
-from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, at, message, status, write_parquet
-from tests.s3server import BIN, S3Server, running_s3_server
+from convsum.config import DEFAULT_CACHE_CONTROL
+from tests.support.buckets import PREFIX, run, served_files, sync, write_day
+from tests.support.processes import BIN
+from tests.support.s3server import S3Server, running_s3_server
 
 pytestmark = pytest.mark.slow  # left out of make test-fast
 
-PREFIX = "api/v1"
 STAGES = ("plan", "pages", "summaries", "deletions", "manifest")
-
-
-def _write_day(inputs: Path, day: int, participants: range) -> None:
-    """One day's messages: three to each participant, and the replies of every third."""
-    rows, statuses = [], []
-    for p in participants:
-        for k in range(3):
-            id = f"d{day}-p{p}-{k}"
-            created = at(day * 86_400 + p * 10 + k)
-            rows.append(message(id, recipient=f"4670000{p:04d}", created=created))
-            statuses.append(status(id, 201 if k else 101, created=created))
-        if p % 3 == 0:
-            rows.append(
-                message(f"d{day}-r{p}", sender=f"4670000{p:04d}", recipient="Acme",
-                        direction="mo", created=at(day * 86_400 + p * 10 + 5))
-            )  # fmt: skip
-    write_parquet(inputs / "messages" / f"day={day}" / "part.parquet", rows, MESSAGE_TYPES)
-    write_parquet(inputs / "statuses" / f"day={day}" / "part.parquet", statuses, STATUS_TYPES)
-
-
-def _run(inputs: Path, out: Path, full: bool = False) -> RunReport:
-    roles = {role: str(inputs / role) for role in ("messages", "statuses")}
-    return run_job(RunConfig(**roles, out=str(out), page_size=2), full=full)
 
 
 @pytest.fixture
 def tree(tmp_path: Path) -> tuple[Path, Path]:
     """Inputs of two days and the output root published from them: (inputs, out)."""
     inputs = tmp_path / "in"
-    _write_day(inputs, 1, range(0, 12))
-    _write_day(inputs, 2, range(8, 16))
-    _run(inputs, tmp_path / "out")
+    write_day(inputs, 1, range(0, 12))
+    write_day(inputs, 2, range(8, 16))
+    run(inputs, tmp_path / "out")
     return inputs, tmp_path / "out"
 
 
@@ -64,25 +39,14 @@ def synced(s3: S3Server, tree: tuple[Path, Path]) -> tuple[Path, Path, str]:
     """The tree of `tree`, synced to a new bucket: (inputs, out, bucket)."""
     inputs, out = tree
     bucket = s3.new_bucket()
-    _report(_sync(s3, out, bucket))
+    _report(sync(s3, out, bucket))
     return inputs, out, bucket
-
-
-def _sync(s3: S3Server, out: Path, bucket: str, *args: str, **env: str) -> Result:
-    return CliRunner().invoke(
-        cli, ["sync", str(out), f"s3://{bucket}/{PREFIX}", "--report", *args], env=s3.env(**env)
-    )
 
 
 def _report(result: Result) -> dict[str, Any]:
     assert result.exit_code == 0, result.output
     report: dict[str, Any] = orjson.loads(result.stdout)
     return report
-
-
-def _files(out: Path) -> list[str]:
-    """Every file of the served tree, as `files.txt` lists them."""
-    return (out / "current" / "files.txt").read_text().splitlines()
 
 
 def _manifest(out: Path) -> dict[str, Any]:
@@ -97,7 +61,7 @@ def _assert_bucket_is_the_tree(
     stored = s3.objects(bucket, PREFIX)
     manifest = stored.pop("manifest.json")
     api = out / "current" / "api"
-    files = _files(out)
+    files = served_files(out)
     assert sorted(stored) == sorted(files)
     assert {p: s.body for p, s in stored.items()} == {p: (api / p).read_bytes() for p in files}
     assert {(s.content_type, s.cache_control) for s in [*stored.values(), manifest]} == {
@@ -120,8 +84,8 @@ def test_sync_first_sync_copies_the_tree_object_for_object(
 ) -> None:
     _, out = tree
     bucket = s3.new_bucket()
-    report = _report(_sync(s3, out, bucket, "--cache-control", "public, max-age=60"))
-    files = len(_files(out))
+    report = _report(sync(s3, out, bucket, "--cache-control", "public, max-age=60"))
+    files = len(served_files(out))
     assert (report["sent"], report["unchanged"], report["deleted"]) == (files, 0, 0)
     assert report["run_id"] == _manifest(out)["run_id"]
     _assert_bucket_is_the_tree(s3, bucket, out, "public, max-age=60")
@@ -129,7 +93,7 @@ def test_sync_first_sync_copies_the_tree_object_for_object(
 
 def test_sync_of_a_synced_tree_sends_nothing(s3: S3Server, synced: tuple[Path, Path, str]) -> None:
     _, out, bucket = synced
-    report = _report(_sync(s3, out, bucket))
+    report = _report(sync(s3, out, bucket))
     assert (report["sent"], report["deleted"], report["bytes"]) == (0, 0, 0)
 
 
@@ -138,8 +102,8 @@ def test_sync_with_another_cache_control_sends_every_object_again(
 ) -> None:
     _, out, bucket = synced
     _killed_at(s3, out, bucket, "summaries", "--cache-control", "no-cache")
-    report = _report(_sync(s3, out, bucket, "--cache-control", "no-cache"))
-    files = len(_files(out))
+    report = _report(sync(s3, out, bucket, "--cache-control", "no-cache"))
+    files = len(served_files(out))
     assert 0 < report["sent"] < files  # the pages sent before the kill are not sent again
     _assert_bucket_is_the_tree(s3, bucket, out, "no-cache")
 
@@ -149,11 +113,11 @@ def test_sync_nightly_sends_only_what_the_run_changed(
 ) -> None:
     inputs, out, bucket = synced
     before = _manifest(out)["run_id"]
-    _write_day(inputs, 3, range(14, 18))
-    assert _run(inputs, out).mode == "incremental"
+    write_day(inputs, 3, range(14, 18))
+    assert run(inputs, out).mode == "incremental"
     changes = _manifest(out)["changes"]
     assert changes["previous_run_id"] == before
-    result = _sync(s3, out, bucket, "--log-format", "json")
+    result = sync(s3, out, bucket, "--log-format", "json")
     report = _report(result)
     assert 0 < report["sent"] == changes["written_count"]
     plan = next(e for e in _events(result) if e.get("stage") == "plan" and "counts" in e)
@@ -167,11 +131,11 @@ def test_sync_after_a_rebuild_deletes_what_the_run_removed(
     inputs, out, bucket = synced
     for role in ("messages", "statuses"):
         (inputs / role / "day=2" / "part.parquet").unlink()
-    assert _run(inputs, out).mode == "full"
+    assert run(inputs, out).mode == "full"
     removed = _manifest(out)["changes"]["removed_count"]
-    report = _report(_sync(s3, out, bucket))
+    report = _report(sync(s3, out, bucket))
     assert report["deleted"] == removed > 0
-    assert report["sent"] < len(_files(out))
+    assert report["sent"] < len(served_files(out))
     _assert_bucket_is_the_tree(s3, bucket, out)
 
 
@@ -180,9 +144,9 @@ def test_sync_after_an_identical_rebuild_sends_nothing(
 ) -> None:
     inputs, out = tree
     bucket = s3.new_bucket()
-    first = _report(_sync(s3, out, bucket))
-    assert _run(inputs, out, full=True).mode == "full"
-    report = _report(_sync(s3, out, bucket))
+    first = _report(sync(s3, out, bucket))
+    assert run(inputs, out, full=True).mode == "full"
+    report = _report(sync(s3, out, bucket))
     assert (report["sent"], report["unchanged"], report["deleted"]) == (0, first["sent"], 0)
     _assert_bucket_is_the_tree(s3, bucket, out)
 
@@ -214,13 +178,13 @@ def test_sync_killed_at_a_stage_then_rerun_leaves_the_bucket_equal_to_the_tree(
     # A rebuild that changes files, adds some and removes others: every stage has work.
     for role in ("messages", "statuses"):
         (inputs / role / "day=2" / "part.parquet").unlink()
-    _write_day(inputs, 4, range(20, 24))
-    assert _run(inputs, out).mode == "full"
+    write_day(inputs, 4, range(20, 24))
+    assert run(inputs, out).mode == "full"
     _killed_at(s3, out, bucket, stage)
-    report = _report(_sync(s3, out, bucket))
+    report = _report(sync(s3, out, bucket))
     assert report["run_id"] == _manifest(out)["run_id"]
     _assert_bucket_is_the_tree(s3, bucket, out)
-    assert _report(_sync(s3, out, bucket))["sent"] == 0
+    assert _report(sync(s3, out, bucket))["sent"] == 0
 
 
 def test_sync_killed_then_a_nightly_run_then_rerun_includes_the_run(
@@ -231,9 +195,9 @@ def test_sync_killed_then_a_nightly_run_then_rerun_includes_the_run(
     _killed_at(s3, out, bucket, "summaries")
     held = _held(out)
     assert len(held) > 0  # the pages sent before the kill are recorded
-    _write_day(inputs, 3, range(14, 18))
-    assert _run(inputs, out).mode == "incremental"
-    _report(_sync(s3, out, bucket))
+    write_day(inputs, 3, range(14, 18))
+    assert run(inputs, out).mode == "incremental"
+    _report(sync(s3, out, bucket))
     _assert_bucket_is_the_tree(s3, bucket, out)
 
 
@@ -258,7 +222,7 @@ def test_sync_to_an_unreachable_endpoint_is_one_line_exit_1_and_claims_nothing(
 ) -> None:
     _, out = tree
     closed = f"http://127.0.0.1:{free_port()}"
-    result = _sync(s3, out, "convsum-nowhere", AWS_ENDPOINT_URL=closed)
+    result = sync(s3, out, "convsum-nowhere", AWS_ENDPOINT_URL=closed)
     assert result.exit_code == 1, result.output
     (line,) = result.stderr.splitlines()[-1:]
     assert line.startswith(f"Error: s3://convsum-nowhere/{PREFIX}/"), line
@@ -274,10 +238,10 @@ def test_sync_when_the_endpoint_goes_away_names_the_object_and_claims_nothing(
     inputs, out = tree
     with running_s3_server(tmp_path) as server:
         bucket = server.new_bucket()
-        synced = _report(_sync(server, out, bucket))["run_id"]
+        synced = _report(sync(server, out, bucket))["run_id"]
         env = server.env()
-    _write_day(inputs, 3, range(14, 18))
-    assert _run(inputs, out).mode == "incremental"
+    write_day(inputs, 3, range(14, 18))
+    assert run(inputs, out).mode == "incremental"
     result = CliRunner().invoke(cli, ["sync", str(out), f"s3://{bucket}/{PREFIX}"], env=env)
     assert result.exit_code == 1, result.output
     line = result.stderr.splitlines()[-1]
@@ -291,7 +255,7 @@ def test_sync_to_a_missing_bucket_names_the_object_and_the_reason(
     s3: S3Server, tree: tuple[Path, Path]
 ) -> None:
     _, out = tree
-    result = _sync(s3, out, "convsum-no-such-bucket")
+    result = sync(s3, out, "convsum-no-such-bucket")
     assert result.exit_code == 1, result.output
     line = result.stderr.splitlines()[-1]
     assert line.startswith(f"Error: s3://convsum-no-such-bucket/{PREFIX}/"), line
@@ -302,14 +266,14 @@ def test_sync_refused_by_the_store_is_exit_1_naming_the_object(
     s3: S3Server, synced: tuple[Path, Path, str]
 ) -> None:
     _, out, bucket = synced  # listed once, so the next requests are uploads
-    first = sorted(_files(out))[0]
+    first = sorted(served_files(out))[0]
     api = out / "current" / "api"
     (api / first).write_bytes((api / first).read_bytes() + b" ")
     s3.policy(bucket, "Deny", "s3:PutObject", "*")
     (out / "current" / "manifest.json").write_bytes(
         orjson.dumps({**_manifest(out), "run_id": "forced-resync"})
     )
-    result = _sync(s3, out, bucket)
+    result = sync(s3, out, bucket)
     assert result.exit_code == 1, result.output
     assert result.stderr.splitlines()[-1].startswith(f"Error: s3://{bucket}/{PREFIX}/{first}: ")
 
@@ -318,19 +282,19 @@ def test_sync_stopped_by_a_refused_summary_resumes_with_the_summaries(
     s3: S3Server, synced: tuple[Path, Path, str]
 ) -> None:
     inputs, out, bucket = synced
-    _write_day(inputs, 3, range(14, 18))
-    assert _run(inputs, out).mode == "incremental"
+    write_day(inputs, 3, range(14, 18))
+    assert run(inputs, out).mode == "incremental"
     written = (out / "current" / "written.txt").read_text().splitlines()
     summaries = [p for p in written if p.endswith("/summary.json")]
     s3.policy(bucket, "Deny", "s3:PutObject", f"{PREFIX}/*/summary.json")
-    result = _sync(s3, out, bucket)
+    result = sync(s3, out, bucket)
     assert result.exit_code == 1, result.output
     line = result.stderr.splitlines()[-1]
     assert line.endswith("/summary.json: HTTP 403 Forbidden"), line
     assert _synced_run(out) != _manifest(out)["run_id"]
     assert set(written) - set(summaries) <= set(_held(out))  # the pages went first
     s3.client().delete_bucket_policy(Bucket=bucket)
-    report = _report(_sync(s3, out, bucket))
+    report = _report(sync(s3, out, bucket))
     assert report["sent"] == len(summaries)
     _assert_bucket_is_the_tree(s3, bucket, out)
 
@@ -341,7 +305,7 @@ def test_sync_refuses_a_prefix_holding_objects_it_did_not_put(
     _, out = tree
     bucket = s3.new_bucket()
     s3.client().put_object(Bucket=bucket, Key=f"{PREFIX}/someone-elses.txt", Body=b"mine")
-    result = _sync(s3, out, bucket)
+    result = sync(s3, out, bucket)
     assert result.exit_code == 1, result.output
     assert "holds 1 objects but no manifest.json of convsum's" in result.stderr
     assert set(s3.objects(bucket, PREFIX)) == {"someone-elses.txt"}
@@ -353,7 +317,7 @@ def test_sync_with_a_lost_record_sends_nothing_and_removes_strays(
     _, out, bucket = synced
     s3.client().put_object(Bucket=bucket, Key=f"{PREFIX}/zz/stray.json", Body=b"{}")
     _record(out).unlink()
-    report = _report(_sync(s3, out, bucket))
+    report = _report(sync(s3, out, bucket))
     assert (report["sent"], report["deleted"]) == (0, 1)
     _assert_bucket_is_the_tree(s3, bucket, out)
 
@@ -361,7 +325,7 @@ def test_sync_with_a_lost_record_sends_nothing_and_removes_strays(
 def _tamper(s3: S3Server, bucket: str, out: Path) -> dict[str, int]:
     """Behind the record's back, delete one object, alter another (same size, other bytes)
     and add a stray one; return the sizes of the two the tree must send again."""
-    first, second = sorted(_files(out))[:2]
+    first, second = sorted(served_files(out))[:2]
     client = s3.client()
     client.delete_object(Bucket=bucket, Key=f"{PREFIX}/{first}")
     body = (out / "current" / "api" / second).read_bytes()
@@ -376,9 +340,9 @@ def test_sync_verify_repairs_a_deleted_an_altered_and_a_stray_object(
 ) -> None:
     _, out, bucket = synced
     resent = _tamper(s3, bucket, out)
-    assert _report(_sync(s3, out, bucket))["sent"] == 0  # a sync trusts its record
-    report = _report(_sync(s3, out, bucket, "--verify"))
-    files = len(_files(out))
+    assert _report(sync(s3, out, bucket))["sent"] == 0  # a sync trusts its record
+    report = _report(sync(s3, out, bucket, "--verify"))
+    files = len(served_files(out))
     assert report == {
         "run_id": _manifest(out)["run_id"],
         "destination": f"s3://{bucket}/{PREFIX}",
@@ -395,8 +359,8 @@ def test_sync_verify_of_an_intact_bucket_sends_nothing(
     s3: S3Server, synced: tuple[Path, Path, str]
 ) -> None:
     _, out, bucket = synced
-    report = _report(_sync(s3, out, bucket, "--verify"))
-    files = len(_files(out))
+    report = _report(sync(s3, out, bucket, "--verify"))
+    files = len(served_files(out))
     assert (report["listed"], report["sent"], report["unchanged"], report["deleted"]) == (
         files + 1,
         0,
@@ -410,8 +374,8 @@ def test_sync_after_a_rebuild_repairs_a_deleted_an_altered_and_a_stray_object(
 ) -> None:
     inputs, out, bucket = synced
     resent = _tamper(s3, bucket, out)
-    assert _run(inputs, out, full=True).mode == "full"  # the same files, rebuilt
-    report = _report(_sync(s3, out, bucket))
+    assert run(inputs, out, full=True).mode == "full"  # the same files, rebuilt
+    report = _report(sync(s3, out, bucket))
     assert (report["sent"], report["bytes"], report["deleted"]) == (2, sum(resent.values()), 1)
     _assert_bucket_is_the_tree(s3, bucket, out)
 
@@ -420,7 +384,7 @@ def test_sync_json_log_has_each_stage_and_the_synced_event(
     s3: S3Server, tree: tuple[Path, Path]
 ) -> None:
     _, out = tree
-    result = _sync(s3, out, s3.new_bucket(), "--log-format", "json")
+    result = sync(s3, out, s3.new_bucket(), "--log-format", "json")
     events = _events(result)
     ends = [e["stage"] for e in events if e["event"] == "stage_end"]
     assert ends == list(STAGES)
@@ -430,7 +394,7 @@ def test_sync_json_log_has_each_stage_and_the_synced_event(
 
 def test_sync_run_with_sync_to_ends_with_its_sync(s3: S3Server, tmp_path: Path) -> None:
     inputs = tmp_path / "in"
-    _write_day(inputs, 1, range(0, 10))
+    write_day(inputs, 1, range(0, 10))
     bucket = s3.new_bucket()
     (tmp_path / "job.toml").write_text(
         'messages = "in/messages"\nstatuses = "in/statuses"\nout = "out"\npage_size = 2\n'
@@ -457,7 +421,7 @@ def test_sync_waits_for_no_run_a_run_holding_the_root_is_exit_75(
     _, out = tree
     with (out / ".lock").open("a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        result = _sync(s3, out, s3.new_bucket())
+        result = sync(s3, out, s3.new_bucket())
     assert result.exit_code == 75, result.output
 
 

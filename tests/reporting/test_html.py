@@ -10,15 +10,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pyarrow as pa
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from convsum.reporting.html import OUTCOMES, render_html
+from tests.support.charts import chart_specs
 
 HOSTILE = "</script><script>alert(1)</script>"
 DAYS = [date(2024, 1, 1), date(2024, 1, 2), date(2024, 1, 3)]
@@ -76,13 +75,6 @@ def report_tables() -> dict[str, pa.Table]:
             {"check": [HOSTILE, "duplicate_messages"], "count": pa.array([1, 53], pa.int64())}
         ),
     }
-
-
-def chart_specs(page: bytes) -> dict[str, Any]:
-    found = re.search(rb'<script type="application/json" id="chart-specs">(.*?)</script>', page)
-    assert found is not None
-    specs: dict[str, Any] = orjson.loads(found.group(1))
-    return specs
 
 
 def test_render_html_is_deterministic() -> None:

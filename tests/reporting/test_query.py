@@ -31,7 +31,7 @@ from tests.conftest import (
     table_rows,
     write_parquet,
 )
-from tests.reporting.test_html import chart_specs
+from tests.support.charts import chart_specs
 
 
 @pytest.fixture(scope="module")

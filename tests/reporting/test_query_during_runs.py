@@ -17,7 +17,8 @@ import pytest
 from convsum.config import RunConfig
 from convsum.reporting.query import open_tables
 from convsum.run import run_job
-from tests.test_kill import CONVSUM, DAYS, _land
+from tests.support.data import DAYS, land
+from tests.support.processes import CONVSUM
 
 pytestmark = pytest.mark.slow  # left out of make test-fast
 
@@ -44,9 +45,9 @@ def test_query_during_a_stopped_nightly_run_answers_the_published_state(
     tmp_path: Path, stage: str
 ) -> None:
     inputs, out = tmp_path / "in", tmp_path / "out"
-    _land(inputs, DAYS[:1])
+    land(inputs, DAYS[:1])
     before = run_job(_config(inputs, out)).data.messages
-    _land(inputs, DAYS[1:])
+    land(inputs, DAYS[1:])
     command = [
         CONVSUM, "run", "--messages", str(inputs / "messages"),
         "--statuses", str(inputs / "statuses"), "--out", str(out), "--log-format", "json",
@@ -71,18 +72,18 @@ def test_query_during_a_stopped_nightly_run_answers_the_published_state(
 
 def test_a_held_query_never_blocks_runs_and_keeps_its_files(tmp_path: Path) -> None:
     inputs, out = tmp_path / "in", tmp_path / "out"
-    _land(inputs, DAYS[:1])
+    land(inputs, DAYS[:1])
     first = run_job(_config(inputs, out)).data.messages
     with open_tables(out) as held:
         old_tree = held.tree
         # A nightly run replaces the days it touches in the held tree: the query's files stay.
-        _land(inputs, DAYS[1:2])
+        land(inputs, DAYS[1:2])
         second = run_job(_config(inputs, out))
         assert second.mode == "incremental" and second.data.messages > first
         assert held.run(COUNT).column(0).to_pylist() == [first]
         assert _count(out) == second.data.messages
         # A full run switches to a new tree: the held one is not removed meanwhile.
-        _land(inputs, DAYS[2:])
+        land(inputs, DAYS[2:])
         third = run_job(_config(inputs, out), full=True)
         assert (out / "current").resolve() != old_tree.resolve()
         assert held.run(COUNT).column(0).to_pylist() == [first]

@@ -28,7 +28,7 @@ from convsum.config import RunConfig
 from convsum.reporting.reports import REPORTS
 from convsum.run import run_job
 from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, write_parquet
-from tests.reference import FINAL_GROUPS, deduplicate, latest_status, outcome
+from tests.support.reference import FINAL_GROUPS, deduplicate, latest_status, outcome
 
 CHANGES = [
     datetime(2024, 3, 10, 7, 0, tzinfo=UTC),  # New York springs forward
