@@ -55,11 +55,11 @@ test-slow: lint
 BENCH_MESSAGES ?= 1000000
 BENCH_RUNS ?= 3
 bench: $(STAMP) bench-api
-	$(BIN)/convsum bench --messages $(BENCH_MESSAGES) --runs $(BENCH_RUNS)
+	$(BIN)/python -m benchmarks.job --messages $(BENCH_MESSAGES) --runs $(BENCH_RUNS)
 
 ## bench-api: the read API's requests/s and p99 under wrk, against static nginx (needs nginx, wrk)
 bench-api: $(STAMP)
-	$(BIN)/python benchmarks/api.py
+	$(BIN)/python -m benchmarks.api
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests sample_data jobs benchmarks

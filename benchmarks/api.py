@@ -8,7 +8,7 @@ request is loaded by wrk (Debian's `wrk`), one thread and 8 connections for `--s
 rounds: every request once a round, so a noisy neighbour slows them all alike; the table gives
 medians of the rounds and the ratios the goals name, all from this one run.
 
-    python benchmarks/api.py [--rounds 3] [--seconds 5]      (or: make bench-api)
+    python -m benchmarks.api [--rounds 3] [--seconds 5]     (or: make bench-api)
 """
 
 from __future__ import annotations
@@ -30,8 +30,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from convsum.bench import free_port
+from tests.support.ports import free_port
 
 BIN = Path(sys.executable).parent
 OWNER, PARTICIPANT, MESSAGES = "acme", "46700000001", 3350

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from convsum.bench import (
+from benchmarks.job import (
     Measurement,
     ensure_data,
     format_reports,
@@ -19,6 +18,7 @@ from convsum.bench import (
     run_sync,
     targets,
 )
+
 from convsum.reporting.reports import REPORTS
 
 pytestmark = pytest.mark.slow  # left out of make test-fast

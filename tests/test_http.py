@@ -13,7 +13,6 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 
-from convsum.bench import free_port
 from convsum.publish.nginx import BucketOrigin, render
 from convsum.publish.paths import SUMMARY_FILE, conversation_dir, is_servable, page_file
 from tests.support.data import SPEC_EXAMPLE
@@ -27,6 +26,7 @@ from tests.support.nginx import (
     nginx_serving,
     published,
 )
+from tests.support.ports import free_port
 from tests.support.s3server import S3Server
 
 pytestmark = pytest.mark.http

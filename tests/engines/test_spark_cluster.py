@@ -15,8 +15,8 @@ import orjson
 import pyspark
 import pytest
 
-from convsum.bench import free_port
 from tests.support.data import DEMO
+from tests.support.ports import free_port
 from tests.support.trees import comparable_tree
 
 SPARK_HOME = Path(pyspark.__file__).parent

@@ -10,12 +10,12 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
-from convsum.bench import free_port
 from convsum.cli import cli
 from convsum.publish import bucket as bucket_module
 from convsum.publish.bucket import MAX_PREFIX_BYTES, Destination, redact
 from convsum.publish.nginx import BucketOrigin, render
 from tests.support.buckets import PREFIX, run, served_files, sync, write_day
+from tests.support.ports import free_port
 from tests.support.s3server import S3Server
 
 # Credentials the local server takes as well as its own (it checks no signature), each with

@@ -12,10 +12,10 @@ import orjson
 import pytest
 from click.testing import CliRunner, Result
 
-from convsum.bench import free_port
 from convsum.cli import cli
 from convsum.config import DEFAULT_CACHE_CONTROL
 from tests.support.buckets import PREFIX, run, served_files, sync, write_day
+from tests.support.ports import free_port
 from tests.support.processes import BIN
 from tests.support.s3server import S3Server, running_s3_server
 

@@ -21,11 +21,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from convsum.bench import free_port, listening
 from convsum.publish.nginx import MODULE_DIR, MODULES
 from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, message, status, write_parquet
 from tests.support.data import SAMPLES
 from tests.support.names import ODD_NAMES
+from tests.support.ports import free_port, listening
 from tests.support.processes import BIN
 from tests.support.s3server import S3Server
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,11 +15,56 @@ from typing import Any
 import orjson
 import pytest
 
-from convsum.bench import LOCAL_S3_CREDENTIALS, local_s3, local_s3_client
+from tests.support.ports import free_port, listening
 
 BIN = Path(sys.executable).parent
-# Credentials the server accepts; nothing real. The region keeps boto3 from looking further.
-CREDENTIALS = LOCAL_S3_CREDENTIALS
+# Credentials the server (`local_s3`) accepts; nothing real. The region keeps boto3 from looking
+# further.
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "convsum-local",
+    "AWS_SECRET_ACCESS_KEY": "convsum-local-secret",
+    "AWS_REGION": "us-east-1",
+}
+
+
+@contextmanager
+def local_s3(log: Path) -> Iterator[str]:
+    """Run moto's S3-compatible server (`moto_server`, of the test extra) on a free loopback
+    port, logging to `log`; yield its URL."""
+    server = Path(sys.executable).parent / "moto_server"
+    port = free_port()
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [str(server), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **CREDENTIALS},
+        )
+        try:
+            if not listening(port, process, 30):
+                msg = f"moto_server did not start: {log.read_text()}"
+                raise RuntimeError(msg)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # it can take long to free a million objects
+                process.kill()
+                process.wait()
+
+
+def local_s3_client(endpoint: str) -> Any:
+    """Return a boto3 client of the local S3 server at `endpoint` (see `local_s3`)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        region_name=CREDENTIALS["AWS_REGION"],
+    )
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The benchmark: the job against two floors, measured as whole processes.
+"""The job's benchmark (`make bench`, or `python -m benchmarks.job` from the repository root):
+the job against two floors, measured as whole processes.
 
 Floors, measured in the same session on the same data:
 1. the bare query: one hand-written DuckDB statement computing only
@@ -14,20 +15,23 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
+
+from convsum.config import ENGINES
 from convsum.publish.tree import make_marked, remove_made
 from convsum.sql import literal
 
+# This file, run as a script: the helper processes of `_helper` (the floors, the nightly split).
+HELPERS = Path(__file__).resolve()
 STAGES = ("read", "derive", "pages", "summaries", "tables", "swap", "index")
 NIGHTLY_SHARE = 0.01  # the share of messages that arrives in one night
 
@@ -177,7 +181,7 @@ def run_bench(
     ensure_data(data, messages, seed)
     convsum = [sys.executable, "-m", "convsum"]
     inputs, extra = _run_options(data, threads)
-    here = [sys.executable, "-m", "convsum.bench"]
+    here = [sys.executable, str(HELPERS)]
     query = [*here, "query", str(data / "messages"), str(data / "statuses"), str(threads or 0)]
     samples: dict[str, list[Measurement]] = {}
     for turn in range(runs):
@@ -207,7 +211,7 @@ def nightly_inputs(data: Path, work: Path) -> tuple[Path, dict[str, Path]]:
     The split runs as its own process, for the same reason as the generator (`ensure_data`).
     """
     root, night = work / "nightly" / "in", work / "nightly" / "night"
-    here = [sys.executable, "-m", "convsum.bench"]
+    here = [sys.executable, str(HELPERS)]
     subprocess.run([*here, "split", str(data), str(root), str(night)], check=True)
     return root, {role: night / f"{role}.parquet" for role in ("messages", "statuses")}
 
@@ -274,73 +278,6 @@ def run_nightly(
     return [median_of(ms) for ms in samples.values()]
 
 
-# Credentials for the local S3 server of `local_s3`, which takes any.
-LOCAL_S3_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "convsum-local",
-    "AWS_SECRET_ACCESS_KEY": "convsum-local-secret",
-    "AWS_REGION": "us-east-1",
-}
-
-
-def listening(port: int, process: subprocess.Popen[Any], seconds: float) -> bool:
-    """Wait until `process` listens on the loopback `port`; False if it ends or takes longer."""
-    deadline = time.monotonic() + seconds
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on (for a server to start on)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def local_s3(log: Path) -> Iterator[str]:
-    """Run moto's S3-compatible server (`moto_server`, of the test extra) on a free loopback
-    port, logging to `log`; yield its URL."""
-    server = Path(sys.executable).parent / "moto_server"
-    port = free_port()
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [str(server), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **LOCAL_S3_CREDENTIALS},
-        )
-        try:
-            if not listening(port, process, 30):
-                msg = f"moto_server did not start: {log.read_text()}"
-                raise RuntimeError(msg)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:  # it can take long to free a million objects
-                process.kill()
-                process.wait()
-
-
-def local_s3_client(endpoint: str) -> Any:
-    """Return a boto3 client of the local S3 server at `endpoint` (see `local_s3`)."""
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=LOCAL_S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=LOCAL_S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        region_name=LOCAL_S3_CREDENTIALS["AWS_REGION"],
-    )
-
-
 def run_sync(
     data: Path,
     work: Path,
@@ -353,6 +290,8 @@ def run_sync(
 
     The server is started anew for each turn: it holds every object in memory.
     """
+    from tests.support.s3server import CREDENTIALS, local_s3, local_s3_client
+
     root, night = nightly_inputs(data, work)
     inputs, extra = _run_options(root, threads)
     out = work / "out"
@@ -364,7 +303,7 @@ def run_sync(
         progress(f"a full run to sync ({turn + 1}/{runs})")
         subprocess.run(run, check=True, stderr=subprocess.DEVNULL)
         with local_s3(work / "moto.log") as endpoint:
-            env = {**os.environ, **LOCAL_S3_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
+            env = {**os.environ, **CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
             local_s3_client(endpoint).create_bucket(Bucket="convsum-bench")
             sync = [*convsum, "sync", str(out), "s3://convsum-bench/api", "--report"]
             progress(f"sync first ({turn + 1}/{runs})")
@@ -552,7 +491,7 @@ def spark_startup() -> None:
     spark.stop()
 
 
-def _main(argv: list[str]) -> None:
+def _helper(argv: list[str]) -> None:
     """Run one helper process: the floors `query MESSAGES STATUSES THREADS` and `writer DIR FILES
     BYTES`, `spark-startup`, or `split DATA ROOT NIGHT` (see `nightly_inputs`)."""
     if argv[0] == "split":
@@ -568,5 +507,102 @@ def _main(argv: list[str]) -> None:
         raise SystemExit(f"unknown floor {argv[0]!r}")
 
 
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--messages",
+    "count",
+    type=click.IntRange(min=1),
+    default=1_000_000,
+    show_default=True,
+    help="Data set size.",
+)
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Data set directory, reused when it holds this size [default: bench_data/N].",
+)
+@click.option(
+    "--engine",
+    "engines",
+    type=click.Choice(ENGINES),
+    multiple=True,
+    help="Engines to measure (repeatable) [default: all].",
+)
+@click.option("--threads", type=click.IntRange(min=1), help="Engine threads [default: all cores].")
+@click.option(
+    "--work",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("bench_data/work"),
+    show_default=True,
+    help="Scratch directory for outputs.",
+)
+@click.option(
+    "--runs",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Runs of each; medians.",
+)
+@click.option(
+    "--nightly/--no-nightly",
+    default=True,
+    show_default=True,
+    help="Also measure a nightly incremental run (1 % new messages and their statuses).",
+)
+@click.option(
+    "--reports/--no-reports",
+    default=True,
+    show_default=True,
+    help="Also time each named report (a whole `convsum report` process).",
+)
+@click.option(
+    "--sync/--no-sync",
+    default=True,
+    show_default=True,
+    help="Also time `convsum sync` of a new tree and of a nightly run, to a local S3 server.",
+)
+def main(
+    count: int,
+    data: Path | None,
+    engines: tuple[str, ...],
+    threads: int | None,
+    work: Path,
+    runs: int,
+    nightly: bool,
+    reports: bool,
+    sync: bool,
+) -> None:
+    """Measure each engine against the bare-query and bare-writer floors; print a table.
+
+    Per engine, a summaries-only run and a full run; each run, and each floor, is one process
+    whose wall time, CPU time and peak memory are measured; every figure is a median of --runs.
+    With --nightly, per engine also a full run over all but the last 1 % of messages, the
+    incremental run that adds them with every status logged since, and a run without a new
+    file. With --reports, each named report over the tables of a full run. With --sync, the
+    sync of a new tree to an empty bucket and of the nightly run after it, to moto's S3 server
+    on this machine (objects per second). Then the targets: each goal, the measured value and
+    whether it is met.
+    """
+    directory = data or Path("bench_data") / str(count)
+    say = lambda label: click.echo(f"bench: {label}", err=True)  # noqa: E731
+    results = run_bench(
+        directory, count, list(engines or ENGINES), work, threads, runs=runs, progress=say
+    )
+    if nightly:
+        for engine in engines or ENGINES:
+            results += run_nightly(directory, engine, work, threads, runs=runs, progress=say)
+    timed = run_reports(directory, work, threads, runs=runs, progress=say) if reports else []
+    synced = run_sync(directory, work, threads, runs=runs, progress=say) if sync else []
+    click.echo(format_table(results, count))
+    click.echo("\n" + format_targets(results))
+    if timed:
+        click.echo("\n" + format_reports(timed))
+    if synced:
+        click.echo("\n" + format_sync(synced))
+
+
 if __name__ == "__main__":
-    _main(sys.argv[1:])
+    if sys.argv[1:2] and not sys.argv[1].startswith("-"):
+        _helper(sys.argv[1:])
+    else:
+        main()
