@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from convsum.inputs import MESSAGES_SCHEMA, STATUSES_SCHEMA, StagedFile, StagedInputs
 from convsum.reporting.tables import Snapshot
 from convsum.results import Facts
+from convsum.rules import memberships, page_start, status_of
 from convsum.sql import literal
 
 STATE = "state"
@@ -65,23 +66,21 @@ CREATE TABLE conversations (
 # of an unfinished update. `since` is the least (created, id) of those rows in the conversation:
 # everything before it in the list is unchanged. It is null (everything may have changed) for a
 # pending conversation.
-_TOUCHED = """
+_TOUCHED = f"""
 CREATE OR REPLACE TEMP TABLE touched AS
 WITH rows AS (SELECT owner, id, sender, recipient, created FROM read_parquet($messages)),
 new_statuses AS (SELECT message_id, owner FROM read_parquet($new_statuses)),
 keys AS (
     SELECT owner, id FROM read_parquet($new_messages)
     UNION
-    SELECT m.owner, m.id FROM rows AS m JOIN new_statuses AS s
-        ON s.message_id = m.id AND (s.owner IS NULL OR s.owner = m.owner)
+    SELECT m.owner, m.id FROM rows AS m JOIN new_statuses AS s ON {status_of("s", "m")}
 )
 SELECT * FROM rows SEMI JOIN keys USING (owner, id)
 """
-_AFFECTED = """
+_AFFECTED = f"""
 CREATE OR REPLACE TEMP TABLE affected AS
 WITH sides AS (
-    SELECT owner, sender AS participant, {'created': created, 'id': id} AS since FROM touched
-    UNION ALL SELECT owner, recipient, {'created': created, 'id': id} FROM touched
+    {memberships("touched", "{'created': created, 'id': id} AS since")}
     UNION ALL SELECT owner, participant, NULL FROM pending
 ),
 least AS (
@@ -100,20 +99,17 @@ FROM least
 # derived it). Per list (all, mt, mo): the rows before `since`, how many, and the last page of
 # them. `cut` is the first row the update derives again, the least over the lists of the row
 # that starts that page (null: every row); `base_*` count each list's rows before it.
-_OLD_ROWS = """
+_OLD_ROWS = f"""
 CREATE OR REPLACE TEMP VIEW old_rows AS
 WITH m AS (
     SELECT owner, id, sender, recipient, direction, timezone('UTC', created) AS created
-    FROM read_parquet({table})
-), sides AS (
-    SELECT owner, sender AS participant, direction, created, id FROM m
-    UNION ALL SELECT owner, recipient, direction, created, id FROM m WHERE recipient <> sender
-)
-SELECT s.owner, s.participant, s.direction, s.id, {{'created': s.created, 'id': s.id}} AS key,
+    FROM read_parquet({{table}})
+), sides AS ({memberships("m", "direction, created, id")})
+SELECT s.owner, s.participant, s.direction, s.id, {{{{'created': s.created, 'id': s.id}}}} AS key,
     a.since_created IS NOT NULL AND (s.created, s.id) < (a.since_created, a.since_id) AS before
 FROM sides AS s JOIN affected AS a USING (owner, participant)
 """
-_CUTS = """
+_CUTS = f"""
 CREATE OR REPLACE TEMP TABLE cut AS
 WITH lists AS (
     SELECT owner, participant, count(*) AS n, max(key, $size) AS last FROM (
@@ -121,7 +117,7 @@ WITH lists AS (
         UNION ALL SELECT owner, participant, direction, key FROM old_rows WHERE before
     ) GROUP BY owner, participant, list
 ), cuts AS (
-    SELECT owner, participant, min(last[n - (n - 1) // $size * $size]) AS cut
+    SELECT owner, participant, min(last[n - {page_start("n - 1")}]) AS cut
     FROM lists GROUP BY owner, participant
 )
 SELECT a.owner, a.participant, a.since_created, a.since_id,

@@ -11,7 +11,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from convsum.codes import FINAL_GROUPS, KNOWN_CODES
+from convsum.codes import KNOWN_CODES
 from convsum.config import default_memory_limit
 from convsum.engines.base import (
     CONVERSATION_SCHEMA,
@@ -25,6 +25,7 @@ from convsum.engines.base import (
 )
 from convsum.inputs import MESSAGES_SCHEMA, StagedInputs
 from convsum.results import Facts
+from convsum.rules import is_final, memberships, page_start, status_of
 from convsum.sql import literal
 
 # JSON text must be byte-identical across engines. DuckDB's to_json agrees with the canonical
@@ -85,20 +86,19 @@ CONTENT = f"{_OBJECT['head']} || ',\"statuses\":' || {_OBJECT['tail']} || '}}'"
 _LATEST = """
 COPY (SELECT owner, id, pairs, {status} AS status, final_created FROM (
     SELECT m.owner, m.id, count(*) AS pairs, {rank} AS rank,
-        min(s.created) FILTER (s.code // 100 IN {final_groups}) AS final_created
+        min(s.created) FILTER ({final}) AS final_created
     FROM (SELECT owner, id FROM msg) AS m
-    JOIN read_parquet($statuses) AS s
-        ON s.message_id = m.id AND (s.owner IS NULL OR s.owner = m.owner)
+    JOIN read_parquet($statuses) AS s ON {status_of}
     GROUP BY m.owner, m.id
 )) TO {target} (FORMAT parquet)
 """
 _RANK_TUPLE = """arg_max(
     {{'code': s.code, 'duration': s.duration, 'created': s.created}},
-    (s.created, s.code // 100 IN {final_groups}, s.code,
+    (s.created, {final}, s.code,
         s.duration IS NOT NULL, coalesce(s.duration, 0)))"""
 _RANK_PACKED = """max(
     ((epoch_us(s.created)::HUGEINT - {o.created_from}) << {o.created_shift})
-    | ((s.code // 100 IN {final_groups})::HUGEINT << {o.final_shift})
+    | ({final}::HUGEINT << {o.final_shift})
     | ((s.code::HUGEINT - {o.code_from}) << {o.code_shift})
     | coalesce(s.duration::HUGEINT + 1, 0))"""
 # (Bit operators share one precedence in DuckDB: every term is in parentheses.)
@@ -113,32 +113,33 @@ _STATUS_PACKED = """{{
 def _latest_sql(order: StatusOrder | None, target: Path) -> str:
     """Return the statement writing `latest` to `target`, by the packed order or the general
     one."""
-    final_groups = tuple(FINAL_GROUPS)
+    final = is_final("s.code")
     if order is None:
-        rank, status = _RANK_TUPLE.format(final_groups=final_groups), "rank"
+        rank, status = _RANK_TUPLE.format(final=final), "rank"
     else:
-        rank = _RANK_PACKED.format(o=order, final_groups=final_groups)
+        rank = _RANK_PACKED.format(o=order, final=final)
         code_bits = order.final_shift - order.code_shift
         status = _STATUS_PACKED.format(o=order, code_bits=code_bits)
     return _LATEST.format(
-        rank=rank, status=status, final_groups=final_groups, target=literal(str(target))
+        rank=rank,
+        status=status,
+        final=final,
+        status_of=status_of("s", "m"),
+        target=literal(str(target)),
     )
 
 
 # One row per (message, participant): a message is in its sender's and its recipient's
 # conversation, once when they are equal. A view: the tally reads it once, each order of pages
 # once more; a table of it would hold two rows per message (spilled to disk at scale).
-_CONVERSATIONS = """
+_CONVERSATIONS = f"""
 CREATE TEMP VIEW conv AS
 WITH coded AS (
     SELECT m.owner, m.id, m.sender, m.recipient, m.direction, m.created, m.segments,
         l.status.code AS code
     FROM msg AS m LEFT JOIN latest AS l USING (owner, id)
 )
-SELECT owner, sender AS participant, direction, created, id, segments, code FROM coded
-UNION ALL
-SELECT owner, recipient, direction, created, id, segments, code FROM coded
-WHERE recipient <> sender
+{memberships("coded", "direction, created, id, segments, code")}
 """
 
 # An incremental run's conversations, from their cut on (see EngineSettings.conversations).
@@ -174,7 +175,7 @@ ORDER BY k.owner, k.participant, k.created {o}, k.id {o}
 _KEEP_ALL = "SELECT * FROM positioned"
 # An incremental run's ascending lists: only the pages from the first changed row on, and the
 # last page of each list (see EngineSettings.conversations).
-_KEEP_CHANGED = """
+_KEEP_CHANGED = f"""
 WITH marked AS (
     SELECT p.owner, p.participant, p.direction, p.created, p.id,
         o.base_all + p.pos_all AS pos_all, o.base_all,
@@ -196,9 +197,9 @@ WITH marked AS (
         list AS (PARTITION BY owner, participant, direction)
 ), cut AS (
     SELECT owner, participant, direction, created, id,
-        CASE WHEN pos_all >= least(first_all, n_all - 1) // $size * $size THEN pos_all END
+        CASE WHEN pos_all >= {page_start("least(first_all, n_all - 1)")} THEN pos_all END
             AS pos_all,
-        CASE WHEN pos_dir >= least(first_dir, n_dir - 1) // $size * $size THEN pos_dir END
+        CASE WHEN pos_dir >= {page_start("least(first_dir, n_dir - 1)")} THEN pos_dir END
             AS pos_dir
     FROM bounds
 )

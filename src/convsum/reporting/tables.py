@@ -38,6 +38,7 @@ from convsum.publish import durable
 from convsum.publish.manifest import write_json
 from convsum.publish.tree import READERS, unread
 from convsum.results import RunReport, as_dict
+from convsum.rules import status_of
 from convsum.sql import literal
 
 TABLES = "tables"
@@ -85,7 +86,7 @@ _STATUSES = f"""
 WITH m AS (SELECT owner, id, created FROM derived_messages {{days}})
 SELECT DISTINCT m.owner, s.message_id, s.code, timezone('UTC', s.created) AS created,
     s.duration, s.created < m.created AS before_message, m.created::DATE AS {DAY}
-FROM m JOIN staged_statuses AS s ON s.message_id = m.id AND (s.owner IS NULL OR s.owner = m.owner)
+FROM m JOIN staged_statuses AS s ON {status_of("s", "m")}
 """
 RUNS_SCHEMA = pa.schema(
     [
