@@ -1,7 +1,7 @@
 """Errors that reach the user as one clear line and an exit code.
 
 The exit code of each is its class's `exit_code`: the command line's one table from failure to
-exit code (cli.py applies it to every command).
+exit code (cli/base.py applies it to every command).
 """
 
 from __future__ import annotations

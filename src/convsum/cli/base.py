@@ -1,0 +1,130 @@
+"""The command group, its one failure policy, and what every command shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from convsum import __version__
+from convsum.errors import ConfigError, ConvsumError
+from convsum.interrupts import Received, interruptible
+from convsum.log import RunLog
+
+if TYPE_CHECKING:
+    pass
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+GROUP_CONTEXT = {**CONTEXT, "auto_envvar_prefix": "CONVSUM"}
+
+
+class UsageFromConfig(click.UsageError):
+    """A configuration problem is a usage problem: exit code 2."""
+
+
+@contextmanager
+def _failure_policy(ctx: click.Context) -> Iterator[None]:
+    """How every command ends when it fails: one `Error:` line and an exit code.
+
+    A ConvsumError exits with its class's code (errors.py: 1 for what the user can fix, 2 for a
+    query that cannot run as asked, 75 when another run holds the output root); SIGINT or
+    SIGTERM with 128 + the signal, once the command has cleaned up (interrupts.py). A job with
+    a progress log (`job_log`) says it there: the live line ends first, and in JSON the line is
+    an `error` event. Misuse of the command line is Click's: exit code 2.
+    """
+
+    def say(message: str, code: int) -> None:
+        log: RunLog | None = ctx.meta.get(_JOB_LOG)
+        if log is not None and log.fmt == "json":
+            log.event("error", message=message, exit_code=code)
+        if log is not None:
+            log.close()
+        if log is None or log.fmt != "json":
+            click.echo(f"Error: {message}", err=True)
+
+    def interrupted(received: Received) -> str:
+        message = f"interrupted by {received.name}"
+        if _JOB_LOG in ctx.meta:
+            message += (
+                f"; nothing more was published, and the next {ctx.info_name} finishes the job"
+            )
+        return message
+
+    with interruptible(lambda got: say(interrupted(got), got.exit_code)) as received:
+        try:
+            yield
+        except BaseException as exc:
+            if received.signum is not None:  # whatever the command raised on its way out
+                code, message = received.exit_code, interrupted(received)
+            elif isinstance(exc, ConvsumError):
+                code, message = exc.exit_code, str(exc)
+            else:
+                if _JOB_LOG in ctx.meta:
+                    ctx.meta[_JOB_LOG].close()
+                raise
+            say(message, code)
+            raise click.exceptions.Exit(code) from exc
+
+
+class Command(click.Command):
+    """A convsum command: its callback runs under the failure policy."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _failure_policy(ctx):
+            return super().invoke(ctx)
+
+
+class _Group(click.Group):
+    """The convsum group: its commands are `Command`s, its subgroups `_Group`s."""
+
+    command_class = Command
+    group_class = type
+
+
+@click.group(cls=_Group, context_settings=GROUP_CONTEXT)
+def cli() -> None:
+    """Turn SMS message and delivery-report logs into a static conversations API."""
+
+
+T = TypeVar("T")
+
+
+def checked(
+    check: Callable[[T], T],
+) -> Callable[[click.Context, click.Parameter, T | None], T | None]:
+    """Return a Click callback applying one of the configuration's checks (a bad value exits 2)."""
+
+    def callback(_ctx: click.Context, _param: click.Parameter, value: T | None) -> T | None:
+        if value is None:
+            return None
+        try:
+            return check(value)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc)) from exc
+
+    return callback
+
+
+CONFIG_TABLES = "convsum.config_tables"
+_JOB_LOG = "convsum.job_log"
+
+
+@contextmanager
+def job_log(fmt: str) -> Iterator[RunLog]:
+    """Open the progress log of a job (run, sync). A job that fails leaves it open: the failure
+    policy says there how the job ended, then closes it."""
+    log = RunLog(fmt)
+    click.get_current_context().meta[_JOB_LOG] = log
+    yield log
+    log.close()
+
+
+def add_version(command: click.Command) -> None:
+    """Give `command`, and every command under it, `-V`/`--version`: one rule, not a decorator
+    that each new command must remember."""
+    click.version_option(__version__, "-V", "--version", prog_name="convsum")(command)
+    for sub in getattr(command, "commands", {}).values():
+        add_version(sub)

@@ -1,0 +1,401 @@
+"""The commands over the tables a tree serves: query, report, html, and their options."""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import signal
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import click
+
+from convsum.cli.base import CONTEXT, Command, checked, cli
+from convsum.config import (
+    DEFAULT_SPILL_LIMIT,
+    check_memory_limit,
+)
+from convsum.errors import QueryError
+from convsum.publish.tree import MARK
+
+if TYPE_CHECKING:
+    from convsum.reporting.query import Budget
+
+
+class _Duration(click.ParamType):  # type: ignore[type-arg]
+    """A duration as a number and a unit: 90s, 30m, 48h or 2d."""
+
+    name = "DURATION"
+    MAX_SECONDS = 36500 * 86400  # a hundred years: any age a message can have
+    _UNITS: ClassVar[dict[str, int]] = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        found = re.fullmatch(r"(\d{1,12})([smhd])", str(value).strip())
+        seconds = int(found.group(1)) * self._UNITS[found.group(2)] if found else 0
+        if found is None or seconds > self.MAX_SECONDS:
+            self.fail(
+                f"{value!r} is not a duration like 90s, 30m, 48h or 2d, of at most 36500d",
+                param,
+                ctx,
+            )
+        return seconds
+
+
+def _check_tz(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Accept an IANA time zone name that DuckDB knows (its own ICU data computes the days)."""
+    import duckdb
+
+    if value is None:
+        return None
+    value = _utf8(value, "time zone")
+    query = "SELECT count(*) FROM pg_timezone_names() WHERE name = $n"
+    if duckdb.execute(query, {"n": value}).fetchall() == [(0,)]:
+        msg = f"unknown time zone {value!r}: use an IANA name such as UTC or Europe/Stockholm"
+        raise click.BadParameter(msg)
+    return value
+
+
+def _utf8(text: str, what: str, hint: str | None = None) -> str:
+    """Return `text` if it is UTF-8 (Click passes other bytes of argv through as surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise click.BadParameter(f"the {what} is not UTF-8 text", param_hint=hint) from None
+    return text
+
+
+def _budget_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options bounding what a query may use, --memory-limit and --spill-limit, given to
+    the command as one `budget` (a reporting.query.Budget)."""
+
+    @functools.wraps(command)
+    def with_budget(*args: Any, memory_limit: str | None, spill_limit: str, **kwargs: Any) -> Any:
+        from convsum.reporting.query import Budget
+
+        return command(*args, budget=Budget(memory_limit, spill_limit), **kwargs)
+
+    wrapped = click.option(
+        "--spill-limit",
+        metavar="SIZE",
+        default=DEFAULT_SPILL_LIMIT,
+        show_default=True,
+        callback=checked(check_memory_limit),
+        help="The most a query may write to its temporary directory (under TMPDIR) when it "
+        "needs more than --memory-limit.",
+    )(with_budget)
+    return click.option(
+        "--memory-limit",
+        metavar="SIZE",
+        callback=checked(check_memory_limit),
+        help="Query memory budget, as 4GB or 512MiB [default: half the memory, at most 3GiB].",
+    )(wrapped)
+
+
+def _output_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of every command that prints rows: -F/--format, -o/--output and --raw."""
+    from convsum.reporting.output import FORMATS
+
+    command = _budget_options(command)
+    command = click.option(
+        "--raw",
+        is_flag=True,
+        help="csv and tsv: write every cell as it is, without the guard that keeps a "
+        "spreadsheet from running a cell as a formula (a leading ').",
+    )(command)
+    command = click.option(
+        "-o",
+        "--output",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Write the rows to FILE instead of standard output.",
+    )(command)
+    return click.option(
+        "-F",
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        help="Output format [default: from the -o file's suffix; else table on a terminal, "
+        "csv otherwise].",
+    )(command)
+
+
+def _outside_output_roots(output: Path | None, out: Path) -> Path | None:
+    """Return `output` unless it lies inside an output root (exit 2): a file written there
+    would overwrite or join what the tree serves and syncs."""
+    if output is None or str(output) == "-":
+        return output
+    target = output.resolve()
+    roots = [out.resolve(), *(d for d in target.parents if (d / MARK).exists())]
+    inside = next((root for root in roots if target.is_relative_to(root)), None)
+    if inside is not None:
+        msg = f"{output} is inside the output root {inside}: write it elsewhere"
+        raise click.BadParameter(msg, param_hint="-o/--output")
+    return output
+
+
+def _emit(table: Any, fmt: str | None, output: Path | None, raw: bool, notes: list[str]) -> None:
+    """Write the rows to `output` or standard output; say what was written on standard error."""
+    from convsum.reporting.output import FORMATS, Display, write
+
+    to_terminal = output is None and sys.stdout.isatty()
+    if fmt is None:
+        suffix = output.suffix.lstrip(".").lower() if output else ""
+        fmt = suffix if suffix in FORMATS else "table" if to_terminal else "csv"
+    if fmt == "parquet" and to_terminal:
+        raise QueryError("parquet is binary: write it with -o FILE or into a pipe")
+    width = shutil.get_terminal_size().columns if to_terminal else None
+    display = Display(width=width, terminal=to_terminal, raw=raw)
+    try:
+        if output is None:
+            write(table, fmt, sys.stdout.buffer, display)
+            sys.stdout.flush()
+        else:
+            with output.open("wb") as handle:
+                write(table, fmt, handle, display)
+    except BrokenPipeError:
+        # The reader stopped early (`| head`): end quietly, as a process killed by SIGPIPE.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise click.exceptions.Exit(128 + signal.SIGPIPE) from None
+    except OSError as exc:
+        raise click.ClickException(f"{output or 'stdout'}: cannot write ({exc.strerror})") from exc
+    rows = f"{table.num_rows} row" + ("" if table.num_rows == 1 else "s")
+    click.echo("convsum: " + "; ".join([rows, *notes]), err=True)
+
+
+class _QueryCommand(Command):
+    """`query`, whose SQL may start with a `--` comment.
+
+    Click would take such an argument for an unknown option; one that starts with `--` and holds
+    whitespace cannot be an option's name, so it is passed as the SQL (after a `--`).
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" not in args:
+            sql = [a for a in args if a.startswith("--") and any(c.isspace() for c in a)]
+            args = [a for a in args if a not in sql] + (["--", *sql] if sql else [])
+        return super().parse_args(ctx, args)
+
+
+@cli.command(cls=_QueryCommand, context_settings=CONTEXT)
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("sql", required=False)
+@click.option(
+    "-f",
+    "--file",
+    "sql_file",
+    type=click.File("rb"),
+    help="Read the SQL from FILE (- for standard input).",
+)
+@_output_options
+def query(
+    out: Path,
+    sql: str | None,
+    sql_file: Any,
+    fmt: str | None,
+    output: Path | None,
+    raw: bool,
+    budget: Budget,
+) -> None:
+    """Run one read-only SQL statement over the tables OUT serves.
+
+    The tables are messages, statuses, conversations and runs, as of the last published run
+    (docs/reporting.md lists their columns); timestamps are UTC. SQL comes from the argument, from
+    -f FILE, or from standard input when SQL is -. Anything but one SELECT (or FROM, WITH,
+    VALUES, DESCRIBE, SUMMARIZE) is refused with exit code 2, as is reading any other file.
+    """
+    from convsum.reporting.query import open_tables
+
+    if (sql is None) == (sql_file is None):
+        raise click.UsageError("give the SQL as an argument, with -f FILE, or as - for stdin")
+    text = _sql_text(sql, sql_file)
+    output = _outside_output_roots(output, out)
+
+    with open_tables(out, budget) as tables:
+        rows, run_id = tables.run(text), tables.run_id
+    _emit(rows, fmt, output, raw, [f"run {run_id}", "timestamps UTC"])
+
+
+def _sql_text(sql: str | None, sql_file: Any) -> str:
+    """Return the SQL of the argument, the -f file or standard input, refusing what is not UTF-8."""
+    if sql_file is None and sql != "-":
+        return _utf8(sql or "", "SQL", "SQL")
+    if sql_file is None:
+        data, source = sys.stdin.buffer.read(), "-"
+    else:
+        data, source = sql_file.read(), getattr(sql_file, "name", "-")
+    try:
+        return bytes(data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        msg = f"{source}: the SQL is not UTF-8 text (byte {exc.start})"
+        raise click.BadParameter(msg, param_hint="SQL") from None
+
+
+def _scope_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options choosing the messages a report reads: dates, time zone, owners, direction."""
+    for option in reversed(
+        (
+            click.option(
+                "--from",
+                "from_",
+                type=click.DateTime(["%Y-%m-%d"]),
+                help="First local date (inclusive).",
+            ),
+            click.option(
+                "--to", type=click.DateTime(["%Y-%m-%d"]), help="Last local date (exclusive)."
+            ),
+            click.option(
+                "--tz",
+                callback=_check_tz,
+                help="IANA time zone of the days and dates [default: UTC].",
+            ),
+            click.option("--owner", "owners", multiple=True, help="Only this owner (repeatable)."),
+            click.option(
+                "--direction", type=click.Choice(("mt", "mo")), help="Only this direction."
+            ),
+        )
+    ):
+        command = option(command)
+    return command
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("name", required=False, metavar="NAME")
+@click.argument(
+    "out", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option("--list", "list_reports", is_flag=True, help="List the reports, one line each.")
+@click.option("--show-sql", is_flag=True, help="Print the report's SQL instead of running it.")
+@_scope_options
+@click.option("--by", type=click.Choice(("day", "owner", "operator")), help="latency: group by.")
+@click.option("--top", type=click.IntRange(min=1), help="failures, top: how many [default: 10].")
+@click.option(
+    "--min-volume",
+    type=click.IntRange(min=1),
+    help="operators: least messages per operator [default: 100].",
+)
+@click.option(
+    "--older-than", type=_Duration(), help="stuck: least age, as 48h or 2d [default: 48h]."
+)
+@click.option(
+    "--as-of",
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
+    help="stuck: the time ages are measured at, UTC [default: now].",
+)
+@_output_options
+def report(
+    name: str | None,
+    out: Path | None,
+    list_reports: bool,
+    show_sql: bool,
+    fmt: str | None,
+    output: Path | None,
+    raw: bool,
+    budget: Budget,
+    **options: Any,
+) -> None:
+    """Run the named report NAME over the tables OUT serves (see --list).
+
+    Days are local dates of a message's creation in --tz; --from and --to select the half-open
+    range of local dates [FROM, TO). Options that a report does not take are refused.
+    """
+    from convsum.reporting.query import open_tables
+    from convsum.reporting.reports import REPORTS, run_report
+
+    if list_reports:
+        for known in REPORTS.values():
+            click.echo(f"{known.name:<10} {known.summary}")
+        return
+    if name is None:
+        raise click.UsageError("give a report NAME (see --list)")
+    chosen = REPORTS.get(name)
+    if chosen is None:
+        raise QueryError(f"unknown report {name!r}; one of: {', '.join(REPORTS)}")
+    given = {key for key, value in options.items() if value not in (None, ())}
+    extra = given - chosen.options
+    if extra:
+        command = click.get_current_context().command
+        flags = ", ".join(p.opts[0] for p in command.params if p.name in extra)
+        raise click.UsageError(f"report {name} does not take {flags}")
+    if show_sql:
+        click.echo(chosen.sql(options["by"]), nl=False)
+        return
+    if out is None:
+        raise click.UsageError("give the output root OUT to report on")
+    output = _outside_output_roots(output, out)
+    values = _report_values(options)
+
+    with open_tables(out, budget) as tables:
+        rows, run_id = run_report(tables, chosen, values, options["by"]), tables.run_id
+    notes = [f"report {name}", f"run {run_id}"]
+    if "tz" in chosen.options:
+        notes.append(f"time zone {values['tz']}")
+    if "as_of" in chosen.options:
+        notes.append(f"as of {values['as_of']}")
+    _emit(rows, fmt, output, raw, notes)
+
+
+def _report_values(options: dict[str, Any]) -> dict[str, Any]:
+    """Return the reports' parameter values from the options given (defaults where not)."""
+    start, end = options.get("from_"), options.get("to")
+    if start and end and start >= end:
+        raise click.BadParameter("--from must be before --to", param_hint="--from")
+    as_of = options.get("as_of") or datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    return {
+        "tz": options.get("tz") or "UTC",
+        "from": start and start.date(),
+        "to": end and end.date(),
+        "owners": list(options.get("owners") or ()),
+        "direction": options.get("direction"),
+        "top": options.get("top") or 10,
+        "min_volume": options.get("min_volume") or 100,
+        "older_than_s": options.get("older_than") or 48 * 3600,
+        "as_of": as_of.isoformat() + "Z",
+    }
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The HTML file to write.",
+)
+@_scope_options
+@click.option("--top", type=click.IntRange(min=1), help="Failure codes shown [default: 10].")
+@click.option(
+    "--min-volume",
+    type=click.IntRange(min=1),
+    help="Least messages of an operator shown [default: 100].",
+)
+@_budget_options
+def html(out: Path, output: Path, budget: Budget, **options: Any) -> None:
+    """Write one self-contained HTML report of the tables OUT serves, to open offline.
+
+    Charts of daily volume by direction, delivery outcome by day, latency percentiles by day,
+    the top failure codes and the operators, the quality counts, and the run's facts. The same
+    data and options give the same bytes.
+    """
+    from convsum.reporting.html import render_html
+    from convsum.reporting.query import open_tables
+    from convsum.reporting.reports import html_data
+
+    _outside_output_roots(output, out)
+    values = _report_values(options)
+
+    with open_tables(out, budget) as tables:
+        facts, data = html_data(tables, values)
+    try:
+        output.write_bytes(render_html(facts, data))
+    except OSError as exc:
+        raise click.ClickException(f"{output}: cannot write ({exc.strerror})") from exc
+    click.echo(
+        f"convsum: wrote {output}; run {facts['run_id']}; time zone {values['tz']}", err=True
+    )
