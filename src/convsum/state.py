@@ -35,6 +35,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from convsum.engines.base import UPDATE_SCOPE
 from convsum.inputs import MESSAGES_SCHEMA, STATUSES_SCHEMA, StagedFile, StagedInputs
 from convsum.reporting.tables import Snapshot
 from convsum.results import Facts
@@ -375,12 +376,14 @@ class State:
             )
             rows = self._rows_of(old, "row_ids", work / "rows", new_files)
             source = {role: [str(work / "rows" / role / "old.parquet")] for role in old}
-        self.con.execute(f"COPY {written} TO {literal(str(target))} (FORMAT parquet)")
+        # Cast to its declared schema: a column out of place fails here, not in an engine.
+        scope = self.con.sql(f"SELECT * FROM {written}").to_arrow_table()
+        pq.write_table(scope.cast(UPDATE_SCOPE), target)
         before = self._rows_of(source, "ids", work / "before", {})
         # Now: the same rows (linked, not copied again) with the new files.
         was = {role: [work / "before" / role / "old.parquet", *new_files[role]] for role in old}
         after = self._rows_of({}, "ids", work / "after", was)
-        count = int(pq.ParquetFile(target).metadata.num_rows)
+        count = scope.num_rows
         return Touched(count, days, after, before, rows)
 
     def _messages_table(self) -> list[str] | None:
