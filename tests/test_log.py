@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
+from convsum.interrupts import Interrupted
 from convsum.log import ERASE_LINE, RunLog
 
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -101,6 +103,34 @@ def test_log_json_stage_failed_is_logged_and_reraised() -> None:
         "error": "disk full",
     }
     assert log.seconds == {}
+
+
+class _SignalOnStart(io.StringIO):
+    """A stream during whose write of the first stage start a stop signal lands (as it may,
+    the moment a supervisor sees that line)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.landed = False
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        if '"stage_start"' in text and not self.landed:
+            self.landed = True
+            raise Interrupted(signal.SIGTERM)
+        return written
+
+
+def test_log_json_signal_while_a_stage_start_is_logged_fails_that_stage() -> None:
+    stream = _SignalOnStart()
+    log = RunLog("json", stream)
+    with pytest.raises(Interrupted), log.stage("derive"):
+        pass
+    events = [(r["event"], r.get("stage"), r.get("error")) for r in _records(stream)]
+    assert events == [
+        ("stage_start", "derive", None),
+        ("stage_failed", "derive", "interrupted by SIGTERM"),
+    ]
 
 
 def test_log_json_on_a_terminal_has_no_display(few_threads: int) -> None:

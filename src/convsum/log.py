@@ -106,8 +106,9 @@ class RunLog:
         that runs twice adds up.
         """
         stage = Stage(name)
-        self._begin(stage)
         try:
+            # Inside: a signal that lands while the start is being logged fails this stage.
+            self._begin(stage)
             yield stage
         except BaseException as exc:
             self._finish(stage, first_line(exc))
