@@ -36,14 +36,16 @@ serve: $(STAMP)
 serve-stop:
 	nginx -p $(CURDIR)/out/nginx -c $(CURDIR)/out/nginx/nginx.conf -s stop
 
-## test: lint, type checks and the whole test suite
+## test: lint, type checks and the whole test suite: what can share the machine on every core
+## (pytest-xdist), then the slow suites (runs killed, interrupted or starved at a stage) alone
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto -m "not slow"
+	$(BIN)/python -m pytest -m slow
 
-## test-fast: the inner loop (under 3 minutes): unit tests and both local engines end to end, a
+## test-fast: the inner loop (under 2 minutes here): unit tests and both local engines end to end, a
 ## fifth of the property examples; no Spark, nginx, browser or slow suites (make test has all)
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not spark and not http and not browser" \
+	$(BIN)/python -m pytest -n auto -m "not slow and not spark and not http and not browser" \
 		--hypothesis-profile=fast
 
 ## test-slow: the property-based suites with twenty times more examples
