@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 
@@ -12,10 +12,6 @@ from convsum import __version__
 from convsum.errors import ConfigError, ConvsumError
 from convsum.interrupts import Received, interruptible
 from convsum.log import RunLog
-
-if TYPE_CHECKING:
-    pass
-
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 GROUP_CONTEXT = {**CONTEXT, "auto_envvar_prefix": "CONVSUM"}

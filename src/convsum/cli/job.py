@@ -6,7 +6,7 @@ import importlib.util
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 import orjson
@@ -36,10 +36,6 @@ from convsum.publish.nginx import (
 )
 from convsum.publish.tree import API, CURRENT
 from convsum.results import RunReport, SyncReport, as_dict
-
-if TYPE_CHECKING:
-    pass
-
 
 _cache_control_option = click.option(
     "--cache-control",

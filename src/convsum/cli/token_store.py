@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 import orjson
 
 from convsum.cli.base import CONTEXT, cli
-
-if TYPE_CHECKING:
-    pass
 
 
 @cli.group(context_settings=CONTEXT)
