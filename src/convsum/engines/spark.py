@@ -59,7 +59,7 @@ from convsum.engines.duckdb import (
 from convsum.engines.spark_session import failures, session
 from convsum.inputs import MESSAGES_SCHEMA, STATUSES_SCHEMA, StagedInputs
 from convsum.log import Stage
-from convsum.publish.pages import Writer, write_pages, write_summaries
+from convsum.publish.pages import SharedTree, Writer, write_pages, write_summaries
 from convsum.publish.tree import TreeWriter
 from convsum.results import Facts
 
@@ -175,24 +175,26 @@ class _SparkDerivation(WrittenHere):
     def write_pages(self, writer: Writer, page_size: int, order: str, stage: Stage) -> None:
         """A new tree's pages are written by the executors, each bucket's by its task. An
         update's go through the driver, which compares each with the served file."""
-        if not isinstance(writer, TreeWriter):
+        shared = writer.shared
+        if shared is None:
             super().write_pages(writer, page_size, order, stage)
             return
-        tree = writer.root.resolve()
+        tree = shared.root.resolve()
         step = partial(_pages_bucket, self.work, tree, self.task, self.buckets, page_size, order)
-        self._adopt(writer, order, _each_bucket(self.spark, self.buckets, step), stage)
+        self._adopt(shared, order, _each_bucket(self.spark, self.buckets, step), stage)
 
     def write_summaries(self, writer: Writer, tallies: Path, stage: Stage) -> None:
         """A new tree's summaries are written by the executors, each bucket's by its task."""
-        if not isinstance(writer, TreeWriter):
+        shared = writer.shared
+        if shared is None:
             super().write_summaries(writer, tallies, stage)
             return
-        tree, tallies = writer.root.resolve(), tallies.resolve()
+        tree, tallies = shared.root.resolve(), tallies.resolve()
         step = partial(_summaries_bucket, self.work, tree, self.task, self.buckets, tallies)
-        self._adopt(writer, "summaries", _each_bucket(self.spark, self.buckets, step), stage)
+        self._adopt(shared, "summaries", _each_bucket(self.spark, self.buckets, step), stage)
 
     @staticmethod
-    def _adopt(writer: TreeWriter, name: str, written: list[tuple[int, int]], stage: Stage) -> None:
+    def _adopt(writer: SharedTree, name: str, written: list[tuple[int, int]], stage: Stage) -> None:
         """Count as the driver's the files that each bucket's task wrote as `name`."""
         for k, (files, size) in enumerate(written):
             if files:

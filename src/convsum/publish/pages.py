@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -16,8 +17,23 @@ from convsum.log import Stage
 from convsum.publish.paths import SUMMARY_FILE, conversation_dir, page_file
 
 
+class SharedTree(Protocol):
+    """A new tree that other processes (the Spark engine's executors) may write files into, each
+    with its own writer `part`, for this process to adopt (publish/tree.py: TreeWriter)."""
+
+    root: Path
+
+    def adopt(self, part: str, files: int, size: int) -> None: ...
+
+
 class Writer(Protocol):
     """Where a run's files go: a new tree (publish/tree.py) or an update (publish/update.py)."""
+
+    @property
+    def shared(self) -> SharedTree | None:
+        """The tree itself when other processes may write its files (a new tree); None when
+        every file must come through `write` (an update compares each with the served one)."""
+        ...
 
     def write(self, conversation: str, name: str, body: bytes) -> None: ...
 

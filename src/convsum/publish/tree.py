@@ -87,6 +87,11 @@ class TreeWriter:
         self._list = self._list_path.open("w", encoding="utf-8")
         self._directories = Directories(self.api)
 
+    @property
+    def shared(self) -> TreeWriter:
+        """This tree, which other writers (`part`) may write into for it to adopt."""
+        return self
+
     def write(self, conversation: str, name: str, body: bytes) -> None:
         """Write `body` as file `name` of a conversation directory (paths from publish.paths)."""
         relative = f"{conversation}/{name}"

@@ -42,6 +42,11 @@ class TreeUpdate:
         self._removals: dict[str, list[str]] = {}
         self._directories = Directories(api)
 
+    @property
+    def shared(self) -> None:
+        """None: every file comes through `write`, to be compared with the served one."""
+        return None
+
     def write(self, conversation: str, name: str, body: bytes) -> None:
         """Stage `body` as file `name` of `conversation`, unless the served file equals it."""
         self._produced.setdefault(conversation, set()).add(name)
