@@ -114,15 +114,6 @@ class RunReport:
     files: FileCounts
     stages: Mapping[str, float]  # seconds by stage, in the order they ran
 
-    @classmethod
-    def from_dict(cls, report: Mapping[str, Any]) -> RunReport:
-        """Read a report back from its JSON object (`as_dict`)."""
-        nested = {"data": DataCounts, "files": FileCounts}
-        values = {f.name: report[f.name] for f in fields(cls) if f.name not in nested}
-        for name, kind in nested.items():
-            values[name] = kind(**{f.name: report[f.name] for f in fields(kind)})
-        return cls(**values)
-
 
 @dataclass(frozen=True)
 class SyncReport:
