@@ -17,7 +17,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 import orjson
@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from convsum import __version__
 from convsum.config import RunConfig
 from convsum.engines import EngineSettings, get_engine
-from convsum.engines.base import memory_budget, tally
+from convsum.engines.base import Stream, memory_budget, tally
 from convsum.errors import PublishError, RebuildRefusedError, first_line
 from convsum.inputs import Source, StagedInputs, list_inputs, stage_inputs
 from convsum.log import RunLog
@@ -41,7 +41,7 @@ from convsum.publish.manifest import (
     update_file_list,
     write_json,
 )
-from convsum.publish.pages import Writer
+from convsum.publish.pages import Writer, publish_stream
 from convsum.publish.paths import LAYOUT_VERSION, conversation_dir
 from convsum.publish.tree import API, FILE_LIST, OutputRoot, TreeWriter
 from convsum.publish.update import TreeUpdate
@@ -413,9 +413,10 @@ def _derive_and_write(
         if config.only != "summaries":
             with log.stage("pages") as stage:
                 for order in _orders(config):
-                    derived.write_pages(writer, config.page_size, order, stage)
+                    publish_stream(derived, writer, Stream(order), config.page_size, stage)
         with log.stage("summaries") as stage:
-            derived.write_summaries(writer, tallies.counts, stage)
+            summaries = Stream("summaries", tallies.counts)
+            publish_stream(derived, writer, summaries, config.page_size, stage)
         with log.stage("tables") as stage:
             tables = write_tables(
                 derived.relations(), tree, work, run_id, affected.days,
@@ -469,7 +470,7 @@ def _manifest(
     }
 
 
-def _orders(config: RunConfig) -> tuple[str, ...]:
+def _orders(config: RunConfig) -> tuple[Literal["asc", "desc"], ...]:
     """Return the orders whose pages this run writes (none with `only = "summaries"`)."""
     if config.only == "summaries":
         return ()

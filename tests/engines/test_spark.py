@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from convsum.config import RunConfig
-from convsum.engines import base
+from convsum.publish import pages
 from convsum.results import as_dict
 from convsum.run import run_job
 from tests.conftest import (
@@ -100,8 +100,7 @@ def test_spark_executors_write_a_new_trees_files(
 ) -> None:
     """Only this process's page and summary writers are refused: the Spark engine's executor
     tasks (other processes) write the files, the DuckDB engine's driver cannot."""
-    monkeypatch.setattr(base, "write_pages", _refuse)
-    monkeypatch.setattr(base, "write_summaries", _refuse)
+    monkeypatch.setattr(pages, "write_rows", _refuse)
     config = RunConfig(
         messages=str(DEMO / "messages"),
         statuses=str(DEMO / "statuses"),

@@ -4,24 +4,24 @@ An engine does all per-message work (deduplication, latest status, grouping, ord
 JSON text of every message); the publisher only cuts the sorted stream into pages and moves bytes
 to files. A conversation's numbers are tallied from the engine's relations and its summary is
 rendered from the tally, once for every engine (`tally`, `summaries`), so that an incremental run
-can add a night's tallies to the tree's. Engines never write to the output tree.
+can add a night's tallies to the tree's. Engines know no publisher: the publisher reads their
+streams (`Derivation.rows`), or hands an engine with workers of its own a `Sink` that those
+workers feed with the parts of a stream (`Derivation.fan_out`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import duckdb
 import pyarrow as pa
 
 from convsum.config import default_memory_limit, memory_bytes
 from convsum.inputs import StagedInputs
-from convsum.log import Stage
-from convsum.publish.pages import Writer, write_pages, write_summaries
 from convsum.results import Facts
 from convsum.sql import literal
 
@@ -166,6 +166,38 @@ class EngineSettings:
     page_size: int = 50
 
 
+@dataclass(frozen=True)
+class Stream:
+    """One stream of derived rows: the conversation rows (CONVERSATION_SCHEMA) of one order,
+    "asc" or "desc", or the summaries (SUMMARY_SCHEMA) of the conversations of the tally file
+    `tallies` (`summaries`)."""
+
+    order: Literal["asc", "desc", "summaries"]
+    tallies: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.order == "summaries") != (self.tallies is not None):
+            msg = f"a stream of {self.order} with tallies {self.tallies}"
+            raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class Part:
+    """What a sink wrote of one part of a stream: `files` files, `bytes` bytes."""
+
+    name: str
+    files: int
+    bytes: int
+
+
+class Sink(Protocol):
+    """Where another process (a Spark executor) writes one part of a stream: called there with
+    a name unique to the part and its rows; returns how many files and bytes it wrote. It is
+    pickled to get there."""
+
+    def __call__(self, part: str, rows: Iterable[pa.RecordBatch]) -> tuple[int, int]: ...
+
+
 class Derivation(Protocol):
     """The derived tables of one run, read as streams."""
 
@@ -173,17 +205,14 @@ class Derivation(Protocol):
         """Return what only the engine can count (all but the owners and participants)."""
         ...
 
-    def conversation_rows(self, descending: bool) -> Iterator[pa.RecordBatch]:
-        """Yield CONVERSATION_SCHEMA batches: each conversation's rows together, in list order
-        (or its exact reverse)."""
+    def rows(self, stream: Stream) -> Iterator[pa.RecordBatch]:
+        """Yield the stream's batches: each conversation's rows together, in list order (or its
+        exact reverse); summaries in (owner, participant) order."""
         ...
 
-    def write_pages(self, writer: Writer, page_size: int, order: str, stage: Stage) -> None:
-        """Write the pages of one order ("asc" or "desc") through `writer`."""
-        ...
-
-    def write_summaries(self, writer: Writer, tallies: Path, stage: Stage) -> None:
-        """Write the summary of each conversation of the tally file `tallies` (`summaries`)."""
+    def fan_out(self, stream: Stream, sink: Sink) -> list[Part] | None:
+        """Have the engine's own workers feed every part of the stream to `sink`; return the
+        parts written, or None when the engine has no workers of its own (read `rows`)."""
         ...
 
     def relations(self) -> duckdb.DuckDBPyConnection:
@@ -195,9 +224,9 @@ class Derivation(Protocol):
         ...
 
 
-class WrittenHere:
-    """A derivation whose files are written by this process (the DuckDB and Polars engines; the
-    Spark engine's executors write a new tree's files themselves)."""
+class ReadHere:
+    """A derivation whose streams are read by this process (the DuckDB and Polars engines),
+    from its `conversation_rows` and `relations`."""
 
     def conversation_rows(self, descending: bool) -> Iterator[pa.RecordBatch]:
         raise NotImplementedError
@@ -205,13 +234,13 @@ class WrittenHere:
     def relations(self) -> duckdb.DuckDBPyConnection:
         raise NotImplementedError
 
-    def write_pages(self, writer: Writer, page_size: int, order: str, stage: Stage) -> None:
-        rows = self.conversation_rows(descending=order == "desc")
-        write_pages(writer, rows, page_size, order, stage)
+    def rows(self, stream: Stream) -> Iterator[pa.RecordBatch]:
+        if stream.tallies is None:
+            return self.conversation_rows(descending=stream.order == "desc")
+        return summaries(self.relations(), stream.tallies, EngineSettings.batch_rows)
 
-    def write_summaries(self, writer: Writer, tallies: Path, stage: Stage) -> None:
-        batches = summaries(self.relations(), tallies, EngineSettings.batch_rows)
-        write_summaries(writer, batches, stage)
+    def fan_out(self, stream: Stream, sink: Sink) -> list[Part] | None:
+        return None
 
 
 class Engine(Protocol):

@@ -16,8 +16,8 @@ from convsum.config import default_memory_limit
 from convsum.engines.base import (
     CONVERSATION_SCHEMA,
     EngineSettings,
+    ReadHere,
     StatusOrder,
-    WrittenHere,
     deduplicated_messages,
     define_relations,
     message_object_parts,
@@ -352,7 +352,7 @@ def _connection_config(settings: EngineSettings) -> dict[str, Any]:
     return config
 
 
-class _DuckDBDerivation(WrittenHere):
+class _DuckDBDerivation(ReadHere):
     def __init__(
         self,
         con: duckdb.DuckDBPyConnection,

@@ -27,8 +27,8 @@ import pyarrow as pa
 from convsum.codes import FINAL_GROUPS, KNOWN_CODES
 from convsum.engines.base import (
     EngineSettings,
+    ReadHere,
     StatusOrder,
-    WrittenHere,
     deduplicated_messages,
     define_relations,
     memory_budget,
@@ -58,7 +58,7 @@ class PolarsEngine:
             derivation.close()
 
 
-class _PolarsDerivation(WrittenHere):
+class _PolarsDerivation(ReadHere):
     """Deduplication, latest status and conversation membership (the counts and tallies) in
     Polars; the message lists are positioned, cut and rendered from those results by the shared
     steps of engines/duckdb.py (`lists`, `conversation_rows`), as for every engine."""

@@ -10,11 +10,11 @@ a conversation (its rows, positions and JSON text). A run here is:
    status (`write_resolved`) and returns the bucket's counts, which the driver adds up;
 3. a shuffle: Spark writes each of those rows to the bucket of each of its two conversations;
 4. each executor task runs `lists` on one conversation bucket, positions and renders its
-   conversations' rows, and writes their page files into the new tree (with its own list of
-   the paths, which the driver's writer adopts); then, from the tally file, their summaries. An
-   incremental run's tasks write the rows to a Parquet file per bucket instead, which the
-   driver streams to the update, and the driver writes the summaries: the update compares each
-   changed file with the served one before it swaps it in.
+   conversations' rows, and feeds them to the publisher's sink, which writes their page files
+   into the new tree (`fan_out`); then, from the tally file, their summaries. An incremental
+   run's tasks write the rows to a Parquet file per bucket instead, which the driver streams to
+   the update, and the driver reads the summaries: the update compares each changed file with
+   the served one before it swaps it in.
 
 The work directory and the output root must be one shared file system path for the driver and
 every executor (whose Python must have convsum installed). The driver never collects a message
@@ -42,7 +42,10 @@ from convsum.engines.base import (
     CONVERSATION_SCHEMA,
     Derivation,
     EngineSettings,
-    WrittenHere,
+    Part,
+    ReadHere,
+    Sink,
+    Stream,
     summaries,
 )
 from convsum.engines.duckdb import (
@@ -58,9 +61,6 @@ from convsum.engines.duckdb import (
 )
 from convsum.engines.spark_session import failures, session
 from convsum.inputs import MESSAGES_SCHEMA, STATUSES_SCHEMA, StagedInputs
-from convsum.log import Stage
-from convsum.publish.pages import SharedTree, Writer, write_pages, write_summaries
-from convsum.publish.tree import TreeWriter
 from convsum.results import Facts
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ class SparkEngine:
             yield _SparkDerivation(spark, driver, counts, work, task, buckets)
 
 
-class _SparkDerivation(WrittenHere):
+class _SparkDerivation(ReadHere):
     def __init__(
         self,
         spark: SparkSession,
@@ -172,34 +172,12 @@ class _SparkDerivation(WrittenHere):
             if path.exists():
                 yield from pq.ParquetFile(path).iter_batches(batch_size=self.task.batch_rows)
 
-    def write_pages(self, writer: Writer, page_size: int, order: str, stage: Stage) -> None:
-        """A new tree's pages are written by the executors, each bucket's by its task. An
-        update's go through the driver, which compares each with the served file."""
-        shared = writer.shared
-        if shared is None:
-            super().write_pages(writer, page_size, order, stage)
-            return
-        tree = shared.root.resolve()
-        step = partial(_pages_bucket, self.work, tree, self.task, self.buckets, page_size, order)
-        self._adopt(shared, order, _each_bucket(self.spark, self.buckets, step), stage)
-
-    def write_summaries(self, writer: Writer, tallies: Path, stage: Stage) -> None:
-        """A new tree's summaries are written by the executors, each bucket's by its task."""
-        shared = writer.shared
-        if shared is None:
-            super().write_summaries(writer, tallies, stage)
-            return
-        tree, tallies = shared.root.resolve(), tallies.resolve()
-        step = partial(_summaries_bucket, self.work, tree, self.task, self.buckets, tallies)
-        self._adopt(shared, "summaries", _each_bucket(self.spark, self.buckets, step), stage)
-
-    @staticmethod
-    def _adopt(writer: SharedTree, name: str, written: list[tuple[int, int]], stage: Stage) -> None:
-        """Count as the driver's the files that each bucket's task wrote as `name`."""
-        for k, (files, size) in enumerate(written):
-            if files:
-                writer.adopt(_writer_part(name, k), files, size)
-                stage.add(files=files)
+    def fan_out(self, stream: Stream, sink: Sink) -> list[Part]:
+        """Have each bucket's task feed its conversations' part of the stream to `sink`."""
+        tallies = stream.tallies.resolve() if stream.tallies else None
+        task = (self.work, self.task, self.buckets, stream.order, tallies, sink)
+        parts = _each_bucket(self.spark, self.buckets, partial(_fan_out_bucket, *task))
+        return [part for part in parts if part is not None]
 
 
 def _bucket_count(spark: SparkSession, staged: StagedInputs) -> int:
@@ -290,35 +268,24 @@ def _rows_bucket(
                     out.write_batch(batch)
 
 
-def _writer_part(name: str, k: int) -> str:
-    """The name of the list of the files that bucket k's task wrote as `name` (an order of pages,
-    or the summaries)."""
-    return f"-{name}-{k:05d}"
-
-
-def _pages_bucket(
-    work: Path, tree: Path, task: EngineSettings, buckets: int, page_size: int, order: str, k: int
-) -> tuple[int, int]:
-    """Executor: write the pages of one order of the conversations of bucket k into the new
-    tree; return how many files and bytes."""
-    with _conversations_of_bucket(work, task, buckets, f"pages-{order}", k) as con:
-        if con is None:
-            return 0, 0
-        with TreeWriter(tree, _writer_part(order, k)) as writer:
-            rows = conversation_rows(con, task, order == "desc")
-            write_pages(writer, rows, page_size, order, Stage("pages"))
-            return writer.files, writer.bytes
-
-
-def _summaries_bucket(
-    work: Path, tree: Path, task: EngineSettings, buckets: int, tallies: Path, k: int
-) -> tuple[int, int]:
-    """Executor: write the summaries of the conversations of bucket k into the new tree; return
-    how many files and bytes."""
-    with (
-        closing(connect(_task_settings(task, work, f"summaries-{k}"))) as con,
-        TreeWriter(tree, _writer_part("summaries", k)) as writer,
-    ):
-        batches = summaries(con, tallies, task.batch_rows, (k, buckets))
-        write_summaries(writer, batches, Stage("summaries"))
-        return writer.files, writer.bytes
+def _fan_out_bucket(
+    work: Path,
+    task: EngineSettings,
+    buckets: int,
+    order: str,
+    tallies: Path | None,
+    sink: Sink,
+    k: int,
+) -> Part | None:
+    """Executor: feed `sink` the rows of one order, or the summaries of the tally file
+    `tallies`, of the conversations of bucket k; return what it wrote (None: nothing to feed)."""
+    name = f"{order}-{k:05d}"
+    if tallies is not None:
+        with closing(connect(_task_settings(task, work, f"summaries-{k}"))) as con:
+            files, size = sink(name, summaries(con, tallies, task.batch_rows, (k, buckets)))
+            return Part(name, files, size)
+    with _conversations_of_bucket(work, task, buckets, f"pages-{order}", k) as rows:
+        if rows is None:
+            return None
+        files, size = sink(name, conversation_rows(rows, task, order == "desc"))
+        return Part(name, files, size)

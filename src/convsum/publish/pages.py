@@ -1,5 +1,6 @@
 """Cut the engine's sorted conversation stream into page files, one page in memory at a time;
-write them, and the summaries, through a tree's writer (a new tree's or an update's)."""
+write them, and the summaries, through a tree's writer (a new tree's or an update's), or have an
+engine's own workers write their parts of a new tree (`publish_stream`)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from convsum.config import LIST_NAMES
+from convsum.engines.base import Derivation, Stream
 from convsum.log import Stage
 from convsum.publish.paths import SUMMARY_FILE, conversation_dir, page_file
+from convsum.publish.tree import TreeWriter
 
 
 class SharedTree(Protocol):
     """A new tree that other processes (the Spark engine's executors) may write files into, each
-    with its own writer `part`, for this process to adopt (publish/tree.py: TreeWriter)."""
+    with its own writer `part` (`TreeSink`), for this process to adopt (publish/tree.py:
+    TreeWriter)."""
 
     root: Path
 
@@ -172,3 +176,46 @@ def write_summaries(writer: Writer, batches: Iterable[pa.RecordBatch], stage: St
         for owner, participant, body in zip(owners, participants, bodies, strict=True):
             writer.write(conversation_dir(owner, participant), SUMMARY_FILE, body.encode())
         stage.add(files=batch.num_rows)
+
+
+def write_rows(
+    writer: Writer, rows: Iterable[pa.RecordBatch], order: str, page_size: int, stage: Stage
+) -> None:
+    """Write a stream's rows: the pages of one order, or the summaries (`order` "summaries")."""
+    if order == "summaries":
+        write_summaries(writer, rows, stage)
+    else:
+        write_pages(writer, rows, page_size, order, stage)
+
+
+@dataclass(frozen=True)
+class TreeSink:
+    """Writes one part of a stream into a new tree, in another process, as writer part `part`
+    (engines/base.py: Sink)."""
+
+    root: Path
+    order: str
+    page_size: int
+
+    def __call__(self, part: str, rows: Iterable[pa.RecordBatch]) -> tuple[int, int]:
+        with TreeWriter(self.root, part) as writer:
+            write_rows(writer, rows, self.order, self.page_size, Stage(self.order))
+            return writer.files, writer.bytes
+
+
+def publish_stream(
+    derived: Derivation, writer: Writer, stream: Stream, page_size: int, stage: Stage
+) -> None:
+    """Write one stream of the derivation through `writer`. Into a new tree, an engine with
+    workers of its own has them write their parts (`Derivation.fan_out`), which the writer
+    adopts; otherwise this process reads the stream and writes every file."""
+    shared = writer.shared
+    if shared is not None:
+        sink = TreeSink(shared.root.resolve(), stream.order, page_size)
+        parts = derived.fan_out(stream, sink)
+        if parts is not None:
+            for part in parts:
+                shared.adopt(part.name, part.files, part.bytes)
+                stage.add(files=part.files)
+            return
+    write_rows(writer, derived.rows(stream), stream.order, page_size, stage)

@@ -72,6 +72,11 @@ class Directories:
         self._made.clear()
 
 
+def _part_list(root: Path, part: str) -> Path:
+    """The unsorted list of the paths that writer `part` (none: the tree's own) wrote."""
+    return root / (f"{FILE_LIST}.unsorted-{part}" if part else f"{FILE_LIST}.unsorted")
+
+
 class TreeWriter:
     """Write the files of one new tree and record every path written."""
 
@@ -83,7 +88,7 @@ class TreeWriter:
         self.api.mkdir(parents=True, exist_ok=True)
         self.files = 0
         self.bytes = 0
-        self._list_path = root / f"{FILE_LIST}.unsorted{part}"
+        self._list_path = _part_list(root, part)
         self._list = self._list_path.open("w", encoding="utf-8")
         self._directories = Directories(self.api)
 
@@ -104,7 +109,7 @@ class TreeWriter:
 
     def adopt(self, part: str, files: int, size: int) -> None:
         """Count as written here the `files` files (`size` bytes) that writer `part` wrote."""
-        listed = self.root / f"{FILE_LIST}.unsorted{part}"
+        listed = _part_list(self.root, part)
         with listed.open(encoding="utf-8") as written:
             shutil.copyfileobj(written, self._list)
         listed.unlink()
