@@ -294,7 +294,9 @@ def test_incremental_tree_of_another_layout_is_rebuilt_not_mixed(
 ) -> None:
     inputs, out = tmp_path / "in", tmp_path / "out"
     _night(inputs, 0, [message("m1")], [status("m1", 201)])
-    monkeypatch.setattr("convsum.run.LAYOUT_VERSION", 1)  # a tree an earlier convsum wrote
+    # A tree an earlier convsum wrote: its manifest, and the fingerprint of its state store.
+    monkeypatch.setattr("convsum.run.LAYOUT_VERSION", 1)
+    monkeypatch.setattr("convsum.incremental.plan.LAYOUT_VERSION", 1)
     run_job(_config(inputs, out))
     monkeypatch.undo()
     _night(inputs, 1, [message("m2", recipient="4602")], [status("m2", 201)])
@@ -342,7 +344,7 @@ def test_incremental_disk_full_changes_nothing_and_the_next_run_recovers(
 
 
 def test_incremental_unreadable_state_store_rebuilds_or_is_refused(tmp_path: Path) -> None:
-    from convsum.state import CATALOG, STATE
+    from convsum.incremental.catalog import CATALOG, STATE
 
     inputs, out = tmp_path / "in", tmp_path / "out"
     _night(inputs, 0, [message("m1")], [status("m1", 201)])

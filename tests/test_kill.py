@@ -20,9 +20,9 @@ import orjson
 import pytest
 
 from convsum.config import RunConfig
+from convsum.incremental.catalog import CATALOG, STATE
 from convsum.reporting.tables import SNAPSHOT, TABLES
 from convsum.run import run_job
-from convsum.state import CATALOG, STATE
 from tests.conftest import ALL_COLUMNS, table_rows
 from tests.support.data import DAYS, land
 from tests.support.processes import CONVSUM, INCREMENTAL_STAGES

@@ -24,7 +24,7 @@ _SUMMED = ("messages", "messages_without_status", "matched_statuses", "distinct_
 @dataclass(frozen=True)
 class Facts:
     """What only an engine can count about a tree's data, each a sum over message ids (so that an
-    update adds a night's facts and takes away those of the rows it replaces; see state.py), and
+    update adds a night's facts and takes away those of the rows it replaces; see incremental/), and
     the tree's owners and participants, which its tallies count."""
 
     messages: int = 0  # after deduplication

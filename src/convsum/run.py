@@ -10,7 +10,6 @@ that changed or disappeared since it was read.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -20,14 +19,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
-import orjson
 import pyarrow.parquet as pq
 
 from convsum import __version__
 from convsum.config import RunConfig
 from convsum.engines import EngineSettings, get_engine
 from convsum.engines.base import Stream, memory_budget, tally
-from convsum.errors import PublishError, RebuildRefusedError, first_line
+from convsum.errors import PublishError, first_line
+from convsum.incremental.catalog import STATE, Catalog
+from convsum.incremental.plan import Plan, decide, fingerprint, update_scope
+from convsum.incremental.tallies import Tally, merge, write_conversations
 from convsum.inputs import Source, StagedInputs, list_inputs, stage_inputs
 from convsum.log import RunLog
 from convsum.publish.manifest import (
@@ -47,37 +48,17 @@ from convsum.publish.tree import API, FILE_LIST, OutputRoot, TreeWriter
 from convsum.publish.update import TreeUpdate
 from convsum.reporting.tables import (
     RunRecord,
-    Snapshot,
     Written,
     publish_tables,
     unchanged_tables,
     write_tables,
 )
 from convsum.results import DataCounts, Facts, FileCounts, RunReport, as_dict
-from convsum.state import STATE, State, Tally
 
 
 def new_run_id() -> str:
     """Return a sortable, unique run id: UTC start time and a random suffix."""
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-
-
-def fingerprint(config: RunConfig) -> str:
-    """Return what a state store must match to be added to: version, layout, output settings."""
-    output = config.output_settings()
-    settings = {"version": __version__, "layout": LAYOUT_VERSION, "output": output}
-    return hashlib.sha256(orjson.dumps(settings, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """What kind of run this is and which input files it reads."""
-
-    full: bool
-    reason: str
-    sources: list[Source]  # every input file listed
-    new: list[Source]  # those to read
-    skipped: dict[str, int]
 
 
 def run_job(config: RunConfig, log: RunLog | None = None, full: bool = False) -> RunReport:
@@ -96,10 +77,10 @@ def run_job(config: RunConfig, log: RunLog | None = None, full: bool = False) ->
             stage.set(files=len(sources))
         published = root.published()
         state_dir = published / STATE if published else None
-        state = State.open(state_dir) if state_dir and State.exists(state_dir) else None
+        state = Catalog.open(state_dir) if state_dir and Catalog.exists(state_dir) else None
         try:
-            unreadable = state is None and state_dir is not None and State.exists(state_dir)
-            plan = _plan(config, state, sources, full, unreadable)
+            unreadable = state is None and state_dir is not None and Catalog.exists(state_dir)
+            plan = decide(config, state, sources, full, unreadable)
             reason = {"reason": plan.reason} if plan.reason else {}
             log.event("mode", mode="full" if plan.full else "incremental", **reason)
             with _writing(config.out):
@@ -119,48 +100,6 @@ def run_job(config: RunConfig, log: RunLog | None = None, full: bool = False) ->
         finally:
             if state is not None:
                 state.close()
-
-
-def _plan(
-    config: RunConfig, state: State | None, sources: list[Source], full: bool, unreadable: bool
-) -> _Plan:
-    """Decide between a full and an incremental run; refuse a rebuild under `rebuild = false`."""
-    by_role = {"messages": 0, "statuses": 0}
-    if state is None and not unreadable:
-        return _Plan(True, "no state store yet", sources, sources, by_role)
-    if full:
-        return _Plan(True, "--full", sources, sources, by_role)
-    reason = ""
-    known = state.known() if state else {}
-    if state is None:
-        reason = f"the state store in {config.out} cannot be read"
-    elif state.meta("fingerprint") != fingerprint(config):
-        reason = "the output settings or the convsum version changed"
-    elif Snapshot.read(state.directory.parent) is None:
-        reason = f"the queryable tables in {config.out} cannot be read"
-    else:
-        listed = {source.key: source for source in sources}
-        for key, was in sorted(known.items()):
-            now = listed.get(key)
-            if now is None:
-                reason = f"{was.role} {key}: removed since it was read"
-            elif (now.bytes, now.mtime_ns) != (was.bytes, was.mtime_ns):
-                reason = (
-                    f"{was.role} {key}: changed since it was read (size {was.bytes} -> "
-                    f"{now.bytes}, mtime_ns {was.mtime_ns} -> {now.mtime_ns})"
-                )
-            if reason:
-                break
-    if reason and not config.rebuild:
-        msg = f"{reason}; a full rebuild is needed and rebuild is off (run with --full)"
-        raise RebuildRefusedError(msg)
-    if reason:
-        return _Plan(True, reason, sources, sources, by_role)
-    new = [source for source in sources if source.key not in known]
-    for source in sources:
-        if source.key in known:
-            by_role[source.role] += 1
-    return _Plan(False, "", sources, new, by_role)
 
 
 @dataclass
@@ -191,7 +130,7 @@ class _NewTree:
         self.root, self.run_id = root, run_id
         self.previous = root.published()
         self.tree = root.partial(run_id)
-        self.state = State.create(self.tree / STATE, fingerprint(config), run_id)
+        self.state = Catalog.create(self.tree / STATE, fingerprint(config), run_id)
         self.writer = TreeWriter(self.tree)
 
     def unchanged(self, staged: StagedInputs) -> Facts | None:
@@ -228,7 +167,7 @@ class _NewTree:
 class _InPlace:
     """An incremental run's target: the served tree, updated in place."""
 
-    def __init__(self, tree: Path, state: State, work: Path) -> None:
+    def __init__(self, tree: Path, state: Catalog, work: Path) -> None:
         self.tree, self.state, self.previous = tree, state, tree
         self.writer = TreeUpdate(tree / API, work / "files")
         state.remove_unlisted()
@@ -245,9 +184,8 @@ class _InPlace:
     ) -> _Affected:
         touched = work / "conversations.parquet"
         with log.stage("plan") as stage:
-            found = self.state.affected(
-                staged.files, work / "touched", touched, _orders(config), config.page_size
-            )
+            orders, size = _orders(config), config.page_size
+            found = update_scope(self.state, staged.files, work / "touched", touched, orders, size)
             derived = found.rows or rows
             stage.set(
                 conversations=found.conversations, days=len(found.days),
@@ -286,14 +224,14 @@ def _run(
     target: _NewTree | _InPlace,
     run_id: str,
     work: Path,
-    plan: _Plan,
+    plan: Plan,
     log: RunLog,
 ) -> RunReport:
     """Read the new input files, derive, write the files and publish them into `target`.
 
     Nothing is published unless every stage succeeds: a new tree becomes the served one in one
     switch; an update swaps each changed conversation's files into the served tree, and the
-    catalog commits last (see publish/update.py and state.py).
+    catalog commits last (see publish/update.py and incremental/).
     """
     started = datetime.now(UTC)
     state = target.state
@@ -368,7 +306,7 @@ def _writing(out: str) -> Iterator[None]:
 def _derive_and_write(
     config: RunConfig,
     affected: _Affected,
-    state: State,
+    state: Catalog,
     run_id: str,
     work: Path,
     writer: Writer,
@@ -407,7 +345,7 @@ def _derive_and_write(
                 facts = (state.facts() or Facts()).plus(facts_now, facts_before)
                 rows = settings(work / "rows", affected.conversations)
                 derived = engine_scope.enter_context(engine.derive(affected.rows, rows))
-            tallies = state.tally(now, was, affected.conversations, work)
+            tallies = merge(state, now, was, affected.conversations, work)
             facts = replace(facts, owners=tallies.owners, participants=tallies.participants)
             stage.set(messages=facts.messages, participants=tallies.participants)
         if config.only != "summaries":
@@ -420,7 +358,7 @@ def _derive_and_write(
         with log.stage("tables") as stage:
             tables = write_tables(
                 derived.relations(), tree, work, run_id, affected.days,
-                lambda target: state.write_conversations(tallies, target),
+                lambda target: write_conversations(state, tallies, target),
                 memory_budget(config.memory_limit),
             )  # fmt: skip
             stage.set(files=sum(map(len, tables.files.values())))

@@ -14,11 +14,11 @@ import pytest
 
 import convsum.run
 from convsum.config import RunConfig
+from convsum.incremental.catalog import Catalog
 from convsum.publish import durable
 from convsum.publish.tree import TreeWriter
 from convsum.publish.update import TreeUpdate
 from convsum.run import run_job
-from convsum.state import State
 from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, message, status, write_parquet
 
 Calls = list[tuple[str, str]]
@@ -51,7 +51,7 @@ def calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Calls:
     spy(TreeWriter, "write", lambda _self, conversation, name, _body: f"{conversation}/{name}")
     spy(TreeUpdate, "write", lambda _self, conversation, name, _body: f"{conversation}/{name}")
     spy(convsum.run, "write_json", lambda path, _value: under_out(path))
-    spy(State, "record", lambda _self, run_id, *_rest: run_id)
+    spy(Catalog, "record", lambda _self, run_id, *_rest: run_id)
     return recorded
 
 

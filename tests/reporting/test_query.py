@@ -32,6 +32,7 @@ from tests.conftest import (
     write_parquet,
 )
 from tests.support.charts import chart_specs
+from tests.support.processes import wait_until_reading
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +267,8 @@ def test_query_stopped_by_a_signal_says_so_on_one_line(out: Path, sig: signal.Si
     endless = "SELECT sum(a.range * b.range) FROM range(100000000) AS a, range(100000) AS b"
     command = [str(Path(sys.executable).parent / "convsum"), "query", str(out), endless]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
-        time.sleep(2)  # started, and in the query
+        wait_until_reading(out, process)
+        time.sleep(0.5)  # in the query
         process.send_signal(sig)
         stdout, stderr = process.communicate(timeout=60)
     assert (process.returncode, stdout) == (128 + sig, b"")

@@ -13,11 +13,11 @@ import orjson
 from convsum.config import RunConfig
 from convsum.engines import polars as polars_engine
 from convsum.engines import spark as spark_engine
+from convsum.incremental.catalog import STATE
 from convsum.publish.tree import READERS
 from convsum.reporting import tables as tables_module
 from convsum.reporting.tables import TABLES
 from convsum.run import run_job
-from convsum.state import STATE
 from tests.conftest import Tree
 from tests.support.reference import conversations
 

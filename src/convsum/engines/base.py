@@ -86,27 +86,6 @@ CONVERSATION_SCHEMA = pa.schema(
 )
 
 
-# An incremental run's update scope (EngineSettings.conversations): one row per conversation
-# it recomputes, written by the state store's planner (state.py: `State.affected`).
-UPDATE_SCOPE = pa.schema(
-    [
-        ("owner", pa.string()),
-        ("participant", pa.string()),
-        # The least (created, id) of its touched rows: the list before it is unchanged (null:
-        # everything may have changed).
-        ("since_created", pa.timestamp("us")),
-        ("since_id", pa.string()),
-        # The first row derived again (null: every row).
-        ("cut_created", pa.timestamp("us")),
-        ("cut_id", pa.string()),
-        # How many rows of each list (all, mt, mo) come before the cut.
-        ("base_all", pa.int64()),
-        ("base_mt", pa.int64()),
-        ("base_mo", pa.int64()),
-    ]
-)
-
-
 @dataclass(frozen=True)
 class StatusOrder:
     """The latest-status order (SPEC section 3) as one 128-bit integer, when the data allows.
@@ -155,13 +134,13 @@ class EngineSettings:
     threads: int | None = None
     memory_limit: str | None = None
     batch_rows: int = 65_536
-    # An incremental run: a Parquet file of UPDATE_SCOPE. Only its conversations' rows are
-    # produced, from their row (cut_created, cut_id) on (every row when that is null): the
-    # staged inputs hold every row from there, and a row's position is its list's base plus
-    # its index from the cut. In ascending order only the rows of pages that may have changed:
-    # the pages from the one holding the first row at or after (since_created, since_id) (all
-    # of them when that is null), and always the last page of each list, so that the publisher
-    # knows where each list ends.
+    # An incremental run: a Parquet file of its update scope (incremental/plan.py: UPDATE_SCOPE).
+    # Only its conversations' rows are produced, from their row (cut_created, cut_id) on (every row
+    # when that is null): the staged inputs hold every row from there, and a row's position is its
+    # list's base plus its index from the cut. In ascending order only the rows of pages that may
+    # have changed: the pages from the one holding the first row at or after (since_created,
+    # since_id) (all of them when that is null), and always the last page of each list, so that the
+    # publisher knows where each list ends.
     conversations: Path | None = None
     page_size: int = 50
 

@@ -7,7 +7,7 @@ Layout of an output root:
     current -> trees/<run id>     the published tree (a symbolic link, swapped with rename(2))
     trees/<run id>/api/...        the served API tree (see publish/paths.py)
     trees/<run id>/manifest.json  written last, with report.json and files.txt beside it
-    trees/<run id>/state/         the state store the tree was built from (see state.py)
+    trees/<run id>/state/         its state store (see incremental/catalog.py)
     trees/<run id>/tables/        the queryable tables (see reporting/tables.py)
     trees/<run id>/.readers       held shared (flock) by each query reading the tree
     trees/.<run id>.partial/      a tree being built; never served, removed if a run dies

@@ -17,8 +17,8 @@ snapshot no longer lists are removed while no reader holds the tree (see publish
 
 The rows come from the engine's own derivation (deduplicated messages, latest statuses), through
 the DuckDB relations every engine offers (see engines/base.py), and the conversations from the
-tallies the summaries are rendered from (state.py), so the tables say what the API says, by
-construction.
+tallies the summaries are rendered from (incremental/tallies.py), so the tables say what the API
+says, by construction.
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def write_tables(
 
     `con` holds the engine's relations. With `days`, only the messages (and their statuses)
     created on those UTC days are written: the days an incremental run touches.
-    `conversations` writes that table's file (from the state store's tallies, state.py).
+    `conversations` writes that table's file (from the tallies, incremental/tallies.py).
     `budget` is the engines' memory limit in bytes, which sizes the chunks of days written at
     once.
     """
