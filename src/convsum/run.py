@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from convsum import __version__
 from convsum.config import RunConfig
 from convsum.engines import EngineSettings, get_engine
-from convsum.engines.base import Stream, memory_budget, tally
+from convsum.engines.base import Pages, Summaries, memory_budget, tally
 from convsum.errors import PublishError, first_line
 from convsum.incremental.catalog import STATE, Catalog
 from convsum.incremental.plan import Plan, decide, fingerprint, update_scope
@@ -351,9 +351,9 @@ def _derive_and_write(
         if config.only != "summaries":
             with log.stage("pages") as stage:
                 for order in _orders(config):
-                    publish_stream(derived, writer, Stream(order), config.page_size, stage)
+                    publish_stream(derived, writer, Pages(order), config.page_size, stage)
         with log.stage("summaries") as stage:
-            summaries = Stream("summaries", tallies.counts)
+            summaries = Summaries(tallies.counts)
             publish_stream(derived, writer, summaries, config.page_size, stage)
         with log.stage("tables") as stage:
             tables = write_tables(

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
 import duckdb
 import pyarrow as pa
@@ -146,18 +146,26 @@ class EngineSettings:
 
 
 @dataclass(frozen=True)
-class Stream:
-    """One stream of derived rows: the conversation rows (CONVERSATION_SCHEMA) of one order,
-    "asc" or "desc", or the summaries (SUMMARY_SCHEMA) of the conversations of the tally file
-    `tallies` (`summaries`)."""
+class Pages:
+    """The stream of the conversation rows (CONVERSATION_SCHEMA) of one order."""
 
-    order: Literal["asc", "desc", "summaries"]
-    tallies: Path | None = None
+    order: Literal["asc", "desc"]
 
-    def __post_init__(self) -> None:
-        if (self.order == "summaries") != (self.tallies is not None):
-            msg = f"a stream of {self.order} with tallies {self.tallies}"
-            raise ValueError(msg)
+    @property
+    def name(self) -> str:
+        return self.order
+
+
+@dataclass(frozen=True)
+class Summaries:
+    """The stream of the summaries (SUMMARY_SCHEMA) of the conversations of a tally file."""
+
+    tallies: Path
+    name: ClassVar[str] = "summaries"
+
+
+# One stream of derived rows, as the publisher asks for it.
+Stream = Pages | Summaries
 
 
 @dataclass(frozen=True)
@@ -214,7 +222,7 @@ class ReadHere:
         raise NotImplementedError
 
     def rows(self, stream: Stream) -> Iterator[pa.RecordBatch]:
-        if stream.tallies is None:
+        if isinstance(stream, Pages):
             return self.conversation_rows(descending=stream.order == "desc")
         return summaries(self.relations(), stream.tallies, EngineSettings.batch_rows)
 

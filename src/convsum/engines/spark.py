@@ -46,6 +46,7 @@ from convsum.engines.base import (
     ReadHere,
     Sink,
     Stream,
+    Summaries,
     summaries,
 )
 from convsum.engines.duckdb import (
@@ -174,8 +175,9 @@ class _SparkDerivation(ReadHere):
 
     def fan_out(self, stream: Stream, sink: Sink) -> list[Part]:
         """Have each bucket's task feed its conversations' part of the stream to `sink`."""
-        tallies = stream.tallies.resolve() if stream.tallies else None
-        task = (self.work, self.task, self.buckets, stream.order, tallies, sink)
+        if isinstance(stream, Summaries):  # executors run in directories of their own
+            stream = Summaries(stream.tallies.resolve())
+        task = (self.work, self.task, self.buckets, stream, sink)
         parts = _each_bucket(self.spark, self.buckets, partial(_fan_out_bucket, *task))
         return [part for part in parts if part is not None]
 
@@ -269,23 +271,18 @@ def _rows_bucket(
 
 
 def _fan_out_bucket(
-    work: Path,
-    task: EngineSettings,
-    buckets: int,
-    order: str,
-    tallies: Path | None,
-    sink: Sink,
-    k: int,
+    work: Path, task: EngineSettings, buckets: int, stream: Stream, sink: Sink, k: int
 ) -> Part | None:
-    """Executor: feed `sink` the rows of one order, or the summaries of the tally file
-    `tallies`, of the conversations of bucket k; return what it wrote (None: nothing to feed)."""
-    name = f"{order}-{k:05d}"
-    if tallies is not None:
+    """Executor: feed `sink` the part of the stream of the conversations of bucket k; return
+    what it wrote (None: nothing to feed)."""
+    name = f"{stream.name}-{k:05d}"
+    if isinstance(stream, Summaries):
         with closing(connect(_task_settings(task, work, f"summaries-{k}"))) as con:
-            files, size = sink(name, summaries(con, tallies, task.batch_rows, (k, buckets)))
+            rows = summaries(con, stream.tallies, task.batch_rows, (k, buckets))
+            files, size = sink(name, rows)
             return Part(name, files, size)
-    with _conversations_of_bucket(work, task, buckets, f"pages-{order}", k) as rows:
-        if rows is None:
+    with _conversations_of_bucket(work, task, buckets, f"pages-{stream.order}", k) as con:
+        if con is None:
             return None
-        files, size = sink(name, conversation_rows(rows, task, order == "desc"))
+        files, size = sink(name, conversation_rows(con, task, stream.order == "desc"))
         return Part(name, files, size)

@@ -65,24 +65,24 @@ def merge(
         _TALLY.format(before=was, target=literal(str(counts))),
         {"updated": str(updated), "after": str(after)},
     )
-    tally = Tally(counts, updated, 0, 0)
     row = catalog.con.execute(
         "SELECT count(DISTINCT owner), count(*) FROM "
-        f"(SELECT DISTINCT owner, participant FROM {_merged(tally)})"
+        f"(SELECT DISTINCT owner, participant FROM {_merged(updated, counts)})"
     ).fetchone()
     owners, participants = row or (0, 0)
     return Tally(counts, updated, int(owners), int(participants))
 
 
-def _merged(tally: Tally) -> str:
-    """The catalog's tallies with those of `tally` in place of theirs, as a relation."""
-    return _MERGED.format(updated=literal(str(tally.updated)), counts=literal(str(tally.counts)))
+def _merged(updated: Path, counts: Path) -> str:
+    """The catalog's tallies with the `counts` of the conversations `updated` in place of
+    theirs, as a relation."""
+    return _MERGED.format(updated=literal(str(updated)), counts=literal(str(counts)))
 
 
 def write_conversations(catalog: Catalog, tally: Tally, target: Path) -> None:
     """Write the `conversations` table as it is after this run (reporting/tables.py)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     catalog.con.execute(
-        f"COPY (SELECT * FROM {_merged(tally)} ORDER BY ALL) "
+        f"COPY (SELECT * FROM {_merged(tally.updated, tally.counts)} ORDER BY ALL) "
         f"TO {literal(str(target))} (FORMAT parquet)"
     )

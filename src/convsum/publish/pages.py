@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from convsum.config import LIST_NAMES
-from convsum.engines.base import Derivation, Stream
+from convsum.engines.base import Derivation, Pages, Stream
 from convsum.log import Stage
 from convsum.publish.paths import SUMMARY_FILE, conversation_dir, page_file
 from convsum.publish.tree import TreeWriter
@@ -179,13 +179,13 @@ def write_summaries(writer: Writer, batches: Iterable[pa.RecordBatch], stage: St
 
 
 def write_rows(
-    writer: Writer, rows: Iterable[pa.RecordBatch], order: str, page_size: int, stage: Stage
+    writer: Writer, rows: Iterable[pa.RecordBatch], stream: Stream, page_size: int, stage: Stage
 ) -> None:
-    """Write a stream's rows: the pages of one order, or the summaries (`order` "summaries")."""
-    if order == "summaries":
-        write_summaries(writer, rows, stage)
+    """Write a stream's rows: the pages of one order, or the summaries."""
+    if isinstance(stream, Pages):
+        write_pages(writer, rows, page_size, stream.order, stage)
     else:
-        write_pages(writer, rows, page_size, order, stage)
+        write_summaries(writer, rows, stage)
 
 
 @dataclass(frozen=True)
@@ -194,12 +194,12 @@ class TreeSink:
     (engines/base.py: Sink)."""
 
     root: Path
-    order: str
+    stream: Stream
     page_size: int
 
     def __call__(self, part: str, rows: Iterable[pa.RecordBatch]) -> tuple[int, int]:
         with TreeWriter(self.root, part) as writer:
-            write_rows(writer, rows, self.order, self.page_size, Stage(self.order))
+            write_rows(writer, rows, self.stream, self.page_size, Stage(self.stream.name))
             return writer.files, writer.bytes
 
 
@@ -211,11 +211,11 @@ def publish_stream(
     adopts; otherwise this process reads the stream and writes every file."""
     shared = writer.shared
     if shared is not None:
-        sink = TreeSink(shared.root.resolve(), stream.order, page_size)
+        sink = TreeSink(shared.root.resolve(), stream, page_size)
         parts = derived.fan_out(stream, sink)
         if parts is not None:
             for part in parts:
                 shared.adopt(part.name, part.files, part.bytes)
                 stage.add(files=part.files)
             return
-    write_rows(writer, derived.rows(stream), stream.order, page_size, stage)
+    write_rows(writer, derived.rows(stream), stream, page_size, stage)
