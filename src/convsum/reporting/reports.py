@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from datetime import UTC, date, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+import duckdb
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from convsum.errors import QueryError
 from convsum.reporting.tables import OUTCOMES
 
 if TYPE_CHECKING:
@@ -143,6 +146,68 @@ FROM last, early
 LATENCY_BY = MappingProxyType({"day": "day", "owner": "owner", "operator": "mcc, mnc"})
 
 
+def _known_time_zone(name: str) -> bool:
+    """Whether DuckDB knows the IANA time zone `name` (its own ICU data computes the days)."""
+    query = "SELECT count(*) FROM pg_timezone_names() WHERE name = $n"
+    return duckdb.execute(query, {"n": name}).fetchall() != [(0,)]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """The values of the reports' parameters, by the option that sets each (Report.options), with
+    the default of every option not given."""
+
+    tz: str = "UTC"
+    from_: date | None = None
+    to: date | None = None
+    owners: tuple[str, ...] = ()
+    direction: str | None = None
+    top: int = 10
+    min_volume: int = 100
+    older_than: int = 48 * 3600  # seconds
+    as_of: datetime = field(default_factory=_now)  # UTC, naive
+
+    def __post_init__(self) -> None:
+        if self.from_ and self.to and self.from_ >= self.to:
+            raise QueryError("--from must be before --to")
+        if self.tz != "UTC" and not _known_time_zone(self.tz):
+            msg = f"unknown time zone {self.tz!r}: use an IANA name such as UTC or Europe/Stockholm"
+            raise QueryError(msg)
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any]) -> Parameters:
+        """Return the parameters that `options` (a command's, by option name) set; dates may be
+        given as datetimes."""
+        given: dict[str, Any] = {
+            name: value.date() if name in ("from_", "to") and isinstance(value, datetime) else value
+            for name, value in options.items()
+            if name in _PARAMETER_NAMES and value not in (None, ())
+        }
+        given["owners"] = tuple(given.get("owners", ()))
+        return cls(**given)
+
+    def sql_values(self) -> dict[str, Any]:
+        """Return the values of the SQL's named parameters ($tz, $from, ...)."""
+        return {
+            "tz": self.tz,
+            "from": self.from_,
+            "to": self.to,
+            "owners": list(self.owners),
+            "direction": self.direction,
+            "top": self.top,
+            "min_volume": self.min_volume,
+            "older_than_s": self.older_than,
+            "as_of": self.as_of.isoformat() + "Z",
+        }
+
+
+_PARAMETER_NAMES = frozenset(f.name for f in fields(Parameters))
+
+
 @dataclass(frozen=True)
 class Report:
     """A named report: its SQL, what it says, and which options it takes."""
@@ -166,10 +231,10 @@ class Report:
             body = body.format(by=columns, by_order=order)
         return (_SCOPE if self.scoped else "") + body.strip() + "\n"
 
-    def parameters(self, sql: str, values: Mapping[str, Any]) -> dict[str, Any]:
-        """Return the named parameters that `sql` uses, from `values`."""
+    def parameters(self, sql: str, parameters: Parameters) -> dict[str, Any]:
+        """Return the values of the named parameters that `sql` uses."""
         used = set(re.findall(r"\$([a-z_]+)", sql))
-        return {name: value for name, value in values.items() if name in used}
+        return {name: value for name, value in parameters.sql_values().items() if name in used}
 
 
 REPORTS: Mapping[str, Report] = MappingProxyType(
@@ -229,16 +294,14 @@ REPORTS: Mapping[str, Report] = MappingProxyType(
 
 
 def run_report(
-    tables: Tables, report: Report, values: Mapping[str, Any], by: str | None = None
+    tables: Tables, report: Report, parameters: Parameters, by: str | None = None
 ) -> pa.Table:
-    """Run `report` over `tables` with the parameter `values` (and `--by`, if it has one)."""
+    """Run `report` over `tables` with the `parameters` (and `--by`, if it has one)."""
     sql = report.sql(by)
-    return tables.run(sql, report.parameters(sql, values))
+    return tables.run(sql, report.parameters(sql, parameters))
 
 
-def html_data(
-    tables: Tables, values: Mapping[str, Any]
-) -> tuple[dict[str, str], dict[str, pa.Table]]:
+def html_data(tables: Tables, values: Parameters) -> tuple[dict[str, str], dict[str, pa.Table]]:
     """Return the HTML report's facts and tables, from the named reports."""
 
     def summed(table: pa.Table, keys: list[str], columns: list[str]) -> pa.Table:
@@ -259,7 +322,7 @@ def html_data(
     last = tables.run("SELECT finished FROM runs ORDER BY run_number DESC LIMIT 1").to_pylist()
     facts = {
         "as_of": last[0]["finished"].isoformat() if last else "",
-        "time_zone": values["tz"],
+        "time_zone": values.tz,
         "data_from": str(pc.min(days).as_py() or ""),
         "data_to": str(pc.max(days).as_py() or ""),
         "run_id": tables.run_id,
