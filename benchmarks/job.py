@@ -163,6 +163,34 @@ def median_of(runs: list[Measurement]) -> Measurement:
     )
 
 
+class Samples:
+    """A benchmark's measurements, taken in turns (every command once, then again), so that a
+    slow spell of the machine falls on every command alike; each figure is the median of a
+    command's turns."""
+
+    def __init__(self, runs: int, progress: Callable[[str], None]) -> None:
+        self.runs, self._progress = runs, progress
+        self._taken: dict[str, list[Measurement]] = {}
+
+    def turns(self) -> Iterator[int]:
+        return iter(range(self.runs))
+
+    def say(self, turn: int, what: str) -> None:
+        self._progress(f"{what} ({turn + 1}/{self.runs})")
+
+    def take(
+        self, turn: int, label: str, command: list[str], env: dict[str, str] | None = None
+    ) -> Measurement:
+        """Measure `command` once, as this turn's sample of `label`."""
+        self.say(turn, label)
+        sample = measured(label, command, env)
+        self._taken.setdefault(label, []).append(sample)
+        return sample
+
+    def medians(self) -> list[Measurement]:
+        return [median_of(samples) for samples in self._taken.values()]
+
+
 def run_bench(
     data: Path,
     messages: int,
@@ -173,35 +201,30 @@ def run_bench(
     runs: int = 1,
     progress: Callable[[str], None] = lambda _line: None,
 ) -> list[Measurement]:
-    """Measure every engine's summaries-only and full runs and the two floors, `runs` times each.
-
-    The commands take turns (all of them once, then again), so a slow spell of the machine
-    falls on every command alike; each figure is the median over the runs.
-    """
+    """Measure every engine's summaries-only and full runs and the two floors, `runs` times each
+    (see Samples)."""
     ensure_data(data, messages, seed)
     convsum = [sys.executable, "-m", "convsum"]
     inputs, extra = _run_options(data, threads)
     here = [sys.executable, str(HELPERS)]
     query = [*here, "query", str(data / "messages"), str(data / "statuses"), str(threads or 0)]
-    samples: dict[str, list[Measurement]] = {}
-    for turn in range(runs):
+    samples = Samples(runs, progress)
+    for turn in samples.turns():
+        sizes: dict[str, Any] = {}  # of the first engine's full run: the writer floor's
         for label, command in _commands(convsum, inputs, extra, engines, work):
-            progress(f"{label} ({turn + 1}/{runs})")
-            samples.setdefault(label, []).append(measured(label, command))
+            report = samples.take(turn, label, command).report
+            if label.endswith("full") and not sizes:
+                sizes = report
             remove_made(work / "out")
         if "spark" in engines:  # shown apart: the JVM's start is part of every Spark run
-            progress(f"spark startup ({turn + 1}/{runs})")
-            startup = [*here, "spark-startup"]
-            samples.setdefault("spark startup", []).append(measured("spark startup", startup))
-        progress(f"bare query ({turn + 1}/{runs})")
-        samples.setdefault("bare query", []).append(measured("bare query", query))
-        full = next(m for label, ms in samples.items() if label.endswith("full") for m in ms)
-        files, size = full.report["files_written"], full.report["bytes_written"]
-        writer = [*here, "writer", str(work / "floor"), str(files), str(size)]
-        progress(f"bare writer ({turn + 1}/{runs})")
-        samples.setdefault("bare writer", []).append(measured("bare writer", writer))
+            samples.take(turn, "spark startup", [*here, "spark-startup"])
+        samples.take(turn, "bare query", query)
+        files, size = sizes["files_written"], sizes["bytes_written"]
+        samples.take(
+            turn, "bare writer", [*here, "writer", str(work / "floor"), str(files), str(size)]
+        )
         remove_made(work / "floor")
-    return [median_of(ms) for ms in samples.values()]
+    return samples.medians()
 
 
 def nightly_inputs(data: Path, work: Path) -> tuple[Path, dict[str, Path]]:
@@ -264,18 +287,15 @@ def run_nightly(
     inputs, extra = _run_options(root, threads)
     base = [sys.executable, "-m", "convsum", "run", *inputs, "--out", str(work / "out")]
     command = [*base, "--engine", engine, *extra, "--report"]
-    samples: dict[str, list[Measurement]] = {}
-    for turn in range(runs):
+    samples = Samples(runs, progress)
+    for turn in samples.turns():
         _arrive(root, night, False)
-        label = f"{engine} nightly full"
-        progress(f"{label} ({turn + 1}/{runs})")
-        samples.setdefault(label, []).append(measured(label, command))
+        samples.take(turn, f"{engine} nightly full", command)
         _arrive(root, night, True)
-        for label in (f"{engine} nightly increment", f"{engine} nightly unchanged"):
-            progress(f"{label} ({turn + 1}/{runs})")
-            samples.setdefault(label, []).append(measured(label, command))
+        samples.take(turn, f"{engine} nightly increment", command)
+        samples.take(turn, f"{engine} nightly unchanged", command)
         remove_made(work / "out")
-    return [median_of(ms) for ms in samples.values()]
+    return samples.medians()
 
 
 def run_sync(
@@ -297,24 +317,22 @@ def run_sync(
     out = work / "out"
     convsum = [sys.executable, "-m", "convsum"]
     run = [*convsum, "run", *inputs, "--out", str(out), *extra]
-    samples: dict[str, list[Measurement]] = {}
-    for turn in range(runs):
+    samples = Samples(runs, progress)
+    for turn in samples.turns():
         _arrive(root, night, False)
-        progress(f"a full run to sync ({turn + 1}/{runs})")
+        samples.say(turn, "a full run to sync")
         subprocess.run(run, check=True, stderr=subprocess.DEVNULL)
         with local_s3(work / "moto.log") as endpoint:
             env = {**os.environ, **CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
             local_s3_client(endpoint).create_bucket(Bucket="convsum-bench")
             sync = [*convsum, "sync", str(out), "s3://convsum-bench/api", "--report"]
-            progress(f"sync first ({turn + 1}/{runs})")
-            samples.setdefault("sync first", []).append(measured("sync first", sync, env))
+            samples.take(turn, "sync first", sync, env)
             _arrive(root, night, True)
-            progress(f"the nightly run to sync ({turn + 1}/{runs})")
+            samples.say(turn, "the nightly run to sync")
             subprocess.run(run, check=True, stderr=subprocess.DEVNULL)
-            progress(f"sync nightly ({turn + 1}/{runs})")
-            samples.setdefault("sync nightly", []).append(measured("sync nightly", sync, env))
+            samples.take(turn, "sync nightly", sync, env)
         remove_made(out)
-    return [median_of(ms) for ms in samples.values()]
+    return samples.medians()
 
 
 def format_sync(results: list[Measurement]) -> str:
@@ -356,15 +374,13 @@ def run_reports(
         check=True,
         stderr=subprocess.DEVNULL,
     )
-    samples: dict[str, list[Measurement]] = {}
-    for turn in range(runs):
+    samples = Samples(runs, progress)
+    for turn in samples.turns():
         for name in REPORTS:
-            label = f"report {name}"
-            progress(f"{label} ({turn + 1}/{runs})")
             command = [*convsum, "report", name, str(out), "-F", "csv", "-o", os.devnull]
-            samples.setdefault(label, []).append(measured(label, command))
+            samples.take(turn, f"report {name}", command)
     remove_made(out)
-    return [median_of(ms) for ms in samples.values()]
+    return samples.medians()
 
 
 def format_reports(results: list[Measurement]) -> str:
