@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 
 from convsum.config import LOG_FORMATS
 from convsum.errors import first_line
 
+if TYPE_CHECKING:
+    from rich.live import Live
+    from rich.text import Text
+
 PREFIX = "convsum: "
 REFRESH_SECONDS = 0.25  # the live line is redrawn about four times a second
-ERASE_LINE = "\r\x1b[K"  # back to the start of the line, then erase to its end
 # Keys every JSON record sets itself; an event field of the same name would overwrite one.
 _RESERVED = frozenset({"ts", "run_id", "event"})
 
@@ -56,8 +58,11 @@ class Stage:
 class RunLog:
     """Write the run's events to a stream: text lines, a live terminal line, or JSON lines.
 
-    Every write goes through one lock, so the display thread and the caller's threads never
-    interleave. After `close()` nothing more is written.
+    On a terminal, text has a live line: the innermost open stage with its seconds and counts,
+    redrawn about four times a second by rich's `Live` (its own thread), with every finished
+    line printed above it. Writes of this class go through one lock, so the caller's threads
+    never interleave, and rich's console serialises its own. After `close()` nothing more is
+    written.
     """
 
     def __init__(
@@ -71,11 +76,12 @@ class RunLog:
         self.seconds: dict[str, float] = {}
         self._stream: TextIO = sys.stderr if stream is None else stream
         self._live_display = fmt == "text" and (self._stream.isatty() if tty is None else tty)
+        # Held only around this object's own state and writes, never while rich works: rich's
+        # thread asks for the live line (which takes it) while holding rich's locks.
         self._lock = threading.Lock()
         self._open: list[Stage] = []
-        self._live = False  # a live line is on screen, not yet ended by a newline
         self._closed = False
-        self._display: tuple[threading.Thread, threading.Event] | None = None
+        self._live: Live | None = None
 
     def __enter__(self) -> RunLog:
         return self
@@ -116,12 +122,9 @@ class RunLog:
         self._finish(stage, None)
 
     def close(self) -> None:
-        """Stop the display thread and end any live line; later calls do nothing."""
-        self._stop_display(only_if_idle=False)
+        """End the live line, if any; later calls do nothing."""
+        self._stop_live(only_if_idle=False)
         with self._lock:
-            if self._live:
-                self._write("\n")
-                self._live = False
             self._closed = True
 
     def _begin(self, stage: Stage) -> None:
@@ -131,9 +134,7 @@ class RunLog:
         with self._lock:
             self._open.append(stage)
         if self._live_display:
-            with self._lock:
-                self._write(self._live_line())
-            self._start_display()
+            self._start_live()
         else:
             self._write_line(f"{stage.name} started")
 
@@ -157,7 +158,7 @@ class RunLog:
             self._write_line(
                 f"{stage.name} failed after {seconds:.3f} s{_fields_text(counts)}: {error}"
             )
-        self._stop_display(only_if_idle=True)
+        self._stop_live(only_if_idle=True)
 
     def _write_json(self, event: str, fields: dict[str, Any]) -> None:
         ts = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -168,35 +169,33 @@ class RunLog:
             self._write(line)
 
     def _write_line(self, text: str) -> None:
-        """Write one finished text line, replacing any live line and redrawing it below."""
-        with self._lock:
-            erase = ERASE_LINE if self._live else ""
-            self._live = False
-            self._write(f"{erase}{self._prefix()}{text}\n{self._live_line()}")
+        """Write one finished text line: above the live line while there is one."""
+        line = f"{self._prefix()}{text}"
+        live = self._live
+        if live is None:
+            with self._lock:
+                self._write(line + "\n")
+            return
+        try:  # a log that cannot be written must not fail the run
+            live.console.print(line, markup=False, emoji=False, highlight=False, soft_wrap=True)
+        except (OSError, ValueError):
+            self._closed = True
 
-    def _live_line(self) -> str:
-        """Return the live line of the innermost open stage, or "" (lock held)."""
-        if not self._live_display or self._closed or not self._open:
-            return ""
-        stage = self._open[-1]
-        text = f"{self._prefix()}{stage.name} ... {stage.elapsed():.1f} s"
-        text += _fields_text(stage.snapshot())
-        width = self._width()
-        if width > 1:
-            # A line wider than the terminal wraps, and `\r` would then redraw only its tail.
-            text = text[: width - 1]
-        self._live = True
-        return ERASE_LINE + text
+    def _live_line(self) -> Text:
+        """The live line: the innermost open stage, its seconds and counts (rich's thread)."""
+        from rich.text import Text
+
+        with self._lock:
+            stage = self._open[-1] if self._open and not self._closed else None
+        if stage is None:
+            return Text()
+        line = f"{self._prefix()}{stage.name} ... {stage.elapsed():.1f} s"
+        # Cut at the terminal's width: a wrapped line would be redrawn from its last row only.
+        return Text(line + _fields_text(stage.snapshot()), no_wrap=True, overflow="crop")
 
     def _prefix(self) -> str:
         # The whole run id: it is short, and greppable in the manifest and the run report.
         return f"{PREFIX}[{self.run_id}] " if self.run_id else PREFIX
-
-    def _width(self) -> int:
-        try:
-            return os.get_terminal_size(self._stream.fileno()).columns
-        except (AttributeError, OSError, ValueError):
-            return 0
 
     def _write(self, text: str) -> None:
         """Write and flush (lock held); a log that cannot be written must not fail the run."""
@@ -208,35 +207,30 @@ class RunLog:
         except (OSError, ValueError):
             self._closed = True
 
-    def _start_display(self) -> None:
-        with self._lock:
-            if self._display is not None or self._closed:
-                return
-            stop = threading.Event()
-            thread = threading.Thread(
-                target=self._refresh, args=(stop,), name="convsum-log-display", daemon=True
-            )
-            thread.start()
-            self._display = (thread, stop)
+    def _start_live(self) -> None:
+        from rich.console import Console
+        from rich.live import Live
 
-    def _stop_display(self, *, only_if_idle: bool) -> None:
+        if self._live is not None or self._closed:
+            return
+        console = Console(file=self._stream, force_terminal=True, highlight=False)
+        self._live = Live(
+            console=console,
+            get_renderable=self._live_line,
+            refresh_per_second=1 / REFRESH_SECONDS,
+            transient=True,  # the stage's finished line replaces it
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        self._live.start(refresh=True)
+
+    def _stop_live(self, *, only_if_idle: bool) -> None:
         with self._lock:
             if only_if_idle and self._open:
                 return
-            display, self._display = self._display, None
-        if display is None:
-            return
-        thread, stop = display
-        stop.set()
-        # Joined outside the lock: the thread may be waiting for it to draw one last time.
-        if thread is not threading.current_thread():
-            thread.join()
-
-    def _refresh(self, stop: threading.Event) -> None:
-        while not stop.wait(REFRESH_SECONDS):
-            with self._lock:
-                if not stop.is_set():
-                    self._write(self._live_line())
+        live, self._live = self._live, None
+        if live is not None:
+            live.stop()
 
 
 def _event_text(name: str, fields: dict[str, Any]) -> str:
