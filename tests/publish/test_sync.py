@@ -170,6 +170,7 @@ def _killed_at(s3: S3Server, out: Path, bucket: str, stage: str, *args: str) -> 
     assert process.wait(timeout=30) == -signal.SIGKILL, f"the sync ended before {stage}"
 
 
+@pytest.mark.serial  # the kill must land in the stage
 @pytest.mark.parametrize("stage", STAGES)
 def test_sync_killed_at_a_stage_then_rerun_leaves_the_bucket_equal_to_the_tree(
     s3: S3Server, synced: tuple[Path, Path, str], stage: str
@@ -187,6 +188,7 @@ def test_sync_killed_at_a_stage_then_rerun_leaves_the_bucket_equal_to_the_tree(
     assert _report(sync(s3, out, bucket))["sent"] == 0
 
 
+@pytest.mark.serial  # the kill must land in the stage
 def test_sync_killed_then_a_nightly_run_then_rerun_includes_the_run(
     s3: S3Server, tree: tuple[Path, Path]
 ) -> None:
