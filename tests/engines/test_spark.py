@@ -149,8 +149,10 @@ def test_spark_failed_task_is_one_error_line_and_exit_1(tmp_path: Path) -> None:
     """Executors whose Python lacks convsum: the run says so in one line, and publishes
     nothing. Spark's own output (its JVM's log lines, the task's traceback) is not on stderr."""
     convsum = str(Path(sys.executable).parent / "convsum")
-    command = [convsum, "run", "--messages", str(DEMO / "messages")]
-    command += ["--statuses", str(DEMO / "statuses"), "--out", str(tmp_path / "out")]
+    messages = write_parquet(tmp_path / "m.parquet", [message("m1")], MESSAGE_TYPES)
+    statuses = write_parquet(tmp_path / "s.parquet", [status("m1", 201)], STATUS_TYPES)
+    command = [convsum, "run", "--messages", str(messages), "--statuses", str(statuses)]
+    command += ["--out", str(tmp_path / "out")]
     python = shutil.which("python3", path="/usr/bin:/bin")
     assert python is not None
     environment = {**os.environ, "PYSPARK_PYTHON": python}
