@@ -85,8 +85,26 @@ def test_query_refuses_writing_other_files_and_bad_sql_with_exit_2(
 ) -> None:
     code, stdout, stderr = _query(str(out), sql)
     assert (code, stdout) == (2, b"")
-    assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("Error: "), stderr
-    assert words in stderr
+    assert stderr.startswith("Error: ") and words in stderr.splitlines()[0], stderr
+
+
+@pytest.mark.parametrize(
+    ("sql", "hint"),
+    [
+        ("SELECT * FROM message", ['Did you mean "messages"?']),
+        (
+            "SELECT status_cod FROM messages",
+            ['Candidate bindings: "status_code", "status_created"'],
+        ),
+        ("SELECT 1 +", ["LINE 1: SELECT 1 +", " " * len("LINE 1: SELECT 1 ") + "^"]),
+    ],
+)
+def test_query_errors_keep_duckdbs_hints(out: Path, sql: str, hint: list[str]) -> None:
+    code, _, stderr = _query(str(out), sql)
+    lines = stderr.splitlines()
+    assert code == 2 and lines[0].startswith("Error: "), stderr
+    # The caret under the SQL's column, no blank line.
+    assert [line[: len(want)] for line, want in zip(lines[1:], hint, strict=True)] == hint, stderr
 
 
 def test_query_reads_the_state_store_only_through_the_tables(out: Path) -> None:
@@ -445,3 +463,48 @@ def test_quality_reports_the_last_run_even_when_the_clock_went_back(
     ]
     result = CliRunner().invoke(cli, ["report", "quality", str(tmp_path / "out"), "-F", "csv"])
     assert result.stdout.splitlines()[1] == "messages,3", result.output
+
+
+def test_report_as_of_takes_the_apis_iso_form_and_any_offset(tmp_path: Path) -> None:
+    out = published_root(tmp_path, [message("m1")], [])  # 96 hours old at the time below
+    forms = ["2024-01-05T12:00:00", "2024-01-05T12:00:00Z", "2024-01-05T12:00:00.000Z",
+             "2024-01-05T14:00:00+02:00"]  # fmt: skip
+    results = [
+        CliRunner().invoke(cli, ["report", "stuck", str(out), "--as-of", f, "-F", "csv"])
+        for f in forms
+    ]
+    assert [r.exit_code for r in results] == [0] * len(forms), results[0].stderr
+    assert len({r.stdout for r in results}) == 1 and results[0].stdout.endswith(",96.0\n")
+    assert all("as of 2024-01-05T12:00:00Z" in r.stderr for r in results), results[1].stderr
+
+
+def test_report_of_an_owner_with_no_message_says_so(out: Path) -> None:
+    args = ["report", "outcomes", str(out), "--owner", "acme", "--owner", "nobody", "-F", "csv"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0 and result.stdout.count("\n") == 3  # acme's two days
+    warned = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert warned == ["convsum: warning: --owner 'nobody' matches no message of this run"]
+    quiet = CliRunner().invoke(cli, ["report", "outcomes", str(out), "--owner", "acme"])
+    assert "warning" not in quiet.stderr
+    html = CliRunner().invoke(cli, ["html", str(out), "-o", str(out.parent / "r.html"),
+                                    "--owner", "nobody"])  # fmt: skip
+    assert html.exit_code == 0 and "--owner 'nobody' matches no message" in html.stderr
+
+
+def test_output_suffix_names_the_format_or_is_refused(out: Path, tmp_path: Path) -> None:
+    sql = "SELECT id FROM messages ORDER BY id"
+    for name in ("x.xlsx", "rows"):
+        code, _, stderr = _query(str(out), sql, "-o", str(tmp_path / name))
+        assert code == 2 and f"no format is named by '{name}'" in stderr, stderr
+        assert "convsum: " not in stderr and not (tmp_path / name).exists()  # before running
+    assert _query(str(out), sql, "-o", str(tmp_path / "rows"), "-F", "tsv")[0] == 0
+    assert (tmp_path / "rows").read_text() == "id\nm1\nm2\nm3\n"
+    assert _query(str(out), sql, "-o", str(tmp_path / "x.md"))[0] == 0
+    assert (tmp_path / "x.md").read_text().startswith("| id |")
+    assert _query(str(out), sql, "-o", "-")[:2] == (0, b"id\nm1\nm2\nm3\n")
+
+
+def test_html_to_standard_output(out: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["html", str(out), "-o", "-"])
+    assert result.exit_code == 0 and result.stdout_bytes.startswith(b"<!DOCTYPE html>")
+    assert "wrote standard output" in result.stderr and not Path("-").exists()

@@ -23,7 +23,12 @@ from convsum.errors import QueryError
 from convsum.publish.tree import MARK
 
 if TYPE_CHECKING:
-    from convsum.reporting.query import Budget
+    from convsum.reporting.query import Budget, Tables
+    from convsum.reporting.reports import Parameters
+
+
+# ISO 8601 as the API writes it (a Z, milliseconds), with any offset, or without one (UTC).
+AS_OF_FORMATS = ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
 
 
 class _Duration(click.ParamType):  # type: ignore[type-arg]
@@ -103,7 +108,8 @@ def _output_options(command: Callable[..., Any]) -> Callable[..., Any]:
         "-o",
         "--output",
         type=click.Path(dir_okay=False, path_type=Path),
-        help="Write the rows to FILE instead of standard output.",
+        help="Write the rows to FILE instead of standard output; its suffix names the format "
+        "(.csv, .tsv, .json, .jsonl, .md, .parquet) unless -F does.",
     )(command)
     return click.option(
         "-F",
@@ -129,14 +135,34 @@ def _outside_output_roots(output: Path | None, out: Path) -> Path | None:
     return output
 
 
+# The formats -o FILE's suffix chooses (every format but the terminal's table).
+_SUFFIXES = {
+    ".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
+    ".md": "markdown", ".markdown": "markdown", ".parquet": "parquet",
+}  # fmt: skip
+
+
+def _destination(fmt: str | None, output: Path | None, out: Path) -> tuple[str | None, Path | None]:
+    """Return the format and the file (None: standard output) that -F and -o ask for, before
+    anything runs: -o's suffix names the format unless -F does, and `-o -` is standard output."""
+    if output is not None and str(output) == "-":
+        return fmt, None
+    output = _outside_output_roots(output, out)
+    if fmt is None and output is not None:
+        fmt = _SUFFIXES.get(output.suffix.lower())
+        if fmt is None:
+            known = ", ".join(sorted(_SUFFIXES))
+            msg = f"no format is named by {output.name!r}: end it in {known}, or give -F"
+            raise click.BadParameter(msg, param_hint="-o/--output")
+    return fmt, output
+
+
 def _emit(table: Any, fmt: str | None, output: Path | None, raw: bool, notes: list[str]) -> None:
     """Write the rows to `output` or standard output; say what was written on standard error."""
-    from convsum.reporting.output import FORMATS, Display, write
+    from convsum.reporting.output import Display, write
 
     to_terminal = output is None and sys.stdout.isatty()
-    if fmt is None:
-        suffix = output.suffix.lstrip(".").lower() if output else ""
-        fmt = suffix if suffix in FORMATS else "table" if to_terminal else "csv"
+    fmt = fmt or ("table" if to_terminal else "csv")
     if fmt == "parquet" and to_terminal:
         raise QueryError("parquet is binary: write it with -o FILE or into a pipe")
     width = shutil.get_terminal_size().columns if to_terminal else None
@@ -204,7 +230,7 @@ def query(
     if (sql is None) == (sql_file is None):
         raise click.UsageError("give the SQL as an argument, with -f FILE, or as - for stdin")
     text = _sql_text(sql, sql_file)
-    output = _outside_output_roots(output, out)
+    fmt, output = _destination(fmt, output, out)
 
     with open_tables(out, budget) as tables:
         rows, run_id = tables.run(text), tables.run_id
@@ -274,8 +300,9 @@ def _scope_options(command: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.option(
     "--as-of",
-    type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]),
-    help="stuck: the time ages are measured at, UTC [default: now].",
+    type=click.DateTime(AS_OF_FORMATS),
+    help="stuck: the time ages are measured at, as 2024-01-31, 2024-01-31T12:00:00 (UTC), or "
+    "with an offset as the API writes it (2024-01-31T12:00:00.000Z) [default: now].",
 )
 @_output_options
 def report(
@@ -317,17 +344,26 @@ def report(
         return
     if out is None:
         raise click.UsageError("give the output root OUT to report on")
-    output = _outside_output_roots(output, out)
+    fmt, output = _destination(fmt, output, out)
     values = Parameters.of(options)
 
     with open_tables(out, budget) as tables:
         rows, run_id = run_report(tables, chosen, values, options["by"]), tables.run_id
+        _warn_unknown_owners(tables, values)
     notes = [f"report {name}", f"run {run_id}"]
     if "tz" in chosen.options:
         notes.append(f"time zone {values.tz}")
     if "as_of" in chosen.options:
         notes.append(f"as of {values.as_of.isoformat()}Z")
     _emit(rows, fmt, output, raw, notes)
+
+
+def _warn_unknown_owners(tables: Tables, values: Parameters) -> None:
+    """Say on standard error which --owner matches no message (an empty report, not a quiet day)."""
+    from convsum.reporting.reports import unknown_owners
+
+    for owner in unknown_owners(tables, values):
+        click.echo(f"convsum: warning: --owner {owner!r} matches no message of this run", err=True)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -337,7 +373,7 @@ def report(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="The HTML file to write.",
+    help="The HTML file to write (- for standard output).",
 )
 @_scope_options
 @click.option("--top", type=click.IntRange(min=1), help="Failure codes shown [default: 10].")
@@ -363,8 +399,15 @@ def html(out: Path, output: Path, budget: Budget, **options: Any) -> None:
 
     with open_tables(out, budget) as tables:
         facts, data = html_data(tables, values)
+        _warn_unknown_owners(tables, values)
+    page, to_stdout = render_html(facts, data), str(output) == "-"
     try:
-        output.write_bytes(render_html(facts, data))
+        if to_stdout:
+            sys.stdout.buffer.write(page)
+            sys.stdout.flush()
+        else:
+            output.write_bytes(page)
     except OSError as exc:
         raise click.ClickException(f"{output}: cannot write ({exc.strerror})") from exc
-    click.echo(f"convsum: wrote {output}; run {facts['run_id']}; time zone {values.tz}", err=True)
+    where = "standard output" if to_stdout else output
+    click.echo(f"convsum: wrote {where}; run {facts['run_id']}; time zone {values.tz}", err=True)

@@ -70,7 +70,7 @@ class Tables:
             duckdb.CatalogException,
             duckdb.PermissionException,
         ) as exc:
-            raise QueryError(_reason(exc)) from exc
+            raise QueryError(_reason(exc, whole=True)) from exc
         except duckdb.OutOfMemoryException as exc:
             msg = (
                 f"the query needs more than its budget: {_reason(exc)}; raise --memory-limit "
@@ -81,9 +81,12 @@ class Tables:
             raise ConvsumError(f"the query failed: {_reason(exc)}") from exc
 
 
-def _reason(exc: BaseException) -> str:
-    """Return DuckDB's first line of an error, without advice to SET what the sandbox locks."""
-    return _SET_HINT.sub("", first_line(exc))
+def _reason(exc: BaseException, whole: bool = False) -> str:
+    """Return DuckDB's first line of an error, or the `whole` of it (its `Did you mean`,
+    `Candidate bindings` and the caret under the SQL, without blank lines), without advice to
+    SET what the sandbox locks."""
+    text = "\n".join(line for line in str(exc).splitlines() if line.strip())
+    return _SET_HINT.sub("", text if whole else first_line(exc))
 
 
 def check_read_only(sql: str) -> None:
@@ -91,7 +94,7 @@ def check_read_only(sql: str) -> None:
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
-        raise QueryError(_reason(exc)) from exc
+        raise QueryError(_reason(exc, whole=True)) from exc
     if len(statements) != 1:
         msg = f"expected exactly one SQL statement, got {len(statements)}"
         raise QueryError(msg)

@@ -172,6 +172,8 @@ class Parameters:
     as_of: datetime = field(default_factory=_now)  # UTC, naive
 
     def __post_init__(self) -> None:
+        if self.as_of.tzinfo is not None:  # given with an offset: the same instant in UTC
+            object.__setattr__(self, "as_of", self.as_of.astimezone(UTC).replace(tzinfo=None))
         if self.from_ and self.to and self.from_ >= self.to:
             raise QueryError("--from must be before --to")
         if self.tz != "UTC" and not _known_time_zone(self.tz):
@@ -299,6 +301,17 @@ def run_report(
     """Run `report` over `tables` with the `parameters` (and `--by`, if it has one)."""
     sql = report.sql(by)
     return tables.run(sql, report.parameters(sql, parameters))
+
+
+def unknown_owners(tables: Tables, parameters: Parameters) -> list[str]:
+    """Return the owners the parameters name that no message of the tables has."""
+    if not parameters.owners:
+        return []
+    sql = "SELECT list(DISTINCT owner) AS known FROM messages WHERE list_contains($owners, owner)"
+    known = set(
+        tables.run(sql, {"owners": list(parameters.owners)}).column("known")[0].as_py() or ()
+    )
+    return [owner for owner in parameters.owners if owner not in known]
 
 
 def html_data(tables: Tables, values: Parameters) -> tuple[dict[str, str], dict[str, pa.Table]]:
