@@ -239,17 +239,27 @@ def test_report_misuse_exits_2_with_the_reason(out: Path, args: list[str], words
     assert words in result.stderr.splitlines()[-1], result.stderr
 
 
-def test_report_show_sql_is_the_sql_that_runs(out: Path, tmp_path: Path) -> None:
-    shown = CliRunner().invoke(cli, ["report", "--show-sql", "latency", "--by", "operator"])
-    assert shown.exit_code == 0 and "GROUP BY mcc, mnc" in shown.stdout
-    params = {"tz": "UTC", "owners": [], "direction": None, "from": None, "to": None}
-    with open_tables(out) as tables:
-        direct = tables.run(shown.stdout, params)
-    result = CliRunner().invoke(
-        cli, ["report", "latency", str(out), "--by", "operator", "-o", str(tmp_path / "l.parquet")]
-    )
-    assert result.exit_code == 0
-    assert pq.read_table(tmp_path / "l.parquet").equals(direct)
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["latency", "--by", "operator"],
+        ["outcomes", "--owner", "acme", "--from", "2024-01-01", "--tz", "Europe/Stockholm"],
+        ["stuck", "--older-than", "1h", "--as-of", "2024-01-05T00:00:00Z", "--direction", "mt"],
+        ["top", "--top", "1"],
+        ["quality"],
+    ],
+)
+def test_report_show_sql_runs_through_query_as_it_is(
+    out: Path, tmp_path: Path, args: list[str]
+) -> None:
+    shown = CliRunner().invoke(cli, ["report", "--show-sql", *args])
+    assert shown.exit_code == 0 and "$" not in shown.stdout, shown.stdout
+    ran = CliRunner().invoke(cli, ["query", str(out), "-", "-o", str(tmp_path / "q.parquet")],
+                             input=shown.stdout)  # fmt: skip
+    assert ran.exit_code == 0, ran.stderr
+    report = [args[0], str(out), *args[1:], "-o", str(tmp_path / "r.parquet")]
+    assert CliRunner().invoke(cli, ["report", *report]).exit_code == 0
+    assert pq.read_table(tmp_path / "q.parquet").equals(pq.read_table(tmp_path / "r.parquet"))
 
 
 def test_damaged_tables_are_refused_by_queries_and_rebuilt_by_the_next_run(tmp_path: Path) -> None:

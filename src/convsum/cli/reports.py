@@ -286,7 +286,12 @@ def _scope_options(command: Callable[..., Any]) -> Callable[..., Any]:
     "out", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
 )
 @click.option("--list", "list_reports", is_flag=True, help="List the reports, one line each.")
-@click.option("--show-sql", is_flag=True, help="Print the report's SQL instead of running it.")
+@click.option(
+    "--show-sql",
+    is_flag=True,
+    help="Print the report's SQL, with the options' values written in, instead of running it: "
+    "`convsum query OUT -` runs it as it is.",
+)
 @_scope_options
 @click.option("--by", type=click.Choice(("day", "owner", "operator")), help="latency: group by.")
 @click.option("--top", type=click.IntRange(min=1), help="failures, top: how many [default: 10].")
@@ -339,13 +344,13 @@ def report(
         command = click.get_current_context().command
         flags = ", ".join(p.opts[0] for p in command.params if p.name in extra)
         raise click.UsageError(f"report {name} does not take {flags}")
+    values = Parameters.of(options)
     if show_sql:
-        click.echo(chosen.sql(options["by"]), nl=False)
+        click.echo(chosen.runnable_sql(values, options["by"]), nl=False)
         return
     if out is None:
         raise click.UsageError("give the output root OUT to report on")
     fmt, output = _destination(fmt, output, out)
-    values = Parameters.of(options)
 
     with open_tables(out, budget) as tables:
         rows, run_id = run_report(tables, chosen, values, options["by"]), tables.run_id

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from convsum.errors import QueryError
 from convsum.reporting.tables import OUTCOMES
+from convsum.sql import literal
 
 if TYPE_CHECKING:
     from convsum.reporting.query import Tables
@@ -235,8 +236,31 @@ class Report:
 
     def parameters(self, sql: str, parameters: Parameters) -> dict[str, Any]:
         """Return the values of the named parameters that `sql` uses."""
-        used = set(re.findall(r"\$([a-z_]+)", sql))
+        used = set(_PARAMETER.findall(sql))
         return {name: value for name, value in parameters.sql_values().items() if name in used}
+
+    def runnable_sql(self, parameters: Parameters, by: str | None = None) -> str:
+        """Return the report's SQL with the parameters' values written in: what `convsum query`
+        runs as it is, to give the report's rows."""
+        sql = self.sql(by)
+        values = self.parameters(sql, parameters)
+        return _PARAMETER.sub(lambda found: _sql_value(values[found.group(1)]), sql)
+
+
+_PARAMETER = re.compile(r"\$([a-z_]+)")
+
+
+def _sql_value(value: Any) -> str:
+    """Return a parameter's value as SQL: NULL, a number, a DATE, a string or a list of them."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, date):
+        return f"DATE '{value.isoformat()}'"
+    if isinstance(value, list):
+        return "[" + ", ".join(literal(item) for item in value) + "]::VARCHAR[]"
+    return literal(str(value))
 
 
 REPORTS: Mapping[str, Report] = MappingProxyType(
