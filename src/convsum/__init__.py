@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from importlib.metadata import version
-
-__version__ = version("convsum")
+# The one place the version is written: the package's metadata takes it from here
+# (pyproject.toml), so that reading it costs no metadata lookup at every start.
+__version__ = "0.4.0"

@@ -95,7 +95,7 @@ def _budget_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _output_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options of every command that prints rows: -F/--format, -o/--output and --raw."""
-    from convsum.reporting.output import FORMATS
+    from convsum.reporting import FORMATS
 
     command = _budget_options(command)
     command = click.option(

@@ -1,1 +1,5 @@
 """Reporting: the queryable tables of a published run, SQL over them, named reports, HTML."""
+
+# The output formats (reporting/output.py writes them), here so that the command line's options
+# can name them without importing the writers.
+FORMATS = ("table", "csv", "tsv", "json", "jsonl", "markdown", "parquet")

@@ -29,7 +29,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-FORMATS = ("table", "csv", "tsv", "json", "jsonl", "markdown", "parquet")
 SLICE_ROWS = 65_536
 
 # C0 and C1 controls and DEL (but newline and tab, which the formats handle themselves), and the
