@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import signal
 import subprocess
 import sys
@@ -518,3 +519,18 @@ def test_html_to_standard_output(out: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["html", str(out), "-o", "-"])
     assert result.exit_code == 0 and result.stdout_bytes.startswith(b"<!DOCTYPE html>")
     assert "wrote standard output" in result.stderr and not Path("-").exists()
+
+
+def test_the_table_shows_40_rows_unless_limit_says_otherwise(out: Path) -> None:
+    sql = "SELECT range AS n FROM range(1000)"
+    code, stdout, stderr = _query(str(out), sql, "-F", "table")
+    assert code == 0 and stderr.startswith("convsum: 1,000 rows (40 shown; --limit 0 for all)")
+    numbers = re.findall(rb"\b\d+\b", stdout)
+    assert numbers == [str(n).encode() for n in range(40)]
+    assert (
+        len(re.findall(rb"\b\d+\b", _query(str(out), sql, "-F", "table", "--limit", "0")[1]))
+        == 1000
+    )
+    assert _query(str(out), sql)[1].count(b"\n") == 1001  # csv: every row
+    code, stdout, stderr = _query(str(out), sql, "--limit", "3")
+    assert stdout == b"n\n0\n1\n2\n" and "1,000 rows (3 shown" in stderr

@@ -94,10 +94,17 @@ def _budget_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _output_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The options of every command that prints rows: -F/--format, -o/--output and --raw."""
+    """The options of every command that prints rows: -F/--format, -o/--output, --raw, --limit."""
     from convsum.reporting import FORMATS
 
     command = _budget_options(command)
+    command = click.option(
+        "--limit",
+        type=click.IntRange(min=0),
+        metavar="N",
+        help=f"Write at most the first N rows, 0 for all [default: {TABLE_ROWS} in the table "
+        "format, all in the others].",
+    )(command)
     command = click.option(
         "--raw",
         is_flag=True,
@@ -135,6 +142,9 @@ def _outside_output_roots(output: Path | None, out: Path) -> Path | None:
     return output
 
 
+# The rows the terminal's table shows unless --limit says otherwise: what fits on a screen or two.
+TABLE_ROWS = 40
+
 # The formats -o FILE's suffix chooses (every format but the terminal's table).
 _SUFFIXES = {
     ".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl",
@@ -157,30 +167,37 @@ def _destination(fmt: str | None, output: Path | None, out: Path) -> tuple[str |
     return fmt, output
 
 
-def _emit(table: Any, fmt: str | None, output: Path | None, raw: bool, notes: list[str]) -> None:
-    """Write the rows to `output` or standard output; say what was written on standard error."""
+def _emit(
+    table: Any, fmt: str | None, output: Path | None, raw: bool, limit: int | None, notes: list[str]
+) -> None:
+    """Write the rows (the first `limit`) to `output` or standard output; say what was written on
+    standard error."""
     from convsum.reporting.output import Display, write
 
     to_terminal = output is None and sys.stdout.isatty()
     fmt = fmt or ("table" if to_terminal else "csv")
+    limit = TABLE_ROWS if limit is None and fmt == "table" else limit or 0
+    shown = table.slice(0, limit) if 0 < limit < table.num_rows else table
     if fmt == "parquet" and to_terminal:
         raise QueryError("parquet is binary: write it with -o FILE or into a pipe")
     width = shutil.get_terminal_size().columns if to_terminal else None
     display = Display(width=width, terminal=to_terminal, raw=raw)
     try:
         if output is None:
-            write(table, fmt, sys.stdout.buffer, display)
+            write(shown, fmt, sys.stdout.buffer, display)
             sys.stdout.flush()
         else:
             with output.open("wb") as handle:
-                write(table, fmt, handle, display)
+                write(shown, fmt, handle, display)
     except BrokenPipeError:
         # The reader stopped early (`| head`): end quietly, as a process killed by SIGPIPE.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise click.exceptions.Exit(128 + signal.SIGPIPE) from None
     except OSError as exc:
         raise click.ClickException(f"{output or 'stdout'}: cannot write ({exc.strerror})") from exc
-    rows = f"{table.num_rows} row" + ("" if table.num_rows == 1 else "s")
+    rows = f"{table.num_rows:,} row" + ("" if table.num_rows == 1 else "s")
+    if shown is not table:
+        rows += f" ({shown.num_rows:,} shown; --limit 0 for all)"
     click.echo("convsum: " + "; ".join([rows, *notes]), err=True)
 
 
@@ -216,6 +233,7 @@ def query(
     fmt: str | None,
     output: Path | None,
     raw: bool,
+    limit: int | None,
     budget: Budget,
 ) -> None:
     """Run one read-only SQL statement over the tables OUT serves.
@@ -234,7 +252,7 @@ def query(
 
     with open_tables(out, budget) as tables:
         rows, run_id = tables.run(text), tables.run_id
-    _emit(rows, fmt, output, raw, [f"run {run_id}", "timestamps UTC"])
+    _emit(rows, fmt, output, raw, limit, [f"run {run_id}", "timestamps UTC"])
 
 
 def _sql_text(sql: str | None, sql_file: Any) -> str:
@@ -318,6 +336,7 @@ def report(
     fmt: str | None,
     output: Path | None,
     raw: bool,
+    limit: int | None,
     budget: Budget,
     **options: Any,
 ) -> None:
@@ -360,7 +379,7 @@ def report(
         notes.append(f"time zone {values.tz}")
     if "as_of" in chosen.options:
         notes.append(f"as of {values.as_of.isoformat()}Z")
-    _emit(rows, fmt, output, raw, notes)
+    _emit(rows, fmt, output, raw, limit, notes)
 
 
 def _warn_unknown_owners(tables: Tables, values: Parameters) -> None:
