@@ -379,17 +379,28 @@ def run_reports(
         for name in REPORTS:
             command = [*convsum, "report", name, str(out), "-F", "csv", "-o", os.devnull]
             samples.take(turn, f"report {name}", command)
+        # The terminal's table (its first 40 rows, fitted and formatted) against the CSV of all.
+        command = [*convsum, "report", "stuck", str(out), "-F", "table", "-o", os.devnull]
+        samples.take(turn, TABLE_LABEL, command)
     remove_made(out)
     return samples.medians()
 
 
+TABLE_LABEL = "report stuck -F table"
+
+
 def format_reports(results: list[Measurement]) -> str:
-    """Return the reports' measurements as a Markdown table."""
+    """Return the reports' measurements as a Markdown table, and the terminal table's time as a
+    ratio to the CSV's (the target: at most 2)."""
     lines = ["| report | wall s | cpu s | peak MiB |", "|---|---|---|---|"]
     lines += [
         f"| {m.label.removeprefix('report ')} | {m.wall:.2f} | {m.cpu:.2f} | {m.peak_mib:.0f} |"
         for m in results
     ]
+    by_label = {m.label: m for m in results}
+    if TABLE_LABEL in by_label and "report stuck" in by_label:
+        ratio = by_label[TABLE_LABEL].wall / by_label["report stuck"].wall
+        lines += ["", f"stuck as the terminal's table / as CSV: {ratio:.2f}x (target at most 2x)"]
     return "\n".join(lines)
 
 

@@ -78,10 +78,18 @@ def test_bench_reports_smoke_times_every_named_report(tmp_path: Path) -> None:
     data = tmp_path / "data"
     ensure_data(data, 2_000, seed=1)
     results = run_reports(data, tmp_path / "work", threads=1)
-    assert [m.label for m in results] == [f"report {name}" for name in REPORTS]
+    assert [m.label for m in results] == [
+        *(f"report {name}" for name in REPORTS),
+        "report stuck -F table",
+    ]
     assert all(m.wall > 0 and m.cpu > 0 for m in results)
-    table = format_reports(results)
-    assert table.count("\n") == len(REPORTS) + 1 and "| outcomes |" in table
+    lines = format_reports(results).splitlines()
+    assert len(lines) == 2 + len(REPORTS) + 1 + 2 and "| outcomes |" in lines[2]
+    table, csv = results[-1].wall, next(m.wall for m in results if m.label == "report stuck")
+    assert (
+        lines[-1]
+        == f"stuck as the terminal's table / as CSV: {table / csv:.2f}x (target at most 2x)"
+    )
     assert not (tmp_path / "work" / "reports").exists()
 
 

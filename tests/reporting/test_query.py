@@ -151,22 +151,12 @@ SQL = "SELECT *, [id, owner] AS nested, 1.5::DECIMAL(9, 2) AS exact FROM message
 
 
 def _parsed(fmt: str, data: bytes) -> list[dict[str, str]]:
-    """The rows of a text format, as strings (null as the empty string)."""
-    if fmt in ("csv", "tsv"):
-        delimiter = "," if fmt == "csv" else "\t"
-        return list(csv.DictReader(io.StringIO(data.decode(), newline=""), delimiter=delimiter))
-    lines = data.decode().splitlines()
-    assert fmt == "markdown" and lines[1].startswith("|---")
-
-    def cells(line: str) -> list[str]:
-        parts = line[2:-2].replace("\\|", "\0").split(" | ")
-        return [p.replace("\0", "|").replace("<br>", "\n").replace("\\\\", "\\") for p in parts]
-
-    header = cells(lines[0])
-    return [dict(zip(header, cells(line), strict=True)) for line in lines[2:]]
+    """The rows of csv or tsv, as strings (null as the empty string)."""
+    delimiter = "," if fmt == "csv" else "\t"
+    return list(csv.DictReader(io.StringIO(data.decode(), newline=""), delimiter=delimiter))
 
 
-@pytest.mark.parametrize("fmt", ["csv", "tsv", "markdown", "json", "jsonl", "parquet"])
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "json", "jsonl", "parquet"])
 def test_query_every_format_parses_back_to_the_rows(out: Path, tmp_path: Path, fmt: str) -> None:
     with open_tables(out) as tables:
         expected = tables.run(SQL)
@@ -196,8 +186,9 @@ def test_query_format_defaults_follow_the_output(out: Path, tmp_path: Path) -> N
     _query(str(out), sql, "-o", str(tmp_path / "ids.jsonl"))
     assert (tmp_path / "ids.jsonl").read_bytes() == b'{"id":"m1"}\n{"id":"m2"}\n{"id":"m3"}\n'
     table = _query(str(out), sql, "-F", "table")[1].decode()
-    assert table.split() == ["┏━━━━┓", "┃", "id", "┃", "┡━━━━┩", "│", "m1", "│", "│", "m2",
-                             "│", "│", "m3", "│", "└────┘"]  # fmt: skip
+    assert table.split() == ["┏━━━━━━━━━┓", "┃", "id", "┃", "┃", "varchar", "┃",
+                             "┡━━━━━━━━━┩", "│", "m1", "│", "│", "m2", "│", "│", "m3", "│",
+                             "└─────────┘"]  # fmt: skip
 
 
 def test_html_command_writes_the_reports_charts_deterministically(
@@ -485,7 +476,7 @@ def test_report_as_of_takes_the_apis_iso_form_and_any_offset(tmp_path: Path) -> 
         for f in forms
     ]
     assert [r.exit_code for r in results] == [0] * len(forms), results[0].stderr
-    assert len({r.stdout for r in results}) == 1 and results[0].stdout.endswith(",96.0\n")
+    assert len({r.stdout for r in results}) == 1 and ",96.0," in results[0].stdout
     assert all("as of 2024-01-05T12:00:00Z" in r.stderr for r in results), results[1].stderr
 
 
@@ -511,7 +502,7 @@ def test_output_suffix_names_the_format_or_is_refused(out: Path, tmp_path: Path)
     assert _query(str(out), sql, "-o", str(tmp_path / "rows"), "-F", "tsv")[0] == 0
     assert (tmp_path / "rows").read_text() == "id\nm1\nm2\nm3\n"
     assert _query(str(out), sql, "-o", str(tmp_path / "x.md"))[0] == 0
-    assert (tmp_path / "x.md").read_text().startswith("| id |")
+    assert (tmp_path / "x.md").read_text().startswith("| id  |\n|-----|")
     assert _query(str(out), sql, "-o", "-")[:2] == (0, b"id\nm1\nm2\nm3\n")
 
 
@@ -522,11 +513,12 @@ def test_html_to_standard_output(out: Path, tmp_path: Path) -> None:
 
 
 def test_the_table_shows_40_rows_unless_limit_says_otherwise(out: Path) -> None:
-    sql = "SELECT range AS n FROM range(1000)"
-    code, stdout, stderr = _query(str(out), sql, "-F", "table")
-    assert code == 0 and stderr.startswith("convsum: 1,000 rows (40 shown; --limit 0 for all)")
+    many = "SELECT range AS n FROM range(39583)"
+    code, stdout, stderr = _query(str(out), many, "-F", "table")
+    assert code == 0 and stderr.startswith("convsum: 39,583 rows (40 shown; --limit 0 for all)")
     numbers = re.findall(rb"\b\d+\b", stdout)
     assert numbers == [str(n).encode() for n in range(40)]
+    sql = "SELECT range AS n FROM range(1000)"
     assert (
         len(re.findall(rb"\b\d+\b", _query(str(out), sql, "-F", "table", "--limit", "0")[1]))
         == 1000

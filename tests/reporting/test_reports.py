@@ -162,9 +162,8 @@ def outcomes(rows: list[dict[str, Any]], p: dict[str, Any]) -> list[dict[str, An
         out.append(
             {
                 "day": day, "owner": owner, "direction": direction, "messages": len(group),
-                **counts, "finalised": finalised,
-                "delivery_rate": _ratio(counts["delivered"], finalised),
-                "delivered_share": _ratio(counts["delivered"], len(group)),
+                "finalised": finalised, "delivery_rate": _ratio(counts["delivered"], finalised),
+                "delivered_share": _ratio(counts["delivered"], len(group)), **counts,
             }
         )  # fmt: skip
     return out
@@ -256,10 +255,10 @@ def stuck(rows: list[dict[str, Any]], p: dict[str, Any]) -> list[dict[str, Any]]
     found.sort(key=lambda r: (r["created"], r["owner"], r["id"]))
     return [
         {
-            "owner": r["owner"], "id": r["id"], "sender": r["sender"],
-            "recipient": r["recipient"], "created": r["created"],
-            "status_code": r["status_code"], "status_created": r["status_created"],
+            "owner": r["owner"], "id": r["id"], "created": r["created"],
             "age_hours": (AS_OF - r["created"]).total_seconds() / 3600,
+            "status_code": r["status_code"], "status_created": r["status_created"],
+            "sender": r["sender"], "recipient": r["recipient"],
         }
         for r in found
     ]  # fmt: skip

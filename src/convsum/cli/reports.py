@@ -8,7 +8,7 @@ import re
 import shutil
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -23,6 +23,7 @@ from convsum.errors import QueryError
 from convsum.publish.tree import MARK
 
 if TYPE_CHECKING:
+    from convsum.reporting.human import Unit
     from convsum.reporting.query import Budget, Tables
     from convsum.reporting.reports import Parameters
 
@@ -168,10 +169,16 @@ def _destination(fmt: str | None, output: Path | None, out: Path) -> tuple[str |
 
 
 def _emit(
-    table: Any, fmt: str | None, output: Path | None, raw: bool, limit: int | None, notes: list[str]
+    table: Any,
+    fmt: str | None,
+    output: Path | None,
+    raw: bool,
+    limit: int | None,
+    notes: list[str],
+    units: Mapping[str, Unit] | None = None,
 ) -> None:
-    """Write the rows (the first `limit`) to `output` or standard output; say what was written on
-    standard error."""
+    """Write the rows (the first `limit`) to `output` or standard output, the `units` for the
+    human formats; say what was written on standard error."""
     from convsum.reporting.output import Display, write
 
     to_terminal = output is None and sys.stdout.isatty()
@@ -181,7 +188,7 @@ def _emit(
     if fmt == "parquet" and to_terminal:
         raise QueryError("parquet is binary: write it with -o FILE or into a pipe")
     width = shutil.get_terminal_size().columns if to_terminal else None
-    display = Display(width=width, terminal=to_terminal, raw=raw)
+    display = Display(width=width, terminal=to_terminal, raw=raw, units=units or {})
     try:
         if output is None:
             write(shown, fmt, sys.stdout.buffer, display)
@@ -346,7 +353,7 @@ def report(
     range of local dates [FROM, TO). Options that a report does not take are refused.
     """
     from convsum.reporting.query import open_tables
-    from convsum.reporting.reports import REPORTS, Parameters, run_report
+    from convsum.reporting.reports import REPORTS, UNITS, Parameters, run_report
 
     if list_reports:
         for known in REPORTS.values():
@@ -375,11 +382,13 @@ def report(
         rows, run_id = run_report(tables, chosen, values, options["by"]), tables.run_id
         _warn_unknown_owners(tables, values)
     notes = [f"report {name}", f"run {run_id}"]
+    if any(str(kind).startswith("timestamp") for kind in rows.schema.types):
+        notes.append("timestamps UTC")
     if "tz" in chosen.options:
         notes.append(f"time zone {values.tz}")
     if "as_of" in chosen.options:
         notes.append(f"as of {values.as_of.isoformat()}Z")
-    _emit(rows, fmt, output, raw, limit, notes)
+    _emit(rows, fmt, output, raw, limit, notes, UNITS)
 
 
 def _warn_unknown_owners(tables: Tables, values: Parameters) -> None:

@@ -1,9 +1,10 @@
-"""Write a query's rows in one of the output formats, every row, nothing cut.
+"""Write a query's rows in one of the output formats.
 
-Formats: `table` (drawn by rich for a terminal: long cells wrap, never end in an ellipsis), `csv`
-and `tsv` (a header line, then one line per row; nested values as JSON text; timestamps as ISO
-8601 with their offset), `json` (one array of objects), `jsonl` (one object per line), `markdown`
-(a GitHub table) and `parquet` (the Arrow types as they are).
+Formats: `table` (drawn by rich for a terminal, to its width) and `markdown` (a GitHub table), the
+two a person reads, with their numbers formatted (reporting/human.py); `csv` and `tsv` (a header
+line, then one line per row; nested values as JSON text; timestamps as ISO 8601 with their
+offset), `json` (one array of objects), `jsonl` (one object per line) and `parquet` (the Arrow
+types as they are), with every value's full precision.
 
 Message bodies, owners and participants are chosen by whoever sends a message, so the formats
 a person reads never pass their text on as it is (`Display`): control characters are shown as
@@ -16,10 +17,9 @@ they are.
 from __future__ import annotations
 
 import html
-import io
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import IO, Any
@@ -28,6 +28,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from convsum.reporting.human import Unit, columns, markdown_lines, table_text
 
 SLICE_ROWS = 65_536
 
@@ -42,12 +44,14 @@ class Display:
     """Where the rows go, which decides how their text is made safe to read.
 
     `width` is the terminal's, for the table; `terminal` says the bytes reach a terminal, so no
-    control character may pass; `raw` writes csv and tsv cells without the formula guard.
+    control character may pass; `raw` writes csv and tsv cells without the formula guard;
+    `units` are what the table and markdown show some numeric columns as (reporting/human.py).
     """
 
     width: int | None = None
     terminal: bool = False
     raw: bool = False
+    units: Mapping[str, Unit] = field(default_factory=dict)
 
 
 def write(table: pa.Table, fmt: str, out: IO[bytes], display: Display | None = None) -> None:
@@ -181,37 +185,15 @@ def _markdown_cell(text: str) -> str:
     return shown_controls(text)
 
 
-def _markdown(table: pa.Table, _display: Display) -> Iterator[str]:
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(cells) + " |\n"
-
-    yield line([_markdown_cell(n) for n in table.column_names])
-    yield "|" + "|".join("---" for _ in table.column_names) + "|\n"
-    for part in _slices(table):
-        yield "".join(line(row) for row in _rows(part, _markdown_cell))
+def _markdown(table: pa.Table, display: Display) -> Iterator[str]:
+    yield from markdown_lines(columns(table, display.units, _markdown_cell))
 
 
 def _table(table: pa.Table, display: Display) -> Iterator[str]:
-    """Draw the rows with rich: every cell a `Text`, so no markup or emoji code in the data is
-    interpreted, and no control character reaches the terminal."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
+    def text(value: str) -> str:
+        return shown_controls(value.replace("\r\n", "\n"))
 
-    def cell(value: str) -> Text:
-        return Text(shown_controls(value.replace("\r\n", "\n")))
-
-    numeric = [pa.types.is_integer(t) or pa.types.is_floating(t) for t in table.schema.types]
-    drawn = Table(show_lines=False)
-    for name, right in zip(table.column_names, numeric, strict=True):
-        drawn.add_column(cell(name), justify="right" if right else "left", overflow="fold")
-    for row in _rows(table):
-        drawn.add_row(*map(cell, row))
-    text = io.StringIO()
-    Console(file=text, width=display.width or 160, force_terminal=False, highlight=False).print(
-        drawn
-    )
-    yield text.getvalue()
+    yield table_text(columns(table, display.units, text), display.width or 160)
 
 
 _TEXT_WRITERS: dict[str, Callable[[pa.Table, Display], Iterator[str]]] = {

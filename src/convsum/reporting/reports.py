@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from convsum.errors import QueryError
+from convsum.reporting.human import Unit
 from convsum.reporting.tables import OUTCOMES
 from convsum.sql import literal
 
@@ -47,13 +48,15 @@ _SCOPE = """WITH m AS (
 )
 """
 
+# Each report's columns come in the order a reader wants them, the most telling first: the
+# terminal's table shows the first columns that fit.
 _PER_OUTCOME = ",\n    ".join(f"count(*) FILTER (outcome = '{o}') AS {o}" for o in OUTCOMES)
 _OUTCOMES = f"""
 SELECT day, owner, direction, count(*) AS messages,
-    {_PER_OUTCOME},
     count(*) FILTER (outcome NOT IN ('pending', 'no_status')) AS finalised,
-    delivered / nullif(finalised, 0) AS delivery_rate,
-    delivered / nullif(messages, 0) AS delivered_share
+    count(*) FILTER (outcome = 'delivered') / nullif(finalised, 0) AS delivery_rate,
+    count(*) FILTER (outcome = 'delivered') / nullif(messages, 0) AS delivered_share,
+    {_PER_OUTCOME}
 FROM m
 GROUP BY day, owner, direction
 ORDER BY day, owner, direction
@@ -100,8 +103,8 @@ ORDER BY {by_order}
 """
 
 _STUCK = """
-SELECT owner, id, sender, recipient, created, status_code, status_created,
-    epoch($as_of::TIMESTAMPTZ - created) / 3600 AS age_hours
+SELECT owner, id, created, epoch($as_of::TIMESTAMPTZ - created) / 3600 AS age_hours,
+    status_code, status_created, sender, recipient
 FROM m
 WHERE direction = 'mt' AND final_created IS NULL
     AND created < $as_of::TIMESTAMPTZ - to_seconds($older_than_s)
@@ -143,6 +146,22 @@ SELECT unnest([
     ]) AS count
 FROM last, early
 """
+
+# What the terminal's table and markdown show the reports' fractions and durations as.
+UNITS: Mapping[str, Unit] = MappingProxyType(
+    {
+        "delivery_rate": "share",
+        "delivered_share": "share",
+        "share": "share",
+        "within_5s": "share",
+        "within_10s": "share",
+        "within_60s": "share",
+        "p50": "seconds",
+        "p95": "seconds",
+        "p99": "seconds",
+        "age_hours": "hours",
+    }
+)
 
 LATENCY_BY = MappingProxyType({"day": "day", "owner": "owner", "operator": "mcc, mnc"})
 
