@@ -26,6 +26,10 @@ ALIGNMENT_MODULUS = 10_000
 # What a CDN or a caching proxy may reuse an object for, unless `cache_control` says otherwise:
 # a nightly job changes the newest pages and the summaries once a day.
 DEFAULT_CACHE_CONTROL = "max-age=300"
+# The read API's (publish/nginx.py): the largest page a caller may ask for, and the answers'
+# Cache-Control: they depend on the caller's token, so no shared cache may keep them.
+DEFAULT_MAX_LIMIT = 1000
+DEFAULT_API_CACHE_CONTROL = "private, max-age=60"
 # What a query or report may spill to its temporary directory (DuckDB's own default is 90 % of
 # the free disk).
 DEFAULT_SPILL_LIMIT = "10GiB"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -102,6 +103,21 @@ def checked(
             raise click.BadParameter(str(exc)) from exc
 
     return callback
+
+
+def checked_later(path: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """`checked`, with the check named as `module:attribute` (`convsum.publish.bucket:
+    Destination.parse`) and imported only when a value is given: `--help` and the other commands
+    import no publisher."""
+
+    def check(value: Any) -> Any:
+        module, attribute = path.split(":")
+        found: Any = importlib.import_module(module)
+        for name in attribute.split("."):
+            found = getattr(found, name)
+        return found(value)
+
+    return checked(check)
 
 
 CONFIG_TABLES = "convsum.config_tables"

@@ -6,14 +6,23 @@ import importlib.util
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import orjson
 
-from convsum.cli.base import CONFIG_TABLES, CONTEXT, UsageFromConfig, checked, cli, job_log
+from convsum.cli.base import (
+    CONFIG_TABLES,
+    CONTEXT,
+    UsageFromConfig,
+    checked,
+    checked_later,
+    cli,
+    job_log,
+)
 from convsum.config import (
+    DEFAULT_API_CACHE_CONTROL,
     DEFAULT_CACHE_CONTROL,
+    DEFAULT_MAX_LIMIT,
     ENGINES,
     LOG_FORMATS,
     ONLY,
@@ -24,23 +33,19 @@ from convsum.config import (
     load_toml,
 )
 from convsum.errors import ConfigError
-from convsum.publish.bucket import Destination, check_cache_control
-from convsum.publish.nginx import (
-    DEFAULT_API_CACHE_CONTROL,
-    DEFAULT_MAX_LIMIT,
-    TokenApi,
-    check_listen,
-    check_trusted_proxy,
-    check_user,
-    render,
-)
-from convsum.publish.tree import API, CURRENT
-from convsum.results import RunReport, SyncReport, as_dict
+
+if TYPE_CHECKING:
+    from convsum.publish.bucket import Destination
+    from convsum.results import RunReport, SyncReport
+
+# The publishers are imported where a command uses them, so that `--help`, completion and the
+# other commands do not pay for them.
+_DESTINATION = "convsum.publish.bucket:Destination.parse"
 
 _cache_control_option = click.option(
     "--cache-control",
     metavar="VALUE",
-    callback=checked(check_cache_control),
+    callback=checked_later("convsum.publish.bucket:check_cache_control"),
     help=f"Cache-Control of every object a sync sends [default: {DEFAULT_CACHE_CONTROL}].",
 )
 
@@ -108,7 +113,7 @@ _cache_control_option = click.option(
 @click.option(
     "--sync-to",
     metavar="s3://BUCKET/PREFIX",
-    callback=checked(lambda url: str(Destination.parse(url))),
+    callback=lambda ctx, param, url: url and str(checked_later(_DESTINATION)(ctx, param, url)),
     help="After publishing, sync the tree to this bucket (see `convsum sync`).",
 )
 @_cache_control_option
@@ -143,6 +148,7 @@ def run(report: bool, full: bool, **options: Any) -> None:
             api=str(out / "current" / "api"),
         )
         if config.sync_to:
+            from convsum.publish.bucket import Destination
             from convsum.publish.sync import sync_tree
 
             sync_tree(out, Destination.parse(config.sync_to), config.cache_control, log)
@@ -191,7 +197,7 @@ def _config_file(ctx: click.Context, path: Path | None) -> None:
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("destination", metavar="s3://BUCKET/PREFIX", callback=checked(Destination.parse))
+@click.argument("destination", metavar="s3://BUCKET/PREFIX", callback=checked_later(_DESTINATION))
 @_cache_control_option
 @click.option(
     "--log-format",
@@ -234,6 +240,10 @@ def sync(
 
 def _print_report(result: RunReport | SyncReport) -> None:
     """Write a run's or a sync's report on stdout, as JSON (`--report`)."""
+    import orjson
+
+    from convsum.results import as_dict
+
     sys.stdout.buffer.write(orjson.dumps(as_dict(result), option=orjson.OPT_INDENT_2) + b"\n")
 
 
@@ -245,7 +255,7 @@ def _print_report(result: RunReport | SyncReport) -> None:
     "--from",
     "origin",
     metavar="s3://BUCKET/PREFIX",
-    callback=checked(Destination.parse),
+    callback=checked_later(_DESTINATION),
     help="Serve the tree synced to this bucket instead of OUT's (nginx as a caching proxy).",
 )
 @click.option(
@@ -258,12 +268,12 @@ def _print_report(result: RunReport | SyncReport) -> None:
     "--listen",
     default="127.0.0.1:8080",
     show_default=True,
-    callback=checked(check_listen),
+    callback=checked_later("convsum.publish.nginx:check_listen"),
     help="nginx listen address: PORT, HOST:PORT, [IPV6]:PORT or unix:/PATH.",
 )
 @click.option(
     "--user",
-    callback=checked(check_user),
+    callback=checked_later("convsum.publish.nginx:check_user"),
     help="Worker user, for an nginx started as root (emits `user NAME;`).",
 )
 @click.option(
@@ -279,7 +289,7 @@ def _print_report(result: RunReport | SyncReport) -> None:
     metavar="VALUE",
     default=DEFAULT_API_CACHE_CONTROL,
     show_default=True,
-    callback=checked(check_cache_control),
+    callback=checked_later("convsum.publish.bucket:check_cache_control"),
     help="Cache-Control of every answer of the API (they depend on the caller's token).",
 )
 @click.option(
@@ -288,7 +298,7 @@ def _print_report(result: RunReport | SyncReport) -> None:
     metavar="CIDR",
     multiple=True,
     callback=lambda ctx, param, cidrs: tuple(
-        checked(check_trusted_proxy)(ctx, param, c) for c in cidrs
+        checked_later("convsum.publish.nginx:check_trusted_proxy")(ctx, param, c) for c in cidrs
     ),
     help="A proxy whose X-Forwarded-Proto and X-Forwarded-Host make the Link header's URLs; "
     "repeatable [default: none, the request's own scheme and Host].",
@@ -341,6 +351,8 @@ def nginx_conf(
         msg = f"{options}: only for the authenticated API (without --owner-in-path)"
         raise click.UsageError(msg)
     from convsum.publish.manifest import MANIFEST
+    from convsum.publish.nginx import TokenApi, render
+    from convsum.publish.tree import API, CURRENT
     from convsum.tokens import OWNERS, TOKENS
 
     if origin is not None:
@@ -364,7 +376,10 @@ def nginx_conf(
 
 
 def _published_layout(out: Path) -> dict[str, Any]:
+    import orjson
+
     from convsum.publish.manifest import MANIFEST
+    from convsum.publish.tree import CURRENT
 
     manifest_path = out / CURRENT / MANIFEST
     try:

@@ -20,7 +20,6 @@ from convsum.config import (
     check_memory_limit,
 )
 from convsum.errors import QueryError
-from convsum.publish.tree import MARK
 
 if TYPE_CHECKING:
     from convsum.reporting.human import Unit
@@ -132,6 +131,8 @@ def _output_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def _outside_output_roots(output: Path | None, out: Path) -> Path | None:
     """Return `output` unless it lies inside an output root (exit 2): a file written there
     would overwrite or join what the tree serves and syncs."""
+    from convsum.publish.tree import MARK
+
     if output is None or str(output) == "-":
         return output
     target = output.resolve()

@@ -49,7 +49,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from convsum.config import ALIGNMENT_MODULUS
+from convsum.config import ALIGNMENT_MODULUS, DEFAULT_API_CACHE_CONTROL, DEFAULT_MAX_LIMIT
 from convsum.errors import ConfigError
 from convsum.publish.bucket import BUCKET_MANIFEST
 from convsum.publish.paths import SUMMARY_FILE, page_group_digits
@@ -59,9 +59,6 @@ MODULE_DIR = "/usr/lib/nginx/modules"
 MODULES = ("ndk_http_module.so", "ngx_http_set_misc_module.so")
 JS_MODULE = "ngx_http_js_module.so"  # libnginx-mod-http-js
 API_SCRIPT = Path(__file__).resolve().with_name("api.js")
-DEFAULT_MAX_LIMIT = 1000
-# Answers depend on the caller's token, so no shared cache may keep them.
-DEFAULT_API_CACHE_CONTROL = "private, max-age=60"
 PAGINATION_TYPE = "/v2/problems/pagination-parameters-invalid"
 _NOT_FOUND = '{"status":404,"error":"Not Found","message":"unknown participant"}'
 _NO_LISTS = '{"status":404,"error":"Not Found","message":"this run published summaries only"}'
