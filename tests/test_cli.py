@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
 from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +21,7 @@ from click.testing import CliRunner
 from convsum import __version__
 from convsum.cli import cli
 from convsum.reporting.query import open_tables
+from convsum.reporting.reports import REPORTS
 from convsum.results import DataCounts
 from tests.conftest import (
     MESSAGE_TYPES,
@@ -528,3 +531,18 @@ def test_cli_environment_sits_between_the_command_line_and_the_file(
     assert page_size("--page-size", "25") == 25  # the command line beats both
     bad = runner.invoke(cli, ["run", "--config", str(config)], env={"CONVSUM_RUN_PAGE_SIZE": "7"})
     assert bad.exit_code == 2 and "page size 7 is not served statically" in bad.stderr
+
+
+def test_completion_offers_the_report_names_without_the_query_engines() -> None:
+    env = {**os.environ, "_CONVSUM_COMPLETE": "bash_complete", "COMP_CWORD": "2",
+           "PYTHONPROFILEIMPORTTIME": "1"}  # fmt: skip
+    command = [str(Path(sys.executable).parent / "convsum")]
+    every = subprocess.run(command, env={**env, "COMP_WORDS": "convsum report "},
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert every.stdout.split() == [f"plain,{name}" for name in REPORTS]
+    some = subprocess.run(command, env={**env, "COMP_WORDS": "convsum report l"},
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert some.stdout.split() == ["plain,latency"]
+    imported = {line.split("|")[-1].strip() for line in every.stderr.splitlines()}
+    assert "click" in imported
+    assert not imported & {"duckdb", "polars", "pyarrow", "convsum.publish.nginx", "rich"}

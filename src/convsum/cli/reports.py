@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
+from click.shell_completion import CompletionItem
 
 from convsum.cli.base import CONTEXT, Command, checked, cli
 from convsum.config import (
@@ -306,8 +307,17 @@ def _scope_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def _report_names(
+    _ctx: click.Context, _param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Complete a report's name (without importing the reports' engines)."""
+    from convsum.reporting import REPORT_NAMES
+
+    return [CompletionItem(name) for name in REPORT_NAMES if name.startswith(incomplete)]
+
+
 @cli.command(context_settings=CONTEXT)
-@click.argument("name", required=False, metavar="NAME")
+@click.argument("name", required=False, metavar="NAME", shell_complete=_report_names)
 @click.argument(
     "out", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
 )

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from convsum.errors import QueryError
+from convsum.reporting import REPORT_NAMES
 from convsum.reporting.human import Unit
 from convsum.reporting.tables import OUTCOMES
 from convsum.sql import literal
@@ -336,6 +337,10 @@ REPORTS: Mapping[str, Report] = MappingProxyType(
         )
     }
 )
+
+
+if tuple(REPORTS) != REPORT_NAMES:  # completion offers REPORT_NAMES: they must be the reports
+    raise AssertionError(f"reporting.REPORT_NAMES must be {tuple(REPORTS)}")
 
 
 def run_report(
