@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from convsum.cli import cli
+from convsum.codes import GROUPS, KNOWN_CODES
 from convsum.config import RunConfig
 from convsum.reporting.reports import REPORTS
 from convsum.run import run_job
@@ -174,6 +175,8 @@ def failures(rows: list[dict[str, Any]], p: dict[str, Any]) -> list[dict[str, An
     out = [
         {
             "status_code": code,
+            "name": KNOWN_CODES.get(code, f"{GROUPS[code // 100]} ({code // 100}xx)"),
+            "outcome": outcome(code),
             "messages": len(group),
             "share": len(group) / len(failed),
             "owners": sorted({r["owner"] for r in group}),
@@ -222,17 +225,39 @@ def _quantile(values: list[float], q: float) -> float | None:
     return values[low] + (position - low) * (values[high] - values[low])
 
 
+def _latencies(rows: list[dict[str, Any]]) -> list[float]:
+    return [
+        (r["final_created"] - r["created"]).total_seconds()
+        for r in rows
+        if r["final_created"] is not None
+    ]
+
+
+def overview(rows: list[dict[str, Any]], p: dict[str, Any]) -> list[dict[str, Any]]:
+    owners = [(None, rows)] + [(o, g) for (o,), g in sorted(_groups(rows, "owner").items())]
+    out = []
+    for owner, group in owners:
+        finalised, delivered = _finalised(group), _delivered(group)
+        failed = sum(r["outcome"] in FAILURES for r in group)
+        seconds = _latencies(group)
+        out.append(
+            {
+                "owner": owner, "messages": len(group), "finalised": finalised,
+                "delivered": delivered, "delivery_rate": _ratio(delivered, finalised),
+                "failed": failed, "failed_share": _ratio(failed, len(group)),
+                **{f"p{q}": _quantile(seconds, q / 100) for q in (50, 95, 99)},
+            }
+        )  # fmt: skip
+    return out
+
+
 def latency(rows: list[dict[str, Any]], p: dict[str, Any]) -> list[dict[str, Any]]:
     keys = {"day": ("day",), "owner": ("owner",), "operator": ("mcc", "mnc")}[p["by"]]
     out = []
     groups = _groups(rows, *keys)
     for key in sorted(groups, key=lambda k: tuple(map(_nulls_last, k))):
         group = groups[key]
-        seconds = [
-            (r["final_created"] - r["created"]).total_seconds()
-            for r in group
-            if r["final_created"] is not None
-        ]
+        seconds = _latencies(group)
         out.append(
             {
                 **dict(zip(keys, key, strict=True)),
@@ -304,6 +329,7 @@ def top(rows: list[dict[str, Any]], p: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 EXPECTED: dict[str, Callable[[list[dict[str, Any]], dict[str, Any]], list[dict[str, Any]]]] = {
+    "overview": overview,
     "outcomes": outcomes,
     "failures": failures,
     "operators": operators,

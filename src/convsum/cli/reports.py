@@ -430,28 +430,29 @@ def _warn_unknown_owners(tables: Tables, values: Parameters) -> None:
 def html(out: Path, output: Path, budget: Budget, **options: Any) -> None:
     """Write one self-contained HTML report of the tables OUT serves, to open offline.
 
-    Charts of daily volume by direction, delivery outcome by day, latency percentiles by day,
-    the top failure codes and the operators, the quality counts, and the run's facts. The same
-    data and options give the same bytes.
+    The range and its time zone; tiles of messages, delivery rate, p50 and p95 latency and
+    failures with their change against the period before; charts of volume, outcomes and
+    latency per day, the top failure codes and the operators; the quality counts; an owner
+    selector. The same data and options give the same bytes.
     """
-    from convsum.reporting.html import render_html
+    from convsum.reporting.html import collect, render_html
     from convsum.reporting.query import open_tables
-    from convsum.reporting.reports import Parameters, html_data
+    from convsum.reporting.reports import Parameters
 
     _outside_output_roots(output, out)
     values = Parameters.of(options)
 
     with open_tables(out, budget) as tables:
-        facts, data = html_data(tables, values)
+        page = collect(tables, values)
         _warn_unknown_owners(tables, values)
-    page, to_stdout = render_html(facts, data), str(output) == "-"
+    text, to_stdout = render_html(page), str(output) == "-"
     try:
         if to_stdout:
-            sys.stdout.buffer.write(page)
+            sys.stdout.buffer.write(text)
             sys.stdout.flush()
         else:
-            output.write_bytes(page)
+            output.write_bytes(text)
     except OSError as exc:
         raise click.ClickException(f"{output}: cannot write ({exc.strerror})") from exc
     where = "standard output" if to_stdout else output
-    click.echo(f"convsum: wrote {where}; run {facts['run_id']}; time zone {values.tz}", err=True)
+    click.echo(f"convsum: wrote {where}; run {page.run_id}; time zone {values.tz}", err=True)

@@ -6,4 +6,6 @@ FORMATS = ("table", "csv", "tsv", "json", "jsonl", "markdown", "parquet")
 
 # The named reports (reporting/reports.py defines them, in this order, and checks that it does),
 # here so that shell completion can offer them without importing the query engines.
-REPORT_NAMES = ("outcomes", "failures", "operators", "latency", "stuck", "volume", "top", "quality")
+REPORT_NAMES = (
+    "overview", "outcomes", "failures", "operators", "latency", "stuck", "volume", "top", "quality"
+)  # fmt: skip

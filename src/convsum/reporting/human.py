@@ -83,7 +83,7 @@ def _timestamp(value: Any, tz: str | None) -> str:
 def _floats(values: list[float | None], unit: Unit | None) -> list[str]:
     """Floating-point cells: as the column's unit says, else with 2 decimals (4 below 1)."""
     if unit == "share":
-        return [NULL if v is None else _finite(v, lambda x: f"{x * 100:,.1f}%") for v in values]
+        return [NULL if v is None else _finite(v, percent) for v in values]
     if unit is not None:
         scale = 3600 if unit == "hours" else 1
         return [NULL if v is None else _finite(v * scale, duration) for v in values]
@@ -102,6 +102,11 @@ def _decimals(values: list[Decimal | None]) -> list[str]:
     places = max((-int(v.as_tuple().exponent) for v in exact), default=0)
     places = max(places, 0)
     return [NULL if v is None else f"{v:,.{places}f}" for v in values]
+
+
+def percent(share: float) -> str:
+    """Return a share (0.9080) as a person reads it: 90.8%."""
+    return f"{share * 100:,.1f}%"
 
 
 def duration(seconds: float) -> str:

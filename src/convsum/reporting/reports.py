@@ -15,10 +15,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import duckdb
-import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from convsum.codes import GROUPS, KNOWN_CODES
 from convsum.errors import QueryError
 from convsum.reporting import REPORT_NAMES
 from convsum.reporting.human import Unit
@@ -49,36 +48,49 @@ _SCOPE = """WITH m AS (
 )
 """
 
+# The measures more than one report shares, each written once: "finalised" is a latest outcome
+# that is final; "failed" one of the failures'; latency, seconds from created to the first final
+# status, as Python's timedelta.total_seconds(): the exact microseconds over 10^6, one rounding.
+_FINALISED = "count(*) FILTER (outcome NOT IN ('pending', 'no_status'))"
+_DELIVERED = "count(*) FILTER (outcome = 'delivered')"
+FAILED = ("expired", "canceled", "rejected", "error")
+_FAILED = "outcome IN (" + ", ".join(f"'{o}'" for o in FAILED) + ")"
+_LATENCY_SECONDS = "(epoch_us(final_created) - epoch_us(created)) / 1000000"
+_PERCENTILES = "quantile_cont(latency, [0.5, 0.95, 0.99])"
+# A status code's name (SPEC section 3), or its group's for a code the gateway does not list.
+_CODE_NAME = "CASE status_code {} ELSE CASE status_code // 100 {} END END".format(
+    " ".join(f"WHEN {code} THEN '{name}'" for code, name in KNOWN_CODES.items()),
+    " ".join(f"WHEN {group} THEN '{name} ({group}xx)'" for group, name in GROUPS.items()),
+)
+
 # Each report's columns come in the order a reader wants them, the most telling first: the
 # terminal's table shows the first columns that fit.
 _PER_OUTCOME = ",\n    ".join(f"count(*) FILTER (outcome = '{o}') AS {o}" for o in OUTCOMES)
 _OUTCOMES = f"""
-SELECT day, owner, direction, count(*) AS messages,
-    count(*) FILTER (outcome NOT IN ('pending', 'no_status')) AS finalised,
-    count(*) FILTER (outcome = 'delivered') / nullif(finalised, 0) AS delivery_rate,
-    count(*) FILTER (outcome = 'delivered') / nullif(messages, 0) AS delivered_share,
+SELECT day, owner, direction, count(*) AS messages, {_FINALISED} AS finalised,
+    {_DELIVERED} / nullif(finalised, 0) AS delivery_rate,
+    {_DELIVERED} / nullif(messages, 0) AS delivered_share,
     {_PER_OUTCOME}
 FROM m
 GROUP BY day, owner, direction
 ORDER BY day, owner, direction
 """
 
-_FAILURES = """
-SELECT status_code, count(*) AS messages, messages / sum(messages) OVER () AS share,
+_FAILURES = f"""
+SELECT status_code, {_CODE_NAME} AS name, any_value(outcome) AS outcome, count(*) AS messages,
+    messages / sum(messages) OVER () AS share,
     list_sort(list(DISTINCT owner)) AS owners,
     list_sort(list(DISTINCT coalesce(mcc, '') || '/' || coalesce(mnc, ''))) AS operators,
     min(status_created) AS first_seen, max(status_created) AS last_seen
 FROM m
-WHERE outcome IN ('expired', 'canceled', 'rejected', 'error')
+WHERE {_FAILED}
 GROUP BY status_code
 QUALIFY row_number() OVER (ORDER BY messages DESC, status_code) <= $top
 ORDER BY messages DESC, status_code
 """
 
-_OPERATORS = """
-SELECT mcc, mnc, count(*) AS messages,
-    count(*) FILTER (outcome NOT IN ('pending', 'no_status')) AS finalised,
-    count(*) FILTER (outcome = 'delivered') AS delivered,
+_OPERATORS = f"""
+SELECT mcc, mnc, count(*) AS messages, {_FINALISED} AS finalised, {_DELIVERED} AS delivered,
     delivered / nullif(finalised, 0) AS delivery_rate
 FROM m
 WHERE direction = 'mt'
@@ -87,20 +99,31 @@ HAVING count(*) >= $min_volume
 ORDER BY delivery_rate ASC NULLS LAST, messages DESC, mcc NULLS LAST, mnc NULLS LAST
 """
 
-# Seconds as Python's timedelta.total_seconds(): the exact microseconds over 10^6, one rounding.
-_LATENCY = """
-SELECT {by}, messages, finalised, q[1] AS p50, q[2] AS p95, q[3] AS p99,
+_LATENCY = f"""
+SELECT {{by}}, messages, finalised, q[1] AS p50, q[2] AS p95, q[3] AS p99,
     within_5s, within_10s, within_60s
 FROM (
-    SELECT {by}, count(*) AS messages, count(latency) AS finalised,
-        quantile_cont(latency, [0.5, 0.95, 0.99]) AS q,
+    SELECT {{by}}, count(*) AS messages, count(latency) AS finalised, {_PERCENTILES} AS q,
         count(*) FILTER (latency <= 5) / count(*) AS within_5s,
         count(*) FILTER (latency <= 10) / count(*) AS within_10s,
         count(*) FILTER (latency <= 60) / count(*) AS within_60s
-    FROM (SELECT *, (epoch_us(final_created) - epoch_us(created)) / 1000000 AS latency FROM m)
-    GROUP BY {by}
+    FROM (SELECT *, {_LATENCY_SECONDS} AS latency FROM m)
+    GROUP BY {{by}}
 )
-ORDER BY {by_order}
+ORDER BY {{by_order}}
+"""
+
+# The headline numbers: all the owners of the scope (owner NULL), then each owner.
+_OVERVIEW = f"""
+SELECT owner, messages, finalised, delivered, delivered / nullif(finalised, 0) AS delivery_rate,
+    failed, failed / nullif(messages, 0) AS failed_share, q[1] AS p50, q[2] AS p95, q[3] AS p99
+FROM (
+    SELECT owner, count(*) AS messages, {_FINALISED} AS finalised, {_DELIVERED} AS delivered,
+        count(*) FILTER ({_FAILED}) AS failed, {_PERCENTILES} AS q
+    FROM (SELECT *, {_LATENCY_SECONDS} AS latency FROM m)
+    GROUP BY ROLLUP (owner)
+)
+ORDER BY owner NULLS FIRST
 """
 
 _STUCK = """
@@ -154,6 +177,7 @@ UNITS: Mapping[str, Unit] = MappingProxyType(
         "delivery_rate": "share",
         "delivered_share": "share",
         "share": "share",
+        "failed_share": "share",
         "within_5s": "share",
         "within_10s": "share",
         "within_60s": "share",
@@ -288,6 +312,11 @@ REPORTS: Mapping[str, Report] = MappingProxyType(
         report.name: report
         for report in (
             Report(
+                "overview",
+                "Messages, delivery rate, failures, p50/p95/p99 latency: all owners, then each.",
+                _OVERVIEW,
+            ),
+            Report(
                 "outcomes",
                 "Messages per local day, owner and direction by outcome, with delivery rates.",
                 _OUTCOMES,
@@ -360,33 +389,3 @@ def unknown_owners(tables: Tables, parameters: Parameters) -> list[str]:
         tables.run(sql, {"owners": list(parameters.owners)}).column("known")[0].as_py() or ()
     )
     return [owner for owner in parameters.owners if owner not in known]
-
-
-def html_data(tables: Tables, values: Parameters) -> tuple[dict[str, str], dict[str, pa.Table]]:
-    """Return the HTML report's facts and tables, from the named reports."""
-
-    def summed(table: pa.Table, keys: list[str], columns: list[str]) -> pa.Table:
-        frame = pl.from_arrow(table)
-        assert isinstance(frame, pl.DataFrame)
-        return frame.group_by(keys).agg(pl.col(columns).sum()).sort(keys).to_arrow()
-
-    outcomes = run_report(tables, REPORTS["outcomes"], values)
-    data = {
-        "volume": summed(outcomes, ["day", "direction"], ["messages"]),
-        "outcomes": summed(outcomes, ["day"], list(OUTCOMES)),
-        "latency": run_report(tables, REPORTS["latency"], values, "day"),
-        "failures": run_report(tables, REPORTS["failures"], values),
-        "operators": run_report(tables, REPORTS["operators"], values),
-        "quality": run_report(tables, REPORTS["quality"], values),
-    }
-    days = outcomes.column("day")
-    last = tables.run("SELECT finished FROM runs ORDER BY run_number DESC LIMIT 1").to_pylist()
-    facts = {
-        "as_of": last[0]["finished"].isoformat() if last else "",
-        "time_zone": values.tz,
-        "data_from": str(pc.min(days).as_py() or ""),
-        "data_to": str(pc.max(days).as_py() or ""),
-        "run_id": tables.run_id,
-        "messages": str(pc.sum(outcomes.column("messages")).as_py() or 0),
-    }
-    return facts, data
