@@ -6,7 +6,6 @@ import fnmatch
 import glob
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -214,6 +213,8 @@ def load_toml(path: Path) -> dict[str, Any]:
     Paths in the file are relative to the file's own directory, so a job definition works from
     any working directory.
     """
+    import tomllib  # here: convsum --help and completion never read a file
+
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:

@@ -10,8 +10,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
-import orjson
-
 from convsum.config import LOG_FORMATS
 from convsum.errors import first_line
 
@@ -164,6 +162,8 @@ class RunLog:
         ts = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         record = {"ts": ts, "run_id": self.run_id, "event": event, **fields}
         # default=str: a Path or a datetime in an event's fields is logged rather than fatal.
+        import orjson  # here: a command that logs nothing, or only text, never imports it
+
         line = orjson.dumps(record, default=str, option=orjson.OPT_APPEND_NEWLINE).decode()
         with self._lock:
             self._write(line)

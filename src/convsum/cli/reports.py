@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import shutil
 import signal
 import sys
 from collections.abc import Callable, Mapping
@@ -189,6 +188,8 @@ def _emit(
     shown = table.slice(0, limit) if 0 < limit < table.num_rows else table
     if fmt == "parquet" and to_terminal:
         raise QueryError("parquet is binary: write it with -o FILE or into a pipe")
+    import shutil  # here: it imports bz2 and lzma, which convsum --help does not need
+
     width = shutil.get_terminal_size().columns if to_terminal else None
     display = Display(width=width, terminal=to_terminal, raw=raw, units=units or {})
     try:

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import click
-import orjson
 
 from convsum.cli.base import CONTEXT, cli
 
@@ -84,6 +83,8 @@ def tokens_list(out: Path, fmt: str) -> None:
 
     infos = list_tokens(out)
     if fmt == "json":
+        import orjson
+
         document = [asdict(info) for info in infos]
         sys.stdout.buffer.write(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
         return
@@ -106,5 +107,7 @@ def tokens_revoke(out: Path, token_id: str) -> None:
 def _shown(owner: str) -> str:
     """Return an owner as printed on one line: as it is, or quoted when it holds a control
     character or is not the same once stripped."""
+    import orjson
+
     plain = owner.isprintable() and owner == owner.strip()
     return owner if plain else orjson.dumps(owner).decode()
