@@ -352,6 +352,9 @@ def format_sync(results: list[Measurement]) -> str:
     return "\n".join(lines)
 
 
+TABLE_LABEL = "report stuck -F table"
+
+
 def run_reports(
     data: Path,
     work: Path,
@@ -382,11 +385,9 @@ def run_reports(
         # The terminal's table (its first 40 rows, fitted and formatted) against the CSV of all.
         command = [*convsum, "report", "stuck", str(out), "-F", "table", "-o", os.devnull]
         samples.take(turn, TABLE_LABEL, command)
+        samples.take(turn, "html", [*convsum, "html", str(out), "-o", os.devnull])
     remove_made(out)
     return samples.medians()
-
-
-TABLE_LABEL = "report stuck -F table"
 
 
 def format_reports(results: list[Measurement]) -> str:

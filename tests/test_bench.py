@@ -81,11 +81,13 @@ def test_bench_reports_smoke_times_every_named_report(tmp_path: Path) -> None:
     assert [m.label for m in results] == [
         *(f"report {name}" for name in REPORTS),
         "report stuck -F table",
+        "html",
     ]
     assert all(m.wall > 0 and m.cpu > 0 for m in results)
     lines = format_reports(results).splitlines()
-    assert len(lines) == 2 + len(REPORTS) + 1 + 2 and "| outcomes |" in lines[2]
-    table, csv = results[-1].wall, next(m.wall for m in results if m.label == "report stuck")
+    assert len(lines) == 2 + len(REPORTS) + 2 + 2 and "| overview |" in lines[2]
+    assert lines[2 + len(REPORTS) + 1].startswith("| html | ")
+    table, csv = results[-2].wall, next(m.wall for m in results if m.label == "report stuck")
     assert (
         lines[-1]
         == f"stuck as the terminal's table / as CSV: {table / csv:.2f}x (target at most 2x)"

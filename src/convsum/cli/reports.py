@@ -394,7 +394,9 @@ def report(
         rows, run_id = run_report(tables, chosen, values, options["by"]), tables.run_id
         _warn_unknown_owners(tables, values)
     notes = [f"report {name}", f"run {run_id}"]
-    if any(str(kind).startswith("timestamp") for kind in rows.schema.types):
+    import pyarrow as pa  # loaded already: the rows are Arrow's
+
+    if any(pa.types.is_timestamp(kind) for kind in rows.schema.types):
         notes.append("timestamps UTC")
     if "tz" in chosen.options:
         notes.append(f"time zone {values.tz}")

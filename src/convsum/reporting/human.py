@@ -99,8 +99,7 @@ def _finite(value: float, shown: Callable[[float], str]) -> str:
 def _decimals(values: list[Decimal | None]) -> list[str]:
     """Decimal cells with the places the column needs (its most exact value's), aligned."""
     exact = [v.normalize() for v in values if v is not None and v.is_finite()]
-    places = max((-int(v.as_tuple().exponent) for v in exact), default=0)
-    places = max(places, 0)
+    places = max([0, *(-int(v.as_tuple().exponent) for v in exact)])
     return [NULL if v is None else f"{v:,.{places}f}" for v in values]
 
 
