@@ -30,6 +30,7 @@ DAG_FILE = JOBS / "convsum_nightly_dag.py"
 # Where jobs/README.md installs the command and the configuration.
 INSTALLED_CONVSUM = "/opt/convsum/.venv/bin/convsum"
 INSTALLED_CONFIG = "/etc/convsum/nightly.toml"
+METRICS = "/var/lib/node_exporter/textfile/convsum-run.prom"
 NIGHTLY_ARGV = [INSTALLED_CONVSUM, "run", "--config", INSTALLED_CONFIG]
 SCHEDULE = "30 2 * * *"
 # Shell operators that end the convsum command on the crontab line.
@@ -125,6 +126,7 @@ def test_jobs_nightly_config_builds() -> None:
         "threads": config.threads,
         "log_format": getattr(config, "log_format", "<RunConfig has no log_format>"),
         "rebuild": getattr(config, "rebuild", "<RunConfig has no rebuild>"),
+        "metrics_file": config.metrics_file,
     }
     assert found == {
         "messages": "/srv/sms/logs/messages",
@@ -137,6 +139,7 @@ def test_jobs_nightly_config_builds() -> None:
         "threads": None,
         "log_format": "json",
         "rebuild": True,
+        "metrics_file": METRICS,
     }
 
 
@@ -147,13 +150,19 @@ def test_jobs_service_unit_keys() -> None:
         "Type": "oneshot",
         "User": "convsum",
         "Restart": "on-failure",
-        "ReadWritePaths": "/srv/convsum/out",
+        "ReadWritePaths": "/srv/convsum/out /var/lib/node_exporter/textfile",
     }
     # 75 (the lock) is retried after a pause; 1 and 2 need a human.
     assert set(service["RestartPreventExitStatus"].split()) == {"1", "2"}
     assert service.get("RestartSec")
     for key in ("ProtectSystem", "PrivateTmp", "NoNewPrivileges"):
         assert service.get(key) in ("strict", "yes"), key
+    # What the config asks of the run, the unit allows: writing the metrics file, and reaching
+    # the bucket of sync_to (which the config offers, commented out).
+    assert str(Path(METRICS).parent) in service["ReadWritePaths"].split()
+    assert 'sync_to = "s3://' in CONFIG.read_text(encoding="utf-8")
+    assert service.get("PrivateNetwork", "no") == "no"
+    assert {"AF_INET", "AF_INET6"} <= set(service["RestrictAddressFamilies"].split())
 
 
 def test_jobs_timer_unit_keys() -> None:
@@ -293,6 +302,7 @@ def test_jobs_nightly_command_runs_on_the_demo_data(tmp_path: Path) -> None:
         ("/srv/sms/logs/messages", demo / "messages"),
         ("/srv/sms/logs/statuses", demo / "statuses"),
         ("/srv/convsum/out", tmp_path / "out"),
+        (METRICS, tmp_path / "convsum-run.prom"),
     ):
         assert f'"{installed}"' in text, installed
         text = text.replace(f'"{installed}"', f'"{here}"')
@@ -305,4 +315,5 @@ def test_jobs_nightly_command_runs_on_the_demo_data(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         events = [json.loads(line) for line in result.stderr.splitlines()]  # JSON lines only
         assert events[-1]["event"] == "published" and events[-1]["mode"] == mode
+        assert "convsum_run_exit_code 0.0" in (tmp_path / "convsum-run.prom").read_text()
         assert {e["run_id"] for e in events} == {events[0]["run_id"]}

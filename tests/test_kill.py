@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,7 @@ def _killed_run(
         CONVSUM, "run", "--messages", config.messages, "--statuses", str(config.statuses),
         "--out", config.out, "--page-size", str(config.page_size), "--desc-pages",
         "--log-format", "json", *(["--full"] if full else []),
+        *(["--metrics-file", config.metrics_file] if config.metrics_file else []),
     ]  # fmt: skip
     with subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL) as process:
         assert process.stderr is not None
@@ -192,8 +194,11 @@ def test_kill_stop_signal_ends_the_run_cleanly(
     run_job(_config(inputs, out))
     before = published(out)
     land(inputs, DAYS[1:])
-    code, events = _killed_run(_config(inputs, out), stage, 0.0, full=full, sig=sig)
+    metrics = tmp_path / "convsum-run.prom"
+    config = replace(_config(inputs, out), metrics_file=str(metrics))
+    code, events = _killed_run(config, stage, 0.0, full=full, sig=sig)
     assert code == 128 + sig, events
+    assert f"convsum_run_exit_code {128 + sig}.0\n" in metrics.read_text()  # written on the way out
     errors = [e for e in events if e["event"] == "error"]
     assert [(e["message"].split(";")[0], e["exit_code"]) for e in errors] == [
         (f"interrupted by {sig.name}", 128 + sig)

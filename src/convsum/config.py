@@ -61,6 +61,7 @@ class RunConfig:
     log_format: str = "text"
     sync_to: str | None = None  # s3://BUCKET/PREFIX synced after each run
     cache_control: str = DEFAULT_CACHE_CONTROL
+    metrics_file: str | None = None  # Prometheus text format, written when the run ends
     direction_codes: Mapping[int, str] = field(default_factory=lambda: DEFAULT_DIRECTION_CODES)
     type_codes: Mapping[int, str] = field(default_factory=lambda: DEFAULT_TYPE_CODES)
     datacoding_codes: Mapping[int, str] = field(default_factory=lambda: DEFAULT_DATACODING_CODES)
@@ -70,7 +71,7 @@ class RunConfig:
     def output_settings(self) -> dict[str, Any]:
         """Return the settings that decide the output's bytes (not how the machine is used)."""
         how = {"out", "engine", "threads", "memory_limit", "spark_master", "spark"}
-        after = {"rebuild", "log_format", "sync_to", "cache_control"}
+        after = {"rebuild", "log_format", "sync_to", "cache_control", "metrics_file"}
         return {k: v for k, v in self.to_dict().items() if k not in how | after}
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,6 +96,15 @@ def check_page_size(page_size: int) -> int:
         )
         raise ConfigError(msg)
     return page_size
+
+
+def check_metrics_file(path: str) -> str:
+    """Return the path of a metrics file if node_exporter's textfile collector reads it (its name
+    ends in .prom), else raise ConfigError."""
+    if not path.endswith(".prom"):
+        msg = f"{path}: the textfile collector reads only files named *.prom"
+        raise ConfigError(msg)
+    return path
 
 
 _SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?B)\s*", re.IGNORECASE)
@@ -182,7 +192,7 @@ def _overlap(pattern: str, root: Path) -> bool:
     return len(parts) > len(below) and all(map(fnmatch.fnmatch, below, parts))
 
 
-_PATH_KEYS = ("messages", "statuses", "out")
+_PATH_KEYS = ("messages", "statuses", "out", "metrics_file")
 _SCALAR_KEYS = {
     "messages": str,
     "statuses": str,
@@ -198,6 +208,7 @@ _SCALAR_KEYS = {
     "log_format": str,
     "sync_to": str,
     "cache_control": str,
+    "metrics_file": str,
 }
 _CODE_TABLES = {
     "direction": "direction_codes",

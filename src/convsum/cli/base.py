@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -13,6 +16,10 @@ from convsum import __version__
 from convsum.errors import ConfigError, ConvsumError
 from convsum.interrupts import Received, interruptible
 from convsum.log import RunLog
+
+if TYPE_CHECKING:
+    from convsum.metrics import Job
+    from convsum.results import RunReport, SyncReport
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 GROUP_CONTEXT = {**CONTEXT, "auto_envvar_prefix": "CONVSUM"}
@@ -30,7 +37,8 @@ def _failure_policy(ctx: click.Context) -> Iterator[None]:
     query that cannot run as asked, 75 when another run holds the output root); SIGINT or
     SIGTERM with 128 + the signal, once the command has cleaned up (interrupts.py). A job with
     a progress log (`job_log`) says it there: the live line ends first, and in JSON the line is
-    an `error` event. Misuse of the command line is Click's: exit code 2.
+    an `error` event. A job with a metrics file (`job_metrics`) writes it as it ends, whatever
+    the exit code. Misuse of the command line is Click's: exit code 2.
     """
 
     def say(message: str, code: int) -> None:
@@ -61,9 +69,12 @@ def _failure_policy(ctx: click.Context) -> Iterator[None]:
             else:
                 if _JOB_LOG in ctx.meta:
                     ctx.meta[_JOB_LOG].close()
+                _ended(ctx, 1)  # a bug: Python exits with 1 after the traceback
                 raise
+            _ended(ctx, code)
             say(message, code)
             raise click.exceptions.Exit(code) from exc
+        _ended(ctx, 0)
 
 
 class Command(click.Command):
@@ -122,6 +133,7 @@ def checked_later(path: str) -> Callable[[click.Context, click.Parameter, Any], 
 
 CONFIG_TABLES = "convsum.config_tables"
 _JOB_LOG = "convsum.job_log"
+_JOB_METRICS = "convsum.job_metrics"
 
 
 @contextmanager
@@ -132,6 +144,40 @@ def job_log(fmt: str) -> Iterator[RunLog]:
     click.get_current_context().meta[_JOB_LOG] = log
     yield log
     log.close()
+
+
+@dataclass
+class JobMetrics:
+    """Where a job writes its metrics when it ends, and what it has to say by then."""
+
+    path: Path
+    job: Job
+    started: float
+    result: RunReport | SyncReport | None = None
+
+
+def job_metrics(path: str | Path | None, job: Job) -> JobMetrics:
+    """Have the failure policy write the metrics of this job to `path` (if given) when it ends;
+    the job sets `result` once it has one."""
+    metrics = JobMetrics(Path(path or "."), job, time.time())
+    if path:
+        click.get_current_context().meta[_JOB_METRICS] = metrics
+    return metrics
+
+
+def _ended(ctx: click.Context, code: int) -> None:
+    """Write the metrics of the job that ended with `code`, if it has a metrics file."""
+    metrics: JobMetrics | None = ctx.meta.pop(_JOB_METRICS, None)
+    if metrics is None:
+        return
+    from convsum.metrics import Ending, write
+
+    ending = Ending(metrics.job, metrics.started, time.time(), code, metrics.result)
+    try:
+        write(metrics.path, ending)
+    except OSError as exc:  # the job's own outcome stands; say why its metrics are missing
+        click.echo(f"convsum: warning: {metrics.path}: metrics not written ({exc.strerror})",
+                   err=True)  # fmt: skip
 
 
 def add_version(command: click.Command) -> None:

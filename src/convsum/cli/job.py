@@ -18,6 +18,7 @@ from convsum.cli.base import (
     checked_later,
     cli,
     job_log,
+    job_metrics,
 )
 from convsum.config import (
     DEFAULT_API_CACHE_CONTROL,
@@ -28,6 +29,7 @@ from convsum.config import (
     ONLY,
     build_config,
     check_memory_limit,
+    check_metrics_file,
     check_page_size,
     check_spark_master,
     load_toml,
@@ -41,6 +43,14 @@ if TYPE_CHECKING:
 # The publishers are imported where a command uses them, so that `--help`, completion and the
 # other commands do not pay for them.
 _DESTINATION = "convsum.publish.bucket:Destination.parse"
+
+_metrics_option = click.option(
+    "--metrics-file",
+    metavar="PATH.prom",
+    callback=checked(check_metrics_file),
+    help="Write the job's metrics here when it ends, published or failed, in Prometheus' text "
+    "format, for node_exporter's textfile collector.",
+)
 
 _cache_control_option = click.option(
     "--cache-control",
@@ -117,6 +127,7 @@ _cache_control_option = click.option(
     help="After publishing, sync the tree to this bucket (see `convsum sync`).",
 )
 @_cache_control_option
+@_metrics_option
 @click.option("--report", is_flag=True, help="Print the run report (JSON) on stdout.")
 def run(report: bool, full: bool, **options: Any) -> None:
     """Read the logs, compute every conversation and publish the static API tree.
@@ -134,8 +145,9 @@ def run(report: bool, full: bool, **options: Any) -> None:
         config = build_config({**options, **tables})
     except ConfigError as exc:
         raise UsageFromConfig(str(exc)) from exc
+    metrics = job_metrics(config.metrics_file, "run")
     with job_log(config.log_format) as log:
-        result = run_job(config, log, full=full)
+        result = metrics.result = run_job(config, log, full=full)
         out = Path(config.out)
         log.event(
             "published",
@@ -211,6 +223,7 @@ def _config_file(ctx: click.Context, path: Path | None) -> None:
     help="List the bucket and repair what differs from the tree: send missing and altered "
     "objects, delete strays (a sync after a full run does this itself).",
 )
+@_metrics_option
 @click.option("--report", is_flag=True, help="Print the sync report (JSON) on stdout.")
 def sync(
     out: Path,
@@ -218,6 +231,7 @@ def sync(
     cache_control: str | None,
     log_format: str,
     verify: bool,
+    metrics_file: str | None,
     report: bool,
 ) -> None:
     """Copy the tree published in OUT to an S3-compatible bucket, which then serves the API.
@@ -231,9 +245,10 @@ def sync(
     """
     from convsum.publish.sync import sync_tree
 
+    metrics = job_metrics(metrics_file, "sync")
     with job_log(log_format) as log:
         cache_control = cache_control or DEFAULT_CACHE_CONTROL
-        result = sync_tree(out, destination, cache_control, log, verify=verify)
+        result = metrics.result = sync_tree(out, destination, cache_control, log, verify=verify)
     if report:
         _print_report(result)
 

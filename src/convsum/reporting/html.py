@@ -626,7 +626,7 @@ def _volume() -> Json:
         "mark": {"type": "bar", "tooltip": True},
         "encoding": {
             "x": _DAY,
-            "y": {**_count("messages", "messages"), "axis": {"format": "~s"}},
+            "y": _count("messages", "messages"),
             "color": _colour("direction", DIRECTION_COLOURS),
             "order": {"field": "rank"},
             "tooltip": [_DAY_TIP, {"field": "direction"}, _count("messages", "messages")],
