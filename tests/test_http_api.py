@@ -519,6 +519,7 @@ def test_http_api_health_names_the_run_served(api: Api) -> None:
         "status": "ok",
         "run_id": manifest["run_id"],
         "started_at": manifest["started_at"],
+        "newest_input": manifest["newest_input"],
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,8 @@ def test_a_run_writes_its_metrics_and_a_failed_run_keeps_the_last_success(
     assert first["convsum_run_rows_read{messages}"] == report["rows_read"]["messages"]
     assert first["convsum_run_files{written}"] == report["files_written"]
     assert first["convsum_run_written_bytes"] == report["bytes_written"]
+    newest = datetime.fromisoformat(report["newest_input"]).timestamp()
+    assert first["convsum_run_newest_input_timestamp_seconds"] == newest
     assert {k: v for k, v in first.items() if k.startswith("convsum_run_stage_")} == {
         f"convsum_run_stage_duration_seconds{{{stage}}}": seconds
         for stage, seconds in report["stages"].items()

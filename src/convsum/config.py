@@ -62,6 +62,7 @@ class RunConfig:
     sync_to: str | None = None  # s3://BUCKET/PREFIX synced after each run
     cache_control: str = DEFAULT_CACHE_CONTROL
     metrics_file: str | None = None  # Prometheus text format, written when the run ends
+    max_input_age: int | None = None  # seconds: an older newest input row fails the run
     direction_codes: Mapping[int, str] = field(default_factory=lambda: DEFAULT_DIRECTION_CODES)
     type_codes: Mapping[int, str] = field(default_factory=lambda: DEFAULT_TYPE_CODES)
     datacoding_codes: Mapping[int, str] = field(default_factory=lambda: DEFAULT_DATACODING_CODES)
@@ -71,7 +72,8 @@ class RunConfig:
     def output_settings(self) -> dict[str, Any]:
         """Return the settings that decide the output's bytes (not how the machine is used)."""
         how = {"out", "engine", "threads", "memory_limit", "spark_master", "spark"}
-        after = {"rebuild", "log_format", "sync_to", "cache_control", "metrics_file"}
+        after = {"rebuild", "log_format", "sync_to", "cache_control", "metrics_file",
+                 "max_input_age"}  # fmt: skip
         return {k: v for k, v in self.to_dict().items() if k not in how | after}
 
     def to_dict(self) -> dict[str, Any]:
@@ -209,6 +211,7 @@ _SCALAR_KEYS = {
     "sync_to": str,
     "cache_control": str,
     "metrics_file": str,
+    "max_input_age": str,
 }
 _CODE_TABLES = {
     "direction": "direction_codes",

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -80,6 +81,12 @@ class StagedInputs:
     files_read: Mapping[str, list[Path]]
     files: tuple[StagedFile, ...] = ()
 
+    @property
+    def newest(self) -> datetime | None:
+        """The latest `created` of every row staged: the newest event the logs hold."""
+        found = [f.newest for f in self.files if f.newest is not None]
+        return max(found).replace(tzinfo=UTC) if found else None
+
 
 @dataclass(frozen=True)
 class Source:
@@ -106,6 +113,7 @@ class StagedFile:
     rows: int
     nested: str | None = None
     nested_rows: int = 0
+    newest: datetime | None = None  # the latest `created` of its rows (nested statuses too), UTC
 
 
 def column_key(name: str) -> str:
@@ -237,6 +245,7 @@ def _stage_file(
     nested_name = f"{prefix}nested-{n:05d}.parquet"
     nested = role == "messages" and reader.has(NESTED_STATUSES)
     rows = nested_rows = 0
+    newest: list[datetime] = []
     with ExitStack() as files:
         out = files.enter_context(_writer(target, schema))
         nested_out = (
@@ -248,11 +257,15 @@ def _stage_file(
             normalised = reader.normalise(batch, columns, schema)
             out.write_batch(normalised)
             rows += normalised.num_rows
+            newest.append(pc.max(normalised["created"]).as_py())
             if nested_out is not None:
                 statuses = _nested_statuses(reader, batch, normalised)
                 nested_out.write_batch(statuses)
                 nested_rows += statuses.num_rows
-    return StagedFile(source, target.name, rows, nested_name if nested else None, nested_rows)
+                newest.append(pc.max(statuses["created"]).as_py())
+    latest = max((t for t in newest if t is not None), default=None)  # naive, UTC (TIME)
+    nested_file = nested_name if nested else None
+    return StagedFile(source, target.name, rows, nested_file, nested_rows, latest)
 
 
 # Columns of few distinct values, which dictionary encoding shrinks. Building a dictionary for the

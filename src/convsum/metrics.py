@@ -15,6 +15,7 @@ back with prometheus_client's own parser.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -84,6 +85,10 @@ def _run(report: RunReport, gauge: _Gauge) -> None:
         gauge("rows_read", "Rows the last published run read, by log.", rows, log=log)
     for log, count in report.files_read.items():
         gauge("files_read", "Input files the last published run read, by log.", count, log=log)
+    if report.newest_input is not None:
+        newest = datetime.fromisoformat(report.newest_input).timestamp()
+        doc = "The latest created of any row read: how fresh the served data is."
+        gauge("newest_input_timestamp_seconds", doc, newest)
     data, files = report.data, report.files
     gauge("messages", "Messages the published tree holds, after deduplication.", data.messages)
     gauge("conversations", "Participants with a summary in the published tree.",

@@ -110,6 +110,9 @@ class RunReport:
     rows_read: PerRole
     files_read: PerRole
     files_skipped: PerRole
+    # The latest `created` of any row the tree's runs read, messages and statuses (ISO 8601, UTC,
+    # to the microsecond): how fresh the served data is. None: no rows.
+    newest_input: str | None
     data: DataCounts
     files: FileCounts
     stages: Mapping[str, float]  # seconds by stage, in the order they ran

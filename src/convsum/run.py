@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
+import orjson
 import pyarrow.parquet as pq
 
 from convsum import __version__
 from convsum.config import RunConfig
 from convsum.engines import EngineSettings, get_engine
 from convsum.engines.base import Pages, Summaries, memory_budget, tally
-from convsum.errors import PublishError, first_line
+from convsum.errors import InputError, PublishError, first_line
 from convsum.incremental.catalog import STATE, Catalog
 from convsum.incremental.plan import Plan, decide, fingerprint, update_scope
 from convsum.incremental.tallies import Tally, merge, write_conversations
@@ -241,6 +242,8 @@ def _run(
                 config, work, plan.new, prefix=f"{run_id}-", nested_known=state.nested_known()
             )
             stage.set(files=len(plan.new), skipped=sum(plan.skipped.values()), **staged.rows_read)
+        newest = _newest(staged, None if plan.full else target.previous)
+        _check_fresh(config, newest)
         totals = state.rows_read()
         for role, rows in staged.rows_read.items():
             totals[role] += rows
@@ -265,6 +268,7 @@ def _run(
             rows_read=dict(staged.rows_read),
             files_read={role: len(paths) for role, paths in staged.files_read.items()},
             files_skipped=dict(plan.skipped),
+            newest_input=None if newest is None else _iso(newest),
             data=counts,
             files=placed.report,
             stages=dict(log.seconds),
@@ -283,6 +287,46 @@ def _run(
         target.discard()
         raise
     return report
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _newest(staged: StagedInputs, previous: Path | None) -> datetime | None:
+    """The latest `created` of the rows staged now and, for an update, of those the tree's
+    earlier runs read (its report says)."""
+    found = [t for t in (staged.newest, _reported_newest(previous)) if t is not None]
+    return max(found, default=None)
+
+
+def _reported_newest(tree: Path | None) -> datetime | None:
+    if tree is None:
+        return None
+    try:
+        text = orjson.loads((tree / REPORT).read_bytes()).get("newest_input")
+    except (FileNotFoundError, ValueError, AttributeError):
+        return None
+    return datetime.fromisoformat(text) if isinstance(text, str) else None
+
+
+def _check_fresh(config: RunConfig, newest: datetime | None) -> None:
+    """Fail the run (exit 1, nothing published) when its newest input row is older than
+    `max_input_age`: the logs have stopped arriving, and the served data would go stale."""
+    if config.max_input_age is None:
+        return
+    from convsum.reporting.human import duration
+
+    limit = duration(config.max_input_age)
+    if newest is None:
+        raise InputError(f"no input row at all, so none newer than max_input_age {limit}")
+    age = (datetime.now(UTC) - newest).total_seconds()
+    if age > config.max_input_age:
+        msg = (
+            f"the newest input row is from {_iso(newest)}, {duration(age)} ago: older than "
+            f"max_input_age {limit} (have the logs stopped arriving?); nothing published"
+        )
+        raise InputError(msg)
 
 
 @contextmanager
@@ -383,6 +427,7 @@ def _manifest(
     return {
         "run_id": report.run_id,
         "started_at": started.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "newest_input": report.newest_input,
         "convsum_version": __version__,
         "engine": config.engine,
         "inputs": describe_inputs(sources),
@@ -393,7 +438,11 @@ def _manifest(
             "page_size": config.page_size,
             "orders": list(_orders(config)),
         },
-        "counts": {k: v for k, v in as_dict(report).items() if k not in ("run_id", "stages")},
+        "counts": {
+            k: v
+            for k, v in as_dict(report).items()
+            if k not in ("run_id", "newest_input", "stages")
+        },
         "files": {"list": FILE_LIST, "count": files},
         # The files this run changed since the run `previous_run_id`, for a downstream sync
         # (publish/sync.py): after a full run every file is new.

@@ -72,6 +72,7 @@ def _assert_bucket_is_the_tree(
     assert document == {
         "run_id": local["run_id"],
         "started_at": local["started_at"],
+        "newest_input": local["newest_input"],
         "convsum_version": local["convsum_version"],
         "layout": {"version": 2, "page_size": 2, "orders": ["asc"]},
         "files": len(files),

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import click
 
@@ -129,6 +130,27 @@ def checked_later(path: str) -> Callable[[click.Context, click.Parameter, Any], 
         return found(value)
 
     return checked(check)
+
+
+class Duration(click.ParamType):  # type: ignore[type-arg]
+    """A duration as a number and a unit: 90s, 30m, 48h or 2d."""
+
+    name = "DURATION"
+    MAX_SECONDS = 36500 * 86400  # a hundred years: any age a message can have
+    _UNITS: ClassVar[dict[str, int]] = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        found = re.fullmatch(r"(\d{1,12})([smhd])", str(value).strip())
+        seconds = int(found.group(1)) * self._UNITS[found.group(2)] if found else 0
+        if found is None or seconds > self.MAX_SECONDS:
+            self.fail(
+                f"{value!r} is not a duration like 90s, 30m, 48h or 2d, of at most 36500d",
+                param,
+                ctx,
+            )
+        return seconds
 
 
 CONFIG_TABLES = "convsum.config_tables"

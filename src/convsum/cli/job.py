@@ -13,6 +13,7 @@ import click
 from convsum.cli.base import (
     CONFIG_TABLES,
     CONTEXT,
+    Duration,
     UsageFromConfig,
     checked,
     checked_later,
@@ -128,6 +129,12 @@ _cache_control_option = click.option(
 )
 @_cache_control_option
 @_metrics_option
+@click.option(
+    "--max-input-age",
+    type=Duration(),
+    help="Fail (exit 1, nothing published) when the newest input row is older than this, as "
+    "26h or 2d: the logs have stopped arriving [default: no limit].",
+)
 @click.option("--report", is_flag=True, help="Print the run report (JSON) on stdout.")
 def run(report: bool, full: bool, **options: Any) -> None:
     """Read the logs, compute every conversation and publish the static API tree.

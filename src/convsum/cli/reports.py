@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.shell_completion import CompletionItem
 
-from convsum.cli.base import CONTEXT, Command, checked, cli
+from convsum.cli.base import CONTEXT, Command, Duration, checked, cli
 from convsum.config import (
     DEFAULT_SPILL_LIMIT,
     check_memory_limit,
@@ -29,27 +28,6 @@ if TYPE_CHECKING:
 
 # ISO 8601 as the API writes it (a Z, milliseconds), with any offset, or without one (UTC).
 AS_OF_FORMATS = ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
-
-
-class _Duration(click.ParamType):  # type: ignore[type-arg]
-    """A duration as a number and a unit: 90s, 30m, 48h or 2d."""
-
-    name = "DURATION"
-    MAX_SECONDS = 36500 * 86400  # a hundred years: any age a message can have
-    _UNITS: ClassVar[dict[str, int]] = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        if isinstance(value, int):
-            return value
-        found = re.fullmatch(r"(\d{1,12})([smhd])", str(value).strip())
-        seconds = int(found.group(1)) * self._UNITS[found.group(2)] if found else 0
-        if found is None or seconds > self.MAX_SECONDS:
-            self.fail(
-                f"{value!r} is not a duration like 90s, 30m, 48h or 2d, of at most 36500d",
-                param,
-                ctx,
-            )
-        return seconds
 
 
 def _check_tz(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -338,7 +316,7 @@ def _report_names(
     help="operators: least messages per operator [default: 100].",
 )
 @click.option(
-    "--older-than", type=_Duration(), help="stuck: least age, as 48h or 2d [default: 48h]."
+    "--older-than", type=Duration(), help="stuck: least age, as 48h or 2d [default: 48h]."
 )
 @click.option(
     "--as-of",

@@ -471,6 +471,7 @@ async function health(r) {
     }
     var body = JSON.stringify({
         status: 'ok', run_id: manifest.run_id, started_at: manifest.started_at,
+        newest_input: manifest.newest_input === undefined ? null : manifest.newest_input,
     });
     ok(r, body, body, 'no-cache', 'Accept-Encoding');
 }

@@ -420,6 +420,7 @@ def _bucket_manifest(manifest: dict[str, Any]) -> bytes:
     document = {
         "run_id": manifest["run_id"],
         "started_at": manifest["started_at"],
+        "newest_input": manifest.get("newest_input"),
         "convsum_version": __version__,
         "layout": {
             "version": layout.get("version", 1),
