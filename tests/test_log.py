@@ -17,6 +17,7 @@ import orjson
 import pyte
 import pytest
 
+from convsum import __version__
 from convsum.interrupts import Interrupted
 from convsum.log import RunLog
 
@@ -79,10 +80,11 @@ def test_log_json_lines_parse_with_keys_in_order() -> None:
         stage.add(rows=3)
     records = _records(stream)
     assert [list(r) for r in records] == [
-        ["ts", "run_id", "event", "mode", "reason"],
-        ["ts", "run_id", "event", "stage"],
-        ["ts", "run_id", "event", "stage", "seconds", "counts"],
+        ["ts", "level", "run_id", "event", "mode", "reason", "version"],
+        ["ts", "level", "run_id", "event", "stage", "version"],
+        ["ts", "level", "run_id", "event", "stage", "seconds", "counts", "version"],
     ]
+    assert {(r["level"], r["version"]) for r in records} == {("info", __version__)}
     assert all(TS.fullmatch(r["ts"]) for r in records)
     assert [r["event"] for r in records] == ["mode", "stage_start", "stage_end"]
 
@@ -118,7 +120,10 @@ def test_log_json_stage_failed_is_logged_and_reraised() -> None:
         stage.add(files=4)
         raise RuntimeError("disk full\nsecond line")
     failed = _records(stream)[-1]
-    assert list(failed) == ["ts", "run_id", "event", "stage", "seconds", "counts", "error"]
+    assert list(failed) == [
+        "ts", "level", "run_id", "event", "stage", "seconds", "counts", "error", "version"
+    ]  # fmt: skip
+    assert failed["level"] == "error"
     assert failed["seconds"] >= 0
     assert {k: failed[k] for k in ("event", "stage", "counts", "error")} == {
         "event": "stage_failed",

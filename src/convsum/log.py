@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
+from convsum import __version__
 from convsum.config import LOG_FORMATS
 from convsum.errors import first_line
 
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
 PREFIX = "convsum: "
 REFRESH_SECONDS = 0.25  # the live line is redrawn about four times a second
 # Keys every JSON record sets itself; an event field of the same name would overwrite one.
-_RESERVED = frozenset({"ts", "run_id", "event"})
+_RESERVED = frozenset({"ts", "level", "run_id", "event", "version"})
+# The level of a JSON record, by event: a run's failure is an error, the rest is information.
+_LEVELS = {"error": "error", "stage_failed": "error"}
 
 
 class Stage:
@@ -72,6 +75,7 @@ class RunLog:
         self.fmt = fmt
         self.run_id: str | None = None
         self.seconds: dict[str, float] = {}
+        self._started = time.perf_counter()
         self._stream: TextIO = sys.stderr if stream is None else stream
         self._live_display = fmt == "text" and (self._stream.isatty() if tty is None else tty)
         # Held only around this object's own state and writes, never while rich works: rich's
@@ -119,6 +123,10 @@ class RunLog:
             raise
         self._finish(stage, None)
 
+    def elapsed(self) -> float:
+        """Return the wall seconds since the log was opened (the job started)."""
+        return time.perf_counter() - self._started
+
     def close(self) -> None:
         """End the live line, if any; later calls do nothing."""
         self._stop_live(only_if_idle=False)
@@ -160,7 +168,10 @@ class RunLog:
 
     def _write_json(self, event: str, fields: dict[str, Any]) -> None:
         ts = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        record = {"ts": ts, "run_id": self.run_id, "event": event, **fields}
+        record = {
+            "ts": ts, "level": _LEVELS.get(event, "info"), "run_id": self.run_id, "event": event,
+            **fields, "version": __version__,
+        }  # fmt: skip
         # default=str: a Path or a datetime in an event's fields is logged rather than fatal.
         import orjson  # here: a command that logs nothing, or only text, never imports it
 

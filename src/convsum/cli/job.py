@@ -159,6 +159,8 @@ def run(report: bool, full: bool, **options: Any) -> None:
         log.event(
             "published",
             mode=result.mode,
+            seconds=round(log.elapsed(), 3),
+            **{f"{role}_read": rows for role, rows in result.rows_read.items()},
             files_written=result.files.files_written,
             files_unchanged=result.files.files_unchanged,
             files_removed=result.files.files_removed,
