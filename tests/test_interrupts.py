@@ -42,3 +42,35 @@ def test_interrupts_end_a_query_held_in_native_code(sig: signal.Signals) -> None
         finally:
             process.kill()
         assert (code, process.stdout.read()) == (128 + sig, f"last words {sig.name}\n")
+
+
+# A stopped run that removes its files gets more time than the grace, and ends by itself once
+# done; `removing` is said only if the first argument is "removing".
+_REMOVES = """
+import sys, time
+from convsum.interrupts import Interrupted, interruptible, removing
+with interruptible(lambda got: print("last words", got.name, flush=True), grace=0.3):
+    try:
+        print("started", flush=True)
+        time.sleep(30)
+    except Interrupted:
+        if sys.argv[1] == "removing":
+            removing()
+        time.sleep(1.5)  # five times the grace: the removal of a big tree
+print("removed", flush=True)
+"""
+
+
+@pytest.mark.parametrize("removes", [True, False])
+def test_interrupts_wait_for_the_removal_of_a_stopped_runs_files(removes: bool) -> None:
+    argv = [sys.executable, "-c", _REMOVES, "removing" if removes else "-"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "started\n"
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(timeout=30)
+        finally:
+            process.kill()
+        said = process.stdout.read()
+    assert (code, said) == ((0, "removed\n") if removes else (143, "last words SIGTERM\n"))

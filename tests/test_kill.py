@@ -177,15 +177,17 @@ def test_kill_during_a_full_run_then_rerun_gives_the_clean_tree(
     assert _leftovers(out) == [], f"killed at {where}"
 
 
-@pytest.mark.parametrize(
-    ("sig", "stage", "full"),
-    [
-        (signal.SIGINT, "derive", False),
-        (signal.SIGTERM, "swap", False),
-        (signal.SIGTERM, "pages", True),
-        (signal.SIGINT, "state", True),
-    ],
-)
+# SIGTERM (systemd's stop) at every stage of an update and of a full run; SIGINT (Ctrl-C) at two.
+FULL_STAGES = tuple(s for s in INCREMENTAL_STAGES if s not in ("plan", "swap"))
+STOPS = [
+    *((signal.SIGTERM, stage, False) for stage in INCREMENTAL_STAGES),
+    *((signal.SIGTERM, stage, True) for stage in FULL_STAGES),
+    (signal.SIGINT, "derive", False),
+    (signal.SIGINT, "state", True),
+]
+
+
+@pytest.mark.parametrize(("sig", "stage", "full"), STOPS)
 def test_kill_stop_signal_ends_the_run_cleanly(
     tmp_path: Path, clean: dict[str, bytes], sig: signal.Signals, stage: str, full: bool
 ) -> None:
@@ -207,6 +209,7 @@ def test_kill_stop_signal_ends_the_run_cleanly(
     assert failed == [(stage, f"interrupted by {sig.name}")]
     if full:
         assert published(out) == before
-    assert not list(out.glob(".work-*"))  # the run cleaned up after itself
+    # The run cleaned up after itself: no work directory, no partial tree.
+    assert not list(out.glob(".work-*")) and not list((out / "trees").glob(".*.partial"))
     run_job(_config(inputs, out))
     assert published(out) == clean

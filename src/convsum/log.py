@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
-from convsum import __version__
+from convsum import __version__, interrupts
 from convsum.config import LOG_FORMATS
 from convsum.errors import first_line
 
@@ -119,7 +119,7 @@ class RunLog:
             self._begin(stage)
             yield stage
         except BaseException as exc:
-            self._finish(stage, first_line(exc))
+            self._finish(stage, interrupts.stopped_by() or first_line(exc))
             raise
         self._finish(stage, None)
 

@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from convsum import interrupts
 from convsum.errors import PublishError, RunLockedError
 from convsum.publish import durable
 
@@ -250,7 +251,9 @@ class OutputRoot:
                 child.unlink(missing_ok=True)
 
     def discard(self, *paths: Path) -> None:
-        """Remove a failed run's partial tree and work directory."""
+        """Remove a failed run's partial tree and work directory (given the time it takes, if
+        a stop signal ended the run)."""
+        interrupts.removing()
         for path in paths:
             shutil.rmtree(path, ignore_errors=True)
 
