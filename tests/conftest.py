@@ -15,6 +15,7 @@ import pytest
 from hypothesis import settings
 
 from convsum.config import ENGINES, RunConfig
+from convsum.history import HISTORY
 from convsum.publish.paths import conversation_dir, page_file
 from convsum.results import RunReport
 from convsum.run import run_job
@@ -163,10 +164,11 @@ RunTree = Callable[..., Tree]
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    """Every path under `root` with a hash of its content (the lock file aside)."""
+    """Every path under `root` with a hash of its content: what a run publishes (the lock file
+    and the history aside: every run that ends, published or not, adds a line to the history)."""
     out = {}
     for path in sorted(root.rglob("*")):
-        if path.name == ".lock":
+        if path.name == ".lock" or (path.name == HISTORY and path.parent == root):
             continue
         if path.is_symlink():
             out[str(path.relative_to(root))] = "-> " + str(path.readlink())

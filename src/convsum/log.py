@@ -75,6 +75,7 @@ class RunLog:
         self.fmt = fmt
         self.run_id: str | None = None
         self.seconds: dict[str, float] = {}
+        self.failed_stage: str | None = None  # the first stage that failed
         self._started = time.perf_counter()
         self._stream: TextIO = sys.stderr if stream is None else stream
         self._live_display = fmt == "text" and (self._stream.isatty() if tty is None else tty)
@@ -151,6 +152,8 @@ class RunLog:
                 self._open.remove(stage)
             if error is None:
                 self.seconds[stage.name] = round(self.seconds.get(stage.name, 0.0) + seconds, 3)
+            else:
+                self.failed_stage = self.failed_stage or stage.name
         if self.fmt == "json":
             record: dict[str, Any] = {"stage": stage.name, "seconds": seconds, "counts": counts}
             if error is None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import click
 
 from convsum import __version__
-from convsum.errors import ConfigError, ConvsumError
+from convsum.errors import ConfigError, ConvsumError, first_line
 from convsum.interrupts import Received, interruptible
 from convsum.log import RunLog
 
@@ -38,8 +38,9 @@ def _failure_policy(ctx: click.Context) -> Iterator[None]:
     query that cannot run as asked, 75 when another run holds the output root); SIGINT or
     SIGTERM with 128 + the signal, once the command has cleaned up (interrupts.py). A job with
     a progress log (`job_log`) says it there: the live line ends first, and in JSON the line is
-    an `error` event. A job with a metrics file (`job_metrics`) writes it as it ends, whatever
-    the exit code. Misuse of the command line is Click's: exit code 2.
+    an `error` event. A job (`job_record`) adds a line to its output root's history as it ends,
+    and writes its metrics file if it has one, whatever the exit code. Misuse of the command
+    line is Click's: exit code 2.
     """
 
     def say(message: str, code: int) -> None:
@@ -70,9 +71,9 @@ def _failure_policy(ctx: click.Context) -> Iterator[None]:
             else:
                 if _JOB_LOG in ctx.meta:
                     ctx.meta[_JOB_LOG].close()
-                _ended(ctx, 1)  # a bug: Python exits with 1 after the traceback
+                _ended(ctx, 1, first_line(exc))  # a bug: Python exits with 1 after the traceback
                 raise
-            _ended(ctx, code)
+            _ended(ctx, code, message)
             say(message, code)
             raise click.exceptions.Exit(code) from exc
         _ended(ctx, 0)
@@ -155,7 +156,7 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
 
 CONFIG_TABLES = "convsum.config_tables"
 _JOB_LOG = "convsum.job_log"
-_JOB_METRICS = "convsum.job_metrics"
+_JOB_RECORD = "convsum.job_record"
 
 
 @contextmanager
@@ -169,37 +170,62 @@ def job_log(fmt: str) -> Iterator[RunLog]:
 
 
 @dataclass
-class JobMetrics:
-    """Where a job writes its metrics when it ends, and what it has to say by then."""
+class JobRecord:
+    """What a job's ending is recorded with: its output root's history (if the root exists) and
+    its metrics file (if given); the job sets `result` once it has one."""
 
-    path: Path
     job: Job
+    out: Path
+    metrics: Path | None
     started: float
+    destination: str | None = None  # a sync's
     result: RunReport | SyncReport | None = None
 
 
-def job_metrics(path: str | Path | None, job: Job) -> JobMetrics:
-    """Have the failure policy write the metrics of this job to `path` (if given) when it ends;
-    the job sets `result` once it has one."""
-    metrics = JobMetrics(Path(path or "."), job, time.time())
-    if path:
-        click.get_current_context().meta[_JOB_METRICS] = metrics
-    return metrics
+def job_record(
+    job: Job, out: str | Path, metrics: str | None = None, destination: str | None = None
+) -> JobRecord:
+    """Have the failure policy record this job's ending, whatever its exit code."""
+    record = JobRecord(job, Path(out), Path(metrics) if metrics else None, time.time(), destination)
+    click.get_current_context().meta[_JOB_RECORD] = record
+    return record
 
 
-def _ended(ctx: click.Context, code: int) -> None:
-    """Write the metrics of the job that ended with `code`, if it has a metrics file."""
-    metrics: JobMetrics | None = ctx.meta.pop(_JOB_METRICS, None)
-    if metrics is None:
+def _ended(ctx: click.Context, code: int, message: str | None = None) -> None:
+    """Record the ending of the job that ended with `code` (and `message`), if it is one."""
+    record: JobRecord | None = ctx.meta.pop(_JOB_RECORD, None)
+    if record is None:
         return
-    from convsum.metrics import Ending, write
+    from convsum import history
 
-    ending = Ending(metrics.job, metrics.started, time.time(), code, metrics.result)
+    finished, result = time.time(), record.result
+    log: RunLog | None = ctx.meta.get(_JOB_LOG)
+    ended = history.Ended(
+        job=record.job,
+        run_id=result.run_id if result is not None else log.run_id if log else None,
+        started=history.moment(record.started),
+        finished=history.moment(finished),
+        exit_code=code,
+        error=message,
+        stage=log.failed_stage if log and code else None,
+        mode=getattr(result, "mode", None),
+        destination=record.destination,
+    )
     try:
-        write(metrics.path, ending)
-    except OSError as exc:  # the job's own outcome stands; say why its metrics are missing
-        click.echo(f"convsum: warning: {metrics.path}: metrics not written ({exc.strerror})",
-                   err=True)  # fmt: skip
+        history.append(record.out, ended)
+    except OSError as exc:  # the job's own outcome stands; say why its record is missing
+        _warn(record.out / history.HISTORY, "not recorded", exc)
+    if record.metrics is not None:
+        from convsum.metrics import Ending, write
+
+        try:
+            write(record.metrics, Ending(record.job, record.started, finished, code, result))
+        except OSError as exc:
+            _warn(record.metrics, "metrics not written", exc)
+
+
+def _warn(path: Path, what: str, exc: OSError) -> None:
+    click.echo(f"convsum: warning: {path}: {what} ({exc.strerror})", err=True)
 
 
 def add_version(command: click.Command) -> None:

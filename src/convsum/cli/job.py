@@ -1,4 +1,4 @@
-"""The job's commands: run, sync, nginx-conf (serving), generate (test logs)."""
+"""The job's commands: run, sync, status, nginx-conf (serving), generate (test logs)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from convsum.cli.base import (
     checked_later,
     cli,
     job_log,
-    job_metrics,
+    job_record,
 )
 from convsum.config import (
     DEFAULT_API_CACHE_CONTROL,
@@ -152,9 +152,9 @@ def run(report: bool, full: bool, **options: Any) -> None:
         config = build_config({**options, **tables})
     except ConfigError as exc:
         raise UsageFromConfig(str(exc)) from exc
-    metrics = job_metrics(config.metrics_file, "run")
+    record = job_record("run", config.out, config.metrics_file)
     with job_log(config.log_format) as log:
-        result = metrics.result = run_job(config, log, full=full)
+        result = record.result = run_job(config, log, full=full)
         out = Path(config.out)
         log.event(
             "published",
@@ -254,10 +254,10 @@ def sync(
     """
     from convsum.publish.sync import sync_tree
 
-    metrics = job_metrics(metrics_file, "sync")
+    record = job_record("sync", out, metrics_file, str(destination))
     with job_log(log_format) as log:
         cache_control = cache_control or DEFAULT_CACHE_CONTROL
-        result = metrics.result = sync_tree(out, destination, cache_control, log, verify=verify)
+        result = record.result = sync_tree(out, destination, cache_control, log, verify=verify)
     if report:
         _print_report(result)
 
@@ -269,6 +269,62 @@ def _print_report(result: RunReport | SyncReport) -> None:
     from convsum.results import as_dict
 
     sys.stdout.buffer.write(orjson.dumps(as_dict(result), option=orjson.OPT_INDENT_2) + b"\n")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--max-input-age",
+    type=Duration(),
+    help="Unhealthy when the served data's newest input row is older than this, as 26h or 2d.",
+)
+def status(out: Path, max_input_age: int | None) -> None:
+    """Say whether the output root OUT is healthy: the run it serves and its age, the newest
+    input, the last run and the last sync (from OUT/history.jsonl).
+
+    Exits 0 when healthy; 1 when nothing is published, the last run or sync failed, the
+    bucket holds another run than the one served, or the data is older than --max-input-age:
+    a check for a monitoring system.
+    """
+    from datetime import UTC, datetime
+
+    from convsum.history import Ended, status
+    from convsum.reporting.human import duration
+
+    now = datetime.now(UTC)
+    found = status(out, max_input_age, now)
+
+    def when(iso: str) -> str:
+        moment = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+        ago = duration((now - moment).total_seconds())
+        return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC ({ago} ago)"
+
+    def ending(ended: Ended) -> str:
+        if ended.exit_code == 0:
+            return f"{ended.run_id}, ended {when(ended.finished)}"
+        stage = f" in its {ended.stage} stage" if ended.stage else ""
+        return f"{ended.run_id} failed {when(ended.finished)}{stage}, exit {ended.exit_code}: " + (
+            ended.error or "no message"
+        )
+
+    served = found.served
+    lines = [("served", "nothing" if served is None else
+              f"run {served['run_id']}, started {when(served['started_at'])}")]  # fmt: skip
+    if served is not None:
+        newest = served.get("newest_input")
+        lines.append(("newest input", when(newest) if newest else "none"))
+    if found.last_run is not None:
+        lines.append(("last run", ending(found.last_run)))
+    if found.last_success is not None and found.last_success is not found.last_run:
+        lines.append(("last success", ending(found.last_success)))
+    if found.last_sync is not None:
+        lines.append(("last sync", f"to {found.last_sync.destination}: {ending(found.last_sync)}"))
+    verdict = "healthy" if found.healthy else "unhealthy: " + "; ".join(found.problems)
+    lines.append(("status", verdict))
+    width = max(len(key) for key, _ in lines)
+    click.echo("\n".join(f"{key + ':':<{width + 1}} {value}" for key, value in lines))
+    if not found.healthy:
+        raise click.exceptions.Exit(1)
 
 
 @cli.command("nginx-conf", context_settings=CONTEXT)

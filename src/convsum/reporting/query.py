@@ -27,6 +27,8 @@ import pyarrow as pa
 
 from convsum.config import DEFAULT_SPILL_LIMIT, default_memory_limit
 from convsum.errors import ConvsumError, QueryError, first_line
+from convsum.history import COLUMNS as HISTORY_COLUMNS
+from convsum.history import HISTORY
 from convsum.publish.tree import CURRENT, reading
 from convsum.reporting.tables import NAMES, Snapshot
 from convsum.sql import literal
@@ -112,6 +114,21 @@ def check_read_only(sql: str) -> None:
 _PIVOT = re.compile(r"(?:\s+|--[^\n]*\n|/\*.*?\*/|\()*PIVOT\b", re.IGNORECASE | re.DOTALL)
 
 
+def _history_sql(path: Path) -> str:
+    """The output root's job history (history.py) as a table: every run and sync that ended,
+    read when a query reads it; no rows before the first."""
+    if not path.is_file():
+        typed = ", ".join(f"NULL::{kind} AS {name}" for name, kind in HISTORY_COLUMNS.items())
+        return f"SELECT {typed} WHERE false"
+    columns = (
+        "{" + ", ".join(f"{literal(n)}: {literal(k)}" for n, k in HISTORY_COLUMNS.items()) + "}"
+    )
+    return (
+        f"SELECT * FROM read_json({literal(str(path))}, format = 'newline_delimited', "
+        f"columns = {columns}, ignore_errors = true)"
+    )
+
+
 @contextmanager
 def open_tables(
     out: Path, budget: Budget | None = None, threads: int | None = None
@@ -137,7 +154,9 @@ def open_tables(
             scratch = hold.enter_context(
                 tempfile.TemporaryDirectory(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-")
             )
-            sandbox = _sandbox(snapshot.paths(tree), Path(scratch), budget or Budget(), threads)
+            sandbox = _sandbox(
+                snapshot.paths(tree), out / HISTORY, Path(scratch), budget or Budget(), threads
+            )
             con = hold.enter_context(sandbox)
             yield Tables(con, tree, snapshot.run_id)
             return
@@ -180,7 +199,11 @@ def _alive(pid: int) -> bool:
 
 @contextmanager
 def _sandbox(
-    files: dict[str, list[str]], scratch: Path, budget: Budget, threads: int | None
+    files: dict[str, list[str]],
+    history: Path,
+    scratch: Path,
+    budget: Budget,
+    threads: int | None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     config: dict[str, str | bool | int | float | list[str]] = {
         "autoinstall_known_extensions": False,
@@ -194,12 +217,12 @@ def _sandbox(
     con = duckdb.connect(":memory:", config=config)
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.execute(
-            "SET allowed_paths = $paths", {"paths": [f for fs in files.values() for f in fs]}
-        )
+        paths = [f for fs in files.values() for f in fs] + [str(history)]
+        con.execute("SET allowed_paths = $paths", {"paths": paths})
         for name in NAMES:
             listed = ", ".join(literal(f) for f in files[name])
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{listed}])")
+        con.execute(f"CREATE VIEW history AS {_history_sql(history)}")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         yield con
