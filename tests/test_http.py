@@ -185,6 +185,7 @@ def test_http_no_file_is_written_outside_the_output_root(server: Server) -> None
         ".lock",
         *synced,
         "current",
+        "history.jsonl",
         "trees",
     ]
     for path in out.rglob("*"):

@@ -23,7 +23,7 @@ REFRESH_SECONDS = 0.25  # the live line is redrawn about four times a second
 # Keys every JSON record sets itself; an event field of the same name would overwrite one.
 _RESERVED = frozenset({"ts", "level", "run_id", "event", "version"})
 # The level of a JSON record, by event: a run's failure is an error, the rest is information.
-_LEVELS = {"error": "error", "stage_failed": "error"}
+_LEVELS = {"error": "error", "stage_failed": "error", "warning": "warning"}
 
 
 class Stage:

@@ -69,14 +69,16 @@ def _failure_policy(ctx: click.Context) -> Iterator[None]:
             elif isinstance(exc, ConvsumError):
                 code, message = exc.exit_code, str(exc)
             else:
+                _ended(ctx, 1, first_line(exc))  # a bug: Python exits with 1 after the traceback
                 if _JOB_LOG in ctx.meta:
                     ctx.meta[_JOB_LOG].close()
-                _ended(ctx, 1, first_line(exc))  # a bug: Python exits with 1 after the traceback
                 raise
             _ended(ctx, code, message)
             say(message, code)
             raise click.exceptions.Exit(code) from exc
         _ended(ctx, 0)
+        if _JOB_LOG in ctx.meta:
+            ctx.meta[_JOB_LOG].close()
 
 
 class Command(click.Command):
@@ -161,12 +163,11 @@ _JOB_RECORD = "convsum.job_record"
 
 @contextmanager
 def job_log(fmt: str) -> Iterator[RunLog]:
-    """Open the progress log of a job (run, sync). A job that fails leaves it open: the failure
-    policy says there how the job ended, then closes it."""
+    """Open the progress log of a job (run, sync). The failure policy closes it once it has
+    said there how the job ended (and whether its ending could be recorded)."""
     log = RunLog(fmt)
     click.get_current_context().meta[_JOB_LOG] = log
     yield log
-    log.close()
 
 
 @dataclass
@@ -214,18 +215,22 @@ def _ended(ctx: click.Context, code: int, message: str | None = None) -> None:
     try:
         history.append(record.out, ended)
     except OSError as exc:  # the job's own outcome stands; say why its record is missing
-        _warn(record.out / history.HISTORY, "not recorded", exc)
+        _warn(log, f"{record.out / history.HISTORY}: not recorded ({exc.strerror})")
     if record.metrics is not None:
         from convsum.metrics import Ending, write
 
         try:
             write(record.metrics, Ending(record.job, record.started, finished, code, result))
         except OSError as exc:
-            _warn(record.metrics, "metrics not written", exc)
+            _warn(log, f"{record.metrics}: metrics not written ({exc.strerror})")
 
 
-def _warn(path: Path, what: str, exc: OSError) -> None:
-    click.echo(f"convsum: warning: {path}: {what} ({exc.strerror})", err=True)
+def _warn(log: RunLog | None, message: str) -> None:
+    """Say `message` as a warning: a `warning` event of a JSON log, else a line on stderr."""
+    if log is not None and log.fmt == "json":
+        log.event("warning", message=message)
+    else:
+        click.echo(f"convsum: warning: {message}", err=True)
 
 
 def add_version(command: click.Command) -> None:
