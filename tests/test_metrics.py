@@ -73,6 +73,8 @@ def test_a_run_writes_its_metrics_and_a_failed_run_keeps_the_last_success(
     assert failed["convsum_run_last_failure_timestamp_seconds"] == failed[
         "convsum_run_finished_timestamp_seconds"]  # fmt: skip
     assert "convsum_run_messages" not in failed  # a failed run's counts would mislead
+    # the data served is the last published run's: as fresh as it was
+    assert failed["convsum_run_newest_input_timestamp_seconds"] == newest
     assert [p.name for p in prom.parent.iterdir()] == ["convsum.prom"]  # no temporary file
 
     assert _run(tmp_path / "out", prom)[0] == 0

@@ -32,7 +32,14 @@ class _Gauge(Protocol):
     def __call__(self, name: str, doc: str, value: float, **labels: str) -> None: ...
 
 
-_CARRIED = ("last_success_timestamp_seconds", "last_failure_timestamp_seconds")
+# Carried over from the file replaced: the last success and failure, and the served data's
+# freshness, which a failed run leaves as it was.
+_CARRIED = (
+    "last_success_timestamp_seconds",
+    "last_failure_timestamp_seconds",
+    "newest_input_timestamp_seconds",
+)
+_NEWEST_DOC = "The latest created of any row read: how fresh the served data is."
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,9 @@ def write(path: Path, ending: Ending) -> None:
     gauge("info", "The convsum version that wrote these metrics.", 1, version=__version__)
     if isinstance(ending.result, RunReport):
         _run(ending.result, gauge)
+    elif ending.job == "run" and "newest_input_timestamp_seconds" in carried:
+        gauge("newest_input_timestamp_seconds", _NEWEST_DOC,
+              carried["newest_input_timestamp_seconds"])  # fmt: skip
     elif isinstance(ending.result, SyncReport):
         _sync(ending.result, gauge)
     write_to_textfile(str(path), registry)
@@ -87,8 +97,7 @@ def _run(report: RunReport, gauge: _Gauge) -> None:
         gauge("files_read", "Input files the last published run read, by log.", count, log=log)
     if report.newest_input is not None:
         newest = datetime.fromisoformat(report.newest_input).timestamp()
-        doc = "The latest created of any row read: how fresh the served data is."
-        gauge("newest_input_timestamp_seconds", doc, newest)
+        gauge("newest_input_timestamp_seconds", _NEWEST_DOC, newest)
     data, files = report.data, report.files
     gauge("messages", "Messages the published tree holds, after deduplication.", data.messages)
     gauge("conversations", "Participants with a summary in the published tree.",
