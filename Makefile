@@ -2,20 +2,31 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+CHECKSUM := $(shell cksum < pyproject.toml | cut -d' ' -f1)
+# Two installs into one environment: the job alone (pip install -e ., for make run and make
+# serve), and the job with every extra and the test tools (.[test], for everything else).
+JOB_STAMP := $(VENV)/.job-$(CHECKSUM)
+STAMP := $(VENV)/.installed-$(CHECKSUM)
 LISTEN ?= 127.0.0.1:8080
 OUT ?= out/api_example
 
 .PHONY: run test test-fast test-slow bench bench-api lint format serve serve-stop samples docs clean
 
+$(JOB_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	rm -f $(VENV)/.job-* && touch $@
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	rm -f $(VENV)/.installed-* && touch $@
+	rm -f $(VENV)/.installed-* $(VENV)/.job-* && touch $@ $(JOB_STAMP)
 
-## run: the job on both sample data sets, into out/api_example and out/demo
-run: $(STAMP)
+## run: the job on both sample data sets, into out/api_example and out/demo (installs the job
+## alone: pip install -e ., without the extras or the test tools)
+run: $(JOB_STAMP)
 	$(BIN)/convsum run --messages sample_data/api_example/messages.parquet \
 		--statuses sample_data/api_example/statuses.parquet --out out/api_example
 	$(BIN)/convsum run --messages sample_data/demo/messages \
@@ -27,7 +38,7 @@ run: $(STAMP)
 	@echo "       curl -H \"Authorization: Bearer \$$TOKEN\" 'http://$(LISTEN)/v2/conversations/46734487112/summary'"
 
 ## serve: nginx in the foreground on $(LISTEN), serving $(OUT) (needs nginx, libnginx-mod-http-set-misc and -js)
-serve: $(STAMP)
+serve: $(JOB_STAMP)
 	mkdir -p out/nginx
 	$(BIN)/convsum nginx-conf $(OUT) --listen $(LISTEN) $(if $(filter 0,$(shell id -u)),--user root) > out/nginx/nginx.conf
 	nginx -p $(CURDIR)/out/nginx -c $(CURDIR)/out/nginx/nginx.conf

@@ -82,11 +82,12 @@ def _repository_files() -> list[str]:
     return sorted({name for name in listed.decode().split("\0") if name})
 
 
-def _stamp_name(pyproject: Path) -> str:
-    """Return the name of the stamp that the Makefile expects for this pyproject.toml."""
+def _stamp_names(pyproject: Path) -> tuple[str, str]:
+    """Return the names of the stamps that the Makefile expects for this pyproject.toml: the
+    whole install's (the test tools), then the job's alone."""
     with pyproject.open("rb") as text:
         checksum = subprocess.run(["cksum"], stdin=text, check=True, capture_output=True).stdout
-    return f".installed-{checksum.split()[0].decode()}"
+    return f".installed-{checksum.split()[0].decode()}", f".job-{checksum.split()[0].decode()}"
 
 
 @pytest.fixture
@@ -98,12 +99,13 @@ def clone(tmp_path: Path) -> Path:
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, target / name)
     venv = Path(sys.prefix)
-    stamp = _stamp_name(target / "pyproject.toml")
-    if not (venv / stamp).exists():
+    stamps = _stamp_names(target / "pyproject.toml")
+    if not all((venv / stamp).exists() for stamp in stamps):
         # make would install into this shared environment from the clone, which is removed after
         # the test: an environment built from another pyproject.toml must be rebuilt first.
-        pytest.fail(f"{venv} was not built from this pyproject.toml: run make once (no {stamp})")
-    (venv / stamp).touch()  # newer than the copied pyproject.toml: make installs nothing
+        pytest.fail(f"{venv} was not built from this pyproject.toml: run make once (no {stamps})")
+    for stamp in stamps:
+        (venv / stamp).touch()  # newer than the copied pyproject.toml: make installs nothing
     (target / ".venv").symlink_to(venv)
     return target
 

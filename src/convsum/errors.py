@@ -19,6 +19,12 @@ class ConfigError(ConvsumError):
     """The configuration file or a setting in it is unusable."""
 
 
+class MissingExtraError(ConfigError):
+    """A command, option or engine needs an optional extra that is not installed (extras.py)."""
+
+    exit_code = 2
+
+
 class InputError(ConvsumError):
     """An input path cannot be found, opened or read."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shlex
 import sys
 from pathlib import Path
@@ -36,14 +35,38 @@ from convsum.config import (
     load_toml,
 )
 from convsum.errors import ConfigError
+from convsum.extras import EXTRAS, require
 
 if TYPE_CHECKING:
     from convsum.publish.bucket import Destination
     from convsum.results import RunReport, SyncReport
 
-# The publishers are imported where a command uses them, so that `--help`, completion and the
-# other commands do not pay for them.
-_DESTINATION = "convsum.publish.bucket:Destination.parse"
+
+def _bucket(url: str) -> Destination:
+    """Parse a bucket's URL, once the extra that reaches buckets is found installed.
+
+    The publishers are imported where a command uses them, so that `--help`, completion and the
+    other commands do not pay for them.
+    """
+    from convsum.publish.bucket import Destination
+
+    destination = Destination.parse(url)
+    require("s3")
+    return destination
+
+
+def _installed(engine: str) -> str:
+    """Return the engine's name if what it needs is installed; else exit 2 saying what to do."""
+    if engine in EXTRAS:
+        require(engine)
+    if engine == "spark":
+        from convsum.engines.spark_session import java_problem
+
+        problem = java_problem()
+        if problem is not None:
+            raise ConfigError(problem)
+    return engine
+
 
 _metrics_option = click.option(
     "--metrics-file",
@@ -76,7 +99,7 @@ _cache_control_option = click.option(
 @click.option(
     "--engine",
     type=click.Choice(ENGINES),
-    callback=lambda _ctx, _param, name: _installed(name),
+    callback=checked(_installed),
     help="Computation engine [default: duckdb].",
 )
 @click.option(
@@ -124,7 +147,7 @@ _cache_control_option = click.option(
 @click.option(
     "--sync-to",
     metavar="s3://BUCKET/PREFIX",
-    callback=lambda ctx, param, url: url and str(checked_later(_DESTINATION)(ctx, param, url)),
+    callback=checked(lambda url: url and str(_bucket(url))),
     help="After publishing, sync the tree to this bucket (see `convsum sync`).",
 )
 @_cache_control_option
@@ -184,17 +207,6 @@ def run(report: bool, full: bool, **options: Any) -> None:
         _print_report(result)
 
 
-def _installed(engine: str | None) -> str | None:
-    """Return the engine's name if what it needs is installed; else exit 2 saying what to do."""
-    if engine == "spark":
-        from convsum.engines.spark_session import INSTALL_HINT, java_problem
-
-        problem = INSTALL_HINT if importlib.util.find_spec("pyspark") is None else java_problem()
-        if problem is not None:
-            raise click.BadParameter(problem)
-    return engine
-
-
 def _config_file(ctx: click.Context, path: Path | None) -> None:
     """Read the TOML file first (an eager option): its keys become the options' defaults.
 
@@ -218,7 +230,7 @@ def _config_file(ctx: click.Context, path: Path | None) -> None:
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("destination", metavar="s3://BUCKET/PREFIX", callback=checked_later(_DESTINATION))
+@click.argument("destination", metavar="s3://BUCKET/PREFIX", callback=checked(_bucket))
 @_cache_control_option
 @click.option(
     "--log-format",
@@ -335,7 +347,7 @@ def status(out: Path, max_input_age: int | None) -> None:
     "--from",
     "origin",
     metavar="s3://BUCKET/PREFIX",
-    callback=checked_later(_DESTINATION),
+    callback=checked(_bucket),
     help="Serve the tree synced to this bucket instead of OUT's (nginx as a caching proxy).",
 )
 @click.option(

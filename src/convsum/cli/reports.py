@@ -19,6 +19,7 @@ from convsum.config import (
     check_memory_limit,
 )
 from convsum.errors import QueryError
+from convsum.extras import require
 
 if TYPE_CHECKING:
     from convsum.reporting.human import Unit
@@ -416,6 +417,7 @@ def html(out: Path, output: Path, budget: Budget, **options: Any) -> None:
     latency per day, the top failure codes and the operators; the quality counts; an owner
     selector. The same data and options give the same bytes.
     """
+    require("html")
     from convsum.reporting.html import collect, render_html
     from convsum.reporting.query import open_tables
     from convsum.reporting.reports import Parameters

@@ -26,8 +26,6 @@ if TYPE_CHECKING:
     from pyspark import SparkConf
     from pyspark.sql import SparkSession
 
-INSTALL_HINT = "the spark engine needs PySpark and a Java 17+ runtime: pip install 'convsum[spark]'"
-
 # The session's settings unless the [spark] table sets them: the staged times are UTC, and
 # Spark's progress bar would interleave with convsum's own progress on the terminal.
 SESSION_DEFAULTS = {
@@ -52,7 +50,9 @@ def java_problem() -> str | None:
         if not (java.is_file() and os.access(java, os.X_OK)):
             return f"JAVA_HOME={home} has no bin/java: set it to a Java 17+ runtime, or unset it"
         return None
-    return None if shutil.which("java") else INSTALL_HINT
+    if shutil.which("java"):
+        return None
+    return "the spark engine needs a Java 17+ runtime: none on PATH (install one, or set JAVA_HOME)"
 
 
 def session(master: str | None, conf: Mapping[str, str]) -> SparkSession:
