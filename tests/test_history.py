@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import orjson
@@ -9,6 +12,7 @@ from click.testing import CliRunner, Result
 
 from convsum.cli import cli
 from convsum.history import HISTORY
+from convsum.incremental.catalog import CATALOG, STATE
 from tests.support.s3server import S3Server
 
 DEMO = Path(__file__).parent.parent / "sample_data" / "demo"
@@ -56,6 +60,7 @@ def test_status_says_healthy_then_what_went_wrong(tmp_path: Path) -> None:
     assert said["served"].startswith(f"run {served}, started ")
     assert said["newest input"].startswith("2018-10-04 08:01 UTC (")
     assert said["last run"].startswith(f"{served}, ended ")
+    assert said["pending"] == "nothing"
     code, said = _status(out, "--max-input-age", "2d")
     assert code == 1 and said["status"] == (
         "unhealthy: the served data is older than --max-input-age"
@@ -85,3 +90,39 @@ def test_status_says_when_the_bucket_is_behind(tmp_path: Path, s3: S3Server) -> 
     assert CliRunner().invoke(cli, ["sync", str(out), destination], env=unreachable).exit_code == 1
     code, said = _status(out)
     assert code == 1 and said["status"] == "unhealthy: the last sync failed (exit 1)"
+
+
+def _holding_the_catalog(out: Path, read_only: bool) -> subprocess.Popen[str]:
+    """A process that opens the served catalog, says so, and holds it until its stdin ends."""
+    catalog = out / "current" / STATE / CATALOG
+    script = (
+        "import sys, duckdb\n"
+        f"con = duckdb.connect({str(catalog)!r}, read_only={read_only})\n"
+        "print('open', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+    return holder
+
+
+def test_status_says_when_a_run_holds_the_state_store(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _run(out).exit_code == 0
+    with _holding_the_catalog(out, read_only=False) as run:
+        code, said = _status(out)
+        run.communicate("")
+    assert code == 0 and said["status"] == "healthy"
+    assert said["pending"] == "a run is under way (it holds the state store)"
+
+
+def test_a_run_waits_for_a_status_check_reading_the_state_store(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _run(out).exit_code == 0
+    with _holding_the_catalog(out, read_only=True) as check:
+        threading.Timer(1.0, check.communicate, ("",)).start()
+        result = _run(out)
+    assert result.exit_code == 0, result.stderr
+    assert '"mode":"incremental"' in (out / HISTORY).read_text().splitlines()[-1]

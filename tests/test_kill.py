@@ -19,7 +19,9 @@ from typing import Any
 import duckdb
 import orjson
 import pytest
+from click.testing import CliRunner
 
+from convsum.cli import cli
 from convsum.config import RunConfig
 from convsum.incremental.catalog import CATALOG, STATE
 from convsum.reporting.tables import SNAPSHOT, TABLES
@@ -70,6 +72,13 @@ def first_day_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _tables_whole(out: Path, *outs: Path) -> None:
     """The tables of `out` hold exactly what one of `outs` holds (one run's, never half)."""
     assert table_rows(out, ALL_COLUMNS) in [table_rows(o, ALL_COLUMNS) for o in outs]
+
+
+def _pending(out: Path) -> tuple[int, str]:
+    """Return `convsum status OUT`'s exit code and what it says is pending."""
+    said = CliRunner().invoke(cli, ["status", str(out)])
+    lines = dict(line.split(":", 1) for line in said.stdout.splitlines())
+    return said.exit_code, lines["pending"].strip()
 
 
 def _killed_run(
@@ -150,11 +159,18 @@ def test_kill_during_an_incremental_run_then_rerun_gives_the_clean_tree(
     # The catalog lists the night's files only once the last stage commits them.
     assert _state_answers(out) in ((2, 6) if stage == "state" else (2,))
     _tables_whole(out, first_day_out, clean_out)
+    # The swap records the update before it changes the served tree, and the last stage ends it.
+    code, pending = _pending(out)
+    if stage == "index":
+        assert code == 1 and pending.startswith("an unfinished update: "), pending
+    elif stage not in ("swap", "state"):
+        assert (code, pending) == (0, "nothing"), f"killed at {where}"
     report = run_job(_config(inputs, out))
     assert published(out) == clean, f"killed at {where}"
     _tables_whole(out, clean_out)
     assert _leftovers(out) == [], f"killed at {where}"
     assert _state_answers(out) == 6
+    assert _pending(out) == (0, "nothing")
     if stage == "state":  # the catalog may have been committed: then nothing is left to read
         assert report.mode == "incremental"
     else:

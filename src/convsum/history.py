@@ -84,6 +84,7 @@ class Status:
     last_run: Ended | None
     last_success: Ended | None
     last_sync: Ended | None
+    pending: int | None  # conversations an unfinished update left; None while a run is under way
     problems: list[str]
 
     @property
@@ -92,9 +93,10 @@ class Status:
 
 
 def status(out: Path, max_input_age: int | None, now: datetime) -> Status:
-    """Return the status of the output root `out`: the served run, the last run and sync, and
-    what is wrong (nothing served, the last run or sync failed, the bucket behind, the data
-    older than `max_input_age` seconds)."""
+    """Return the status of the output root `out`: the served run, the last run and sync, the
+    work an unfinished update left, and what is wrong (nothing served, the last run or sync
+    failed, the bucket behind, an update left unfinished, the data older than `max_input_age`
+    seconds)."""
     try:
         served = orjson.loads((out / "current" / "manifest.json").read_bytes())
     except (FileNotFoundError, NotADirectoryError, ValueError):
@@ -114,9 +116,14 @@ def status(out: Path, max_input_age: int | None, now: datetime) -> Status:
         problems.append(f"the last sync failed (exit {last_sync.exit_code})")
     elif last_sync is not None and served is not None and last_sync.run_id != served["run_id"]:
         problems.append(f"the bucket holds run {last_sync.run_id}, not the served one")
+    from convsum.incremental.catalog import STATE, Catalog
+
+    pending = Catalog.pending_in(out / "current" / STATE) if served is not None else 0
+    if pending:
+        problems.append("an update was left unfinished")
     newest = served and served.get("newest_input")
     if max_input_age is not None and newest:
         age = (now - datetime.fromisoformat(newest)).total_seconds()
         if age > max_input_age:
             problems.append("the served data is older than --max-input-age")
-    return Status(served, last_run, last_success, last_sync, problems)
+    return Status(served, last_run, last_success, last_sync, pending, problems)

@@ -292,11 +292,13 @@ def _print_report(result: RunReport | SyncReport) -> None:
 )
 def status(out: Path, max_input_age: int | None) -> None:
     """Say whether the output root OUT is healthy: the run it serves and its age, the newest
-    input, the last run and the last sync (from OUT/history.jsonl).
+    input, the last run and the last sync (from OUT/history.jsonl), and the work pending (an
+    update left unfinished, or a run under way).
 
     Exits 0 when healthy; 1 when nothing is published, the last run or sync failed, the
-    bucket holds another run than the one served, or the data is older than --max-input-age:
-    a check for a monitoring system.
+    bucket holds another run than the one served, an update was left unfinished (a run killed
+    while it changed the served tree), or the data is older than --max-input-age: a check for a
+    monitoring system.
     """
     from datetime import UTC, datetime
 
@@ -331,6 +333,13 @@ def status(out: Path, max_input_age: int | None) -> None:
         lines.append(("last success", ending(found.last_success)))
     if found.last_sync is not None:
         lines.append(("last sync", f"to {found.last_sync.destination}: {ending(found.last_sync)}"))
+    if found.pending is None:
+        lines.append(("pending", "a run is under way (it holds the state store)"))
+    elif found.pending:
+        lines.append(("pending", f"an unfinished update: {found.pending:,} conversations to "
+                      "rewrite, which the next run does"))  # fmt: skip
+    elif served is not None:
+        lines.append(("pending", "nothing"))
     verdict = "healthy" if found.healthy else "unhealthy: " + "; ".join(found.problems)
     lines.append(("status", verdict))
     width = max(len(key) for key, _ in lines)

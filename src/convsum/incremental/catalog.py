@@ -24,8 +24,9 @@ conversations it had started to rewrite (`pending`), which the next run rewrites
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +45,10 @@ STATE = "state"
 CATALOG = "catalog.duckdb"
 FORMAT = "2"
 EMPTY = "empty.parquet"
+# DuckDB's words when another process has the catalog open (its file lock), and how long a run
+# waits for a reader (`convsum status`, which holds it for a moment) to let go.
+_LOCKED = "Could not set lock on file"
+_LOCK_WAIT_SECONDS = 10.0
 
 _SCHEMA = """
 CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
@@ -98,11 +103,21 @@ class Catalog:
 
     @classmethod
     def open(cls, directory: Path) -> Catalog | None:
-        """Open the state store in `directory`; None if unreadable or of another format."""
-        try:
-            state = cls(directory, duckdb.connect(str(directory / CATALOG)))
-        except duckdb.Error:
-            return None
+        """Open the state store in `directory`; None if unreadable or of another format.
+
+        A reader that has it open (`pending_in`) is waited for, up to ten seconds.
+        """
+        deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+        while True:
+            try:
+                state = cls(directory, duckdb.connect(str(directory / CATALOG)))
+                break
+            except duckdb.IOException as exc:
+                if _LOCKED not in str(exc) or time.monotonic() > deadline:
+                    return None
+                time.sleep(0.05)
+            except duckdb.Error:
+                return None
         try:
             if state.meta("format") == FORMAT:
                 return state
@@ -110,6 +125,25 @@ class Catalog:
             pass
         state.close()
         return None
+
+    @staticmethod
+    def pending_in(directory: Path) -> int | None:
+        """Return how many conversations an unfinished update of the store in `directory` left
+        to rewrite (0 without a store), reading it read-only for a moment; None while a run has
+        it open (a run is under way)."""
+        if not Catalog.exists(directory):
+            return 0
+        try:
+            con = duckdb.connect(str(directory / CATALOG), read_only=True)
+        except duckdb.IOException as exc:
+            if _LOCKED in str(exc):
+                return None
+            raise
+        with closing(con):
+            try:
+                return Catalog(directory, con).pending()
+            except duckdb.Error:  # a store of another format: the next run replaces it
+                return 0
 
     @staticmethod
     def exists(directory: Path) -> bool:
