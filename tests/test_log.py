@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,8 +19,11 @@ import pyte
 import pytest
 
 from convsum import __version__
+from convsum.config import RunConfig
 from convsum.interrupts import Interrupted
-from convsum.log import RunLog
+from convsum.log import RunLog, Stage
+from convsum.run import run_job
+from tests.support.data import DAYS, land
 
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
@@ -317,3 +321,48 @@ def test_log_close_is_idempotent_stops_the_thread_and_silences(few_threads: int)
         log.event("mode", mode="full")
     assert stream.getvalue() == written
     assert _screen(stream) == ["> "]  # the live line is gone
+
+
+def test_log_live_totals_are_what_the_stages_reach(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected: dict[str, dict[str, int]] = {}
+    expect = Stage.expect
+
+    def recorded(stage: Stage, **totals: int) -> None:
+        expected[stage.name] = totals
+        expect(stage, **totals)
+
+    monkeypatch.setattr(Stage, "expect", recorded)
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    config = RunConfig(messages=str(inputs / "messages"), statuses=str(inputs / "statuses"),
+                       out=str(out), page_size=10, desc_pages=True)  # fmt: skip
+    for days, mode in ((DAYS[:1], "full"), (DAYS[1:], "incremental")):
+        land(inputs, days)
+        expected.clear()
+        stream = io.StringIO()
+        with RunLog("json", stream) as log:
+            assert run_job(config, log).mode == mode
+        reached = {r["stage"]: r["counts"] for r in _records(stream) if r["event"] == "stage_end"}
+        assert expected["summaries"] == reached["summaries"]
+        assert reached["summaries"]["files"] > 0
+        if mode == "full":
+            assert expected["pages"] == reached["pages"]
+        else:  # an update rewrites the pages from where its changes start: no total
+            assert "pages" not in expected
+
+
+def test_log_tty_live_line_shows_the_total_share_and_time_left() -> None:
+    stage = Stage("pages")
+    stage.add(files=1200, dirs=3)
+    assert stage.progress() == " (files=1200, dirs=3)"
+    stage.expect(files=4800)
+    stage._started -= 10  # ten seconds for the first quarter: thirty more at that pace
+    assert re.fullmatch(r" \(25 %, 30\.\ds left, files=1,200/4,800, dirs=3\)", stage.progress())
+    stage.add(files=3600)
+    assert stage.progress() == " (100 %, 0.0s left, files=4,800/4,800, dirs=3)"
+    assert Stage("summaries").progress() == ""
+    unstarted = Stage("summaries")
+    unstarted.expect(files=10)
+    unstarted.set(files=0)
+    assert unstarted.progress() == " (0 %, files=0/10)"

@@ -32,6 +32,7 @@ class Stage:
     def __init__(self, name: str) -> None:
         self.name = name
         self.counts: dict[str, int] = {}
+        self.totals: dict[str, int] = {}  # what a counter will reach, once known (`expect`)
         self._lock = threading.Lock()
         self._started = time.perf_counter()
 
@@ -45,6 +46,33 @@ class Stage:
         """Set counters to absolute values."""
         with self._lock:
             self.counts.update(counts)
+
+    def expect(self, **totals: int) -> None:
+        """Say what counters will reach: the live line then shows each with its total, its
+        share and the time left at the pace so far."""
+        with self._lock:
+            self.totals.update(totals)
+
+    def progress(self) -> str:
+        """Return the counters as the live line shows them: `25 %, 3.0s left, files=1,200/4,800`."""
+        with self._lock:
+            counts, totals = dict(self.counts), dict(self.totals)
+        if not totals:
+            return _fields_text(counts)
+        from convsum.reporting.human import duration  # the job has PyArrow loaded by now
+
+        elapsed, parts = self.elapsed(), []
+        for key, value in counts.items():
+            total = totals.get(key)
+            if not total:
+                parts.append(f"{key}={value:,}")
+                continue
+            # The share and the time left first: a narrow terminal crops the line's end.
+            share = f"{100 * min(value, total) // total} %"
+            if value:
+                share += f", {duration(elapsed * max(total - value, 0) / value)} left"
+            parts.append(f"{share}, {key}={value:,}/{total:,}")
+        return " (" + ", ".join(parts) + ")" if parts else ""
 
     def elapsed(self) -> float:
         """Return the wall seconds since the stage started."""
@@ -205,7 +233,7 @@ class RunLog:
             return Text()
         line = f"{self._prefix()}{stage.name} ... {stage.elapsed():.1f} s"
         # Cut at the terminal's width: a wrapped line would be redrawn from its last row only.
-        return Text(line + _fields_text(stage.snapshot()), no_wrap=True, overflow="crop")
+        return Text(line + stage.progress(), no_wrap=True, overflow="crop")
 
     def _prefix(self) -> str:
         # The whole run id: it is short, and greppable in the manifest and the run report.

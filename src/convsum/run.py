@@ -29,7 +29,7 @@ from convsum.engines.base import Pages, Summaries, memory_budget, tally
 from convsum.errors import InputError, PublishError, first_line
 from convsum.incremental.catalog import STATE, Catalog
 from convsum.incremental.plan import Plan, decide, fingerprint, update_scope
-from convsum.incremental.tallies import Tally, merge, write_conversations
+from convsum.incremental.tallies import Tally, files_to_write, merge, write_conversations
 from convsum.inputs import Source, StagedInputs, list_inputs, stage_inputs
 from convsum.log import RunLog
 from convsum.publish.manifest import (
@@ -392,11 +392,15 @@ def _derive_and_write(
             tallies = merge(state, now, was, affected.conversations, work)
             facts = replace(facts, owners=tallies.owners, participants=tallies.participants)
             stage.set(messages=facts.messages, participants=tallies.participants)
+            summaries_total, pages_total = files_to_write(state, tallies, config.page_size)
         if config.only != "summaries":
             with log.stage("pages") as stage:
+                if affected.touched is None:  # an update's pages start where its changes do
+                    stage.expect(files=pages_total * len(_orders(config)))
                 for order in _orders(config):
                     publish_stream(derived, writer, Pages(order), config.page_size, stage)
         with log.stage("summaries") as stage:
+            stage.expect(files=summaries_total)
             summaries = Summaries(tallies.counts)
             publish_stream(derived, writer, summaries, config.page_size, stage)
         with log.stage("tables") as stage:

@@ -86,3 +86,25 @@ def write_conversations(catalog: Catalog, tally: Tally, target: Path) -> None:
         f"COPY (SELECT * FROM {_merged(tally.updated, tally.counts)} ORDER BY ALL) "
         f"TO {literal(str(target))} (FORMAT parquet)"
     )
+
+
+def files_to_write(catalog: Catalog, tally: Tally, page_size: int) -> tuple[int, int]:
+    """Return how many summaries a run writes for `tally` (one per conversation it recomputes
+    that still has messages), and how many pages of one order a full run writes (a page per
+    `page_size` messages of each list: the whole conversation, mt and mo; none for an empty
+    list). The live line's totals."""
+    row = catalog.con.execute(
+        f"""
+        SELECT count(*), coalesce(sum(ceil(every / $size) + ceil(mt / $size)
+            + ceil(mo / $size)), 0)::BIGINT
+        FROM (
+            SELECT sum(messages) AS every,
+                coalesce(sum(messages) FILTER (direction = 'mt'), 0) AS mt,
+                coalesce(sum(messages) FILTER (direction = 'mo'), 0) AS mo
+            FROM read_parquet({literal(str(tally.counts))}) GROUP BY owner, participant
+        )
+        """,
+        {"size": page_size},
+    ).fetchone()
+    summaries, pages = row or (0, 0)
+    return int(summaries), int(pages)
