@@ -35,6 +35,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from convsum.errors import PublishError, first_line
 from convsum.inputs import MESSAGES_SCHEMA, STATUSES_SCHEMA, StagedFile
 from convsum.results import Facts
 
@@ -138,7 +139,8 @@ class Catalog:
         except duckdb.IOException as exc:
             if _LOCKED in str(exc):
                 return None
-            raise
+            msg = f"{directory / CATALOG}: cannot read the state store ({first_line(exc)})"
+            raise PublishError(msg) from exc
         with closing(con):
             try:
                 return Catalog(directory, con).pending()
