@@ -53,7 +53,7 @@ test: lint
 	$(BIN)/python -m pytest -n auto -m "not serial"
 	$(BIN)/python -m pytest -m serial
 
-## test-fast: the inner loop (under 2 minutes here): unit tests and both local engines end to end, a
+## test-fast: the inner loop (about 3 minutes here): unit tests and both local engines end to end, a
 ## fifth of the property examples; no Spark, nginx, browser or slow suites (make test has all)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n auto -m "not slow and not spark and not http and not browser" \
