@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +16,8 @@ from convsum import __version__
 from convsum.cli import cli
 from tests.support.s3server import S3Server
 
-DEMO = Path(__file__).parent.parent / "sample_data" / "demo"
+ROOT = Path(__file__).parent.parent
+DEMO = ROOT / "sample_data" / "demo"
 
 
 def metrics(path: Path) -> dict[str, Any]:
@@ -103,6 +105,11 @@ def test_a_sync_writes_its_metrics_sent_or_failed(tmp_path: Path, s3: S3Server) 
     assert failed["convsum_sync_last_success_timestamp_seconds"] == sent[
         "convsum_sync_last_success_timestamp_seconds"]  # fmt: skip
     assert "convsum_sync_objects{sent}" not in failed
+    # The alerts of jobs/README.md name metrics that a run and a sync write.
+    written = {key.split("{")[0] for key in [*metrics(tmp_path / "run.prom"), *sent]}
+    rules = (ROOT / "jobs" / "README.md").read_text().split("```yaml\n")[1].split("```")[0]
+    named = set(re.findall(r"convsum_\w+", rules))
+    assert len(named) == 4 and named <= written, named - written
 
 
 def test_a_metrics_file_the_collector_would_not_read_is_refused(tmp_path: Path) -> None:
