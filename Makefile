@@ -47,11 +47,9 @@ serve: $(JOB_STAMP)
 serve-stop:
 	nginx -p $(CURDIR)/out/nginx -c $(CURDIR)/out/nginx/nginx.conf -s stop
 
-## test: lint, type checks and the whole test suite: what can share the machine on every core
-## (pytest-xdist), then the runs a signal must reach at a chosen moment (marked serial) alone
+## test: lint, type checks and the whole test suite, on every core (pytest-xdist)
 test: lint
-	$(BIN)/python -m pytest -n auto -m "not serial"
-	$(BIN)/python -m pytest -m serial
+	$(BIN)/python -m pytest -n auto
 
 ## test-fast: the inner loop (about 3 minutes here): unit tests and both local engines end to end, a
 ## fifth of the property examples; no Spark, nginx, browser or slow suites (make test has all)

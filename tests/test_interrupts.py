@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-# Left out of make test-fast; in make test, run alone (their signals land at a chosen moment).
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = pytest.mark.slow  # left out of make test-fast
 
 # A DuckDB query that runs for about a minute and gives Python's signal handlers a turn seldom, if
 # at all; when the signal does interrupt it, a second one plays a clean-up that takes too long.

@@ -2,7 +2,8 @@
 
 The demo data set is split into nights: its first day is published, then its two other days land
 and a run adding them is killed shortly after it starts a given stage (random delays, seeded and
-named in each case); then the job runs again. The tree must equal a clean full run's, the state
+named in each case, counted inside the run, which sends itself the signal: no reader of its log
+stands between); then the job runs again. The tree must equal a clean full run's, the state
 store must open and answer, and a further run must still be incremental and correct.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 import random
 import signal
 import subprocess
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,11 +28,10 @@ from convsum.reporting.tables import SNAPSHOT, TABLES
 from convsum.run import run_job
 from tests.conftest import ALL_COLUMNS, table_rows
 from tests.support.data import DAYS, land
-from tests.support.processes import CONVSUM, INCREMENTAL_STAGES
+from tests.support.processes import INCREMENTAL_STAGES, signalling_itself
 from tests.support.trees import published
 
-# Left out of make test-fast; in make test, run alone (their signals land at a chosen moment).
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = pytest.mark.slow  # left out of make test-fast
 
 
 def _config(inputs: Path, out: Path) -> RunConfig:
@@ -84,14 +83,15 @@ def _pending(out: Path) -> tuple[int, str]:
 def _killed_run(
     config: RunConfig, stage: str, delay: float, full: bool, sig: int = signal.SIGKILL
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Start the job; send `sig` `delay` seconds after it starts `stage`.
+    """Run the job, which sends itself `sig` `delay` seconds after it starts `stage`.
 
-    Returns its exit code and the JSON log events it wrote after the signal.
+    Returns its exit code and the JSON log events it wrote after the start of `stage`.
     """
     command = [
-        CONVSUM, "run", "--messages", config.messages, "--statuses", str(config.statuses),
-        "--out", config.out, "--page-size", str(config.page_size), "--desc-pages",
-        "--log-format", "json", *(["--full"] if full else []),
+        *signalling_itself(stage, sig, delay), "run", "--messages", config.messages,
+        "--statuses", str(config.statuses), "--out", config.out,
+        "--page-size", str(config.page_size), "--desc-pages", "--log-format", "json",
+        *(["--full"] if full else []),
         *(["--metrics-file", config.metrics_file] if config.metrics_file else []),
     ]  # fmt: skip
     with subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL) as process:
@@ -100,8 +100,6 @@ def _killed_run(
             for line in process.stderr:
                 event = orjson.loads(line)
                 if event["event"] == "stage_start" and event["stage"] == stage:
-                    time.sleep(delay)
-                    process.send_signal(sig)
                     break
             after = [orjson.loads(line) for line in process.stderr]  # a traceback fails here
         finally:
@@ -145,9 +143,10 @@ def _first_day_then_killed(
     run_job(_config(inputs, out))
     before = published(out)
     land(inputs, DAYS[1:])
-    code, _ = _killed_run(_config(inputs, out), stage, delay, full=full)
+    code, after = _killed_run(_config(inputs, out), stage, delay, full=full)
     where = f"{stage} + {delay:.4f} s"
     assert code == -signal.SIGKILL, f"the run ended ({code}) before the kill at {where}"
+    assert after == [], f"the run logged {after} after the start of {stage}, before the kill"
     return inputs, out, before, where
 
 

@@ -16,7 +16,7 @@ from convsum.cli import cli
 from convsum.config import DEFAULT_CACHE_CONTROL
 from tests.support.buckets import PREFIX, run, served_files, sync, write_day
 from tests.support.ports import free_port
-from tests.support.processes import BIN
+from tests.support.processes import signalling_itself
 from tests.support.s3server import S3Server, running_s3_server
 
 pytestmark = pytest.mark.slow  # left out of make test-fast
@@ -157,21 +157,13 @@ def _events(result: Result) -> list[dict[str, Any]]:
 
 
 def _killed_at(s3: S3Server, out: Path, bucket: str, stage: str, *args: str) -> None:
-    """Start `convsum sync` and SIGKILL it once it logs the start of `stage`."""
-    command = [BIN / "convsum", "sync", out, f"s3://{bucket}/{PREFIX}", "--log-format", "json"]
-    command += args
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, env=s3.env())
-    assert process.stderr is not None
-    for line in process.stderr:
-        event = orjson.loads(line)
-        if event["event"] == "stage_start" and event["stage"] == stage:
-            process.send_signal(signal.SIGKILL)
-            break
-    process.stderr.close()
-    assert process.wait(timeout=30) == -signal.SIGKILL, f"the sync ended before {stage}"
+    """Run `convsum sync`, which SIGKILLs itself once it logs the start of `stage`."""
+    command = [*signalling_itself(stage), "sync", str(out), f"s3://{bucket}/{PREFIX}"]
+    command += ["--log-format", "json", *args]
+    done = subprocess.run(command, capture_output=True, env=s3.env(), timeout=30, check=False)
+    assert done.returncode == -signal.SIGKILL, f"the sync ended before {stage}: {done.stderr!r}"
 
 
-@pytest.mark.serial  # the kill must land in the stage
 @pytest.mark.parametrize("stage", STAGES)
 def test_sync_killed_at_a_stage_then_rerun_leaves_the_bucket_equal_to_the_tree(
     s3: S3Server, synced: tuple[Path, Path, str], stage: str
@@ -189,7 +181,6 @@ def test_sync_killed_at_a_stage_then_rerun_leaves_the_bucket_equal_to_the_tree(
     assert _report(sync(s3, out, bucket))["sent"] == 0
 
 
-@pytest.mark.serial  # the kill must land in the stage
 def test_sync_killed_then_a_nightly_run_then_rerun_includes_the_run(
     s3: S3Server, tree: tuple[Path, Path]
 ) -> None:
