@@ -51,7 +51,7 @@ serve-stop:
 test: lint
 	$(BIN)/python -m pytest -n auto
 
-## test-fast: the inner loop (about 3 minutes here): unit tests and both local engines end to end, a
+## test-fast: the inner loop (about 2 minutes here): unit tests and both local engines end to end, a
 ## fifth of the property examples; no Spark, nginx, browser or slow suites (make test has all)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n auto -m "not slow and not spark and not http and not browser" \
