@@ -154,7 +154,7 @@ def main() -> None:
             text=True,
         ).stdout
         api_root = (out / "current" / "api").resolve()
-        pattern = f"*/*/{OWNER}/v2/conversations/*/*/{PARTICIPANT}/p/all.asc.0.json"
+        pattern = f"*/*/{OWNER}/v2/conversations/*/*/{PARTICIPANT}/all.asc.0.json"
         page = next(api_root.glob(pattern))
         floor_path = "/" + str(page.relative_to(api_root))
         results: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in REQUESTS}

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from convsum.config import ENGINES, RunConfig
 from convsum.errors import RebuildRefusedError
 from convsum.log import RunLog
-from convsum.publish.paths import conversation_dir
+from convsum.publish.paths import LAYOUT_VERSION, conversation_dir
 from convsum.results import RunReport
 from convsum.run import run_job
 from tests.conftest import (
@@ -305,7 +305,7 @@ def test_incremental_tree_of_another_layout_is_rebuilt_not_mixed(
     report = run_job(_config(inputs, out))
     assert report.mode == "full"
     manifest = orjson.loads((out / "current" / "manifest.json").read_bytes())
-    assert manifest["layout"]["version"] == 2
+    assert manifest["layout"]["version"] == LAYOUT_VERSION
 
 
 def _at(minutes: int) -> Any:

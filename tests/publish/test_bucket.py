@@ -252,13 +252,13 @@ def test_bucket_nginx_conf_from_a_bucket_of_an_older_layout_says_to_run_and_sync
     assert sync(s3, out, bucket).exit_code == 0
     key = f"{PREFIX}/manifest.json"
     manifest = orjson.loads(s3.client().get_object(Bucket=bucket, Key=key)["Body"].read())
-    assert manifest["layout"]["version"] == 2
+    assert manifest["layout"]["version"] == 3
     del manifest["layout"]["version"]  # as a sync of an earlier convsum wrote it
     s3.client().put_object(Bucket=bucket, Key=key, Body=orjson.dumps(manifest))
     result = _nginx_conf_from(s3, bucket, s3.env())
     assert (result.exit_code, result.stdout) == (1, ""), result.output
     assert result.stderr == (
         f"Error: s3://{bucket}/{PREFIX}/manifest.json: a tree of layout 1, which this convsum "
-        "(layout 2) cannot serve; run `convsum run` on the output root, then `convsum sync` to "
+        "(layout 3) cannot serve; run `convsum run` on the output root, then `convsum sync` to "
         "this bucket\n"
     )

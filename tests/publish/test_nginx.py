@@ -63,8 +63,8 @@ def test_nginx_page_group_agrees_with_page_file(page_size: int) -> None:
         if start % page_size:
             continue
         match = pattern.match(str(start))
-        group = match.group(1) if match else ""
-        assert page_file(page_size, "all", "asc", start) == f"p{group}/all.asc.{start}.json"
+        directory = f"p{match.group(1)}/" if match else ""  # the map's /p$1, else none
+        assert page_file(page_size, "all", "asc", start) == f"{directory}all.asc.{start}.json"
 
 
 def test_nginx_quote_escapes_what_the_parser_unescapes() -> None:

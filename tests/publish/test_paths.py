@@ -146,11 +146,11 @@ def test_paths_conversation_dir_joins_owner_and_participant() -> None:
 @pytest.mark.parametrize(
     ("page_size", "start", "path"),
     [
-        (50, 0, "p/mt.asc.0.json"),
-        (50, 9950, "p/mt.asc.9950.json"),
+        (50, 0, "mt.asc.0.json"),
+        (50, 9950, "mt.asc.9950.json"),
         (50, 10000, "p1/mt.asc.10000.json"),
         (50, 1234550, "p123/mt.asc.1234550.json"),
-        (1, 99, "p/mt.asc.99.json"),
+        (1, 99, "mt.asc.99.json"),
         (1, 100, "p1/mt.asc.100.json"),
     ],
 )

@@ -74,7 +74,7 @@ def _assert_bucket_is_the_tree(
         "started_at": local["started_at"],
         "newest_input": local["newest_input"],
         "convsum_version": local["convsum_version"],
-        "layout": {"version": 2, "page_size": 2, "orders": ["asc"]},
+        "layout": {"version": 3, "page_size": 2, "orders": ["asc"]},
         "files": len(files),
         "counts": local["counts"],
     }

@@ -227,11 +227,13 @@ function List(files, dir, name, size, groupDigits) {
     this.pages = {};
 }
 
-// publish.paths.page_file: the group directory is the start without its last k digits.
+// publish.paths.page_file: the group directory is the start without its last k digits; the
+// first group's pages are in the conversation's directory.
 List.prototype.path = function (index) {
     var digits = String(index * this.size);
     var group = digits.slice(0, Math.max(digits.length - this.groupDigits, 0));
-    return this.dir + '/p' + group + '/' + this.name + '.asc.' + digits + '.json';
+    var dir = group ? this.dir + '/p' + group : this.dir;
+    return dir + '/' + this.name + '.asc.' + digits + '.json';
 };
 
 // A promise of the page as {bytes, tag}, or of null when there is no such page.

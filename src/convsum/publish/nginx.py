@@ -185,8 +185,9 @@ def start_pattern(page_size: int) -> str:
 
 
 def page_group_pattern(page_size: int) -> str:
-    """Return a regular expression whose first group is a start's page group."""
-    return f"^([0-9]*)[0-9]{{{page_group_digits(page_size)}}}$"
+    """Return a regular expression whose first group is a start's page group, matching only
+    the starts outside the first group (whose pages are in the conversation's directory)."""
+    return f"^([0-9]+)[0-9]{{{page_group_digits(page_size)}}}$"
 
 
 def _fanout_maps(names: tuple[str, ...] = ("owner", "participant")) -> str:
@@ -512,7 +513,7 @@ def _owner_in_path_server(
         f'{page_size}, limit {page_size}, order {orders_text}"}}'
     )
     name = "(?<cs_owner>[^/]+)/v2/conversations/(?<cs_participant>[^/]+)"
-    page = f"{conversation}/p$cs_page_group/$cs_list.$cs_order.$cs_start.json"
+    page = f"{conversation}$cs_page_dir/$cs_list.$cs_order.$cs_start.json"
     answers = _answers(source, conversation, page)
     list_answer = answers["page"] if orders else f"return 404 '{_NO_LISTS}';"
     hashes = _hash_lines()
@@ -555,8 +556,9 @@ def _pagination_maps(page_size: int, orders: list[str]) -> str:
     map $arg_start $cs_start {{ "" 0; "~{start_pattern(page_size)}" $arg_start; default ""; }}
     map $arg_limit $cs_limit_ok {{ "" 1; "{page_size}" 1; default 0; }}
     map $arg_order $cs_order {{ "" asc; "~*^asc$" asc; "~*^desc$" {desc}; default ""; }}
-    # A page's group directory: its start without the last digits (publish.paths.page_file).
-    map $cs_start $cs_page_group {{ "~{page_group_pattern(page_size)}" $1; default ""; }}
+    # A page's group directory: its start without the last digits, none for the first group
+    # (publish.paths.page_file).
+    map $cs_start $cs_page_dir {{ "~{page_group_pattern(page_size)}" /p$1; default ""; }}
     map "$cs_start:$cs_limit_ok:$cs_order" $cs_bad_request {{
         "~^[0-9]+:1:(asc|desc)$" 0;
         default 1;

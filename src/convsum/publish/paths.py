@@ -27,8 +27,9 @@ MAX_HEX = 200  # an unservable name of up to 100 bytes is stored as its hexadeci
 RESERVED_FANOUT = "~"
 # The version of the rules below, recorded in the manifest's layout and in what a state store
 # must match to be added to: a tree of another layout is rebuilt, never updated in place.
-# 1: fan-out from the name's last four bytes; 2: from the MD5 of its bytes.
-LAYOUT_VERSION = 2
+# 1: fan-out from the name's last four bytes; 2: from the MD5 of its bytes; 3: a conversation's
+# first page group in its own directory.
+LAYOUT_VERSION = 3
 
 
 def check_layout(layout: Mapping[str, Any], where: str, remedy: str) -> None:
@@ -105,9 +106,12 @@ def page_group_digits(page_size: int) -> int:
 def page_file(page_size: int, list_name: str, order: str, start: int) -> str:
     """Return the path of a page below its conversation's directory.
 
-    `start` 1234550 at page size 50 gives `p123/all.asc.1234550.json`; starts below 10**k share
-    the group `p`. The web server derives the same group from the `start` digits.
+    `start` 1234550 at page size 50 gives `p123/all.asc.1234550.json`. The starts below 10**k
+    (the first group) stay in the conversation's directory itself, `all.asc.0.json`, so that a
+    conversation of a page or a few per list costs one directory, not two. The web server
+    derives the same directory from the `start` digits.
     """
     digits = str(start)
     group = digits[: -page_group_digits(page_size)]  # k >= 2, so the slice is well defined
-    return f"p{group}/{list_name}.{order}.{digits}.json"
+    name = f"{list_name}.{order}.{digits}.json"
+    return f"p{group}/{name}" if group else name
