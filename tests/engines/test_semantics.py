@@ -2,10 +2,45 @@
 
 from __future__ import annotations
 
-import orjson
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import orjson
+import pytest
+
+from convsum.engines.base import StatusOrder, status_order
 from convsum.publish.paths import conversation_dir, page_file
-from tests.conftest import RunTree, at, message, status
+from tests.conftest import RunTree, Tree, at, message, status
+
+
+@pytest.fixture(params=["packed", "general"])
+def ranked_tree(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, run_tree: RunTree
+) -> RunTree:
+    """`run_tree`, with each engine's latest status taken in one of its two forms: the packed
+    integer (what this data allows), or the general sort or tuple-keyed arg_max (what data too
+    wide for the integer takes)."""
+    orders: list[StatusOrder | None] = []
+    chosen: Callable[[Path], StatusOrder | None] = (
+        status_order if request.param == "packed" else lambda _statuses: None
+    )
+
+    def order(statuses: Path) -> StatusOrder | None:
+        orders.append(chosen(statuses))
+        return orders[-1]
+
+    for engine in ("duckdb", "polars"):
+        monkeypatch.setattr(f"convsum.engines.{engine}.status_order", order)
+
+    def run(*args: Any, **config: Any) -> Tree:
+        tree = run_tree(*args, **config)
+        assert orders, "the engine took no latest-status order"
+        assert all((o is None) == (request.param == "general") for o in orders)
+        orders.clear()
+        return tree
+
+    return run
 
 
 def _summary(
@@ -43,21 +78,21 @@ def test_semantics_sender_equal_to_recipient_counts_once(run_tree: RunTree) -> N
     assert tree.ids("4670") == ["m1"]
 
 
-def test_semantics_tie_final_beats_info(run_tree: RunTree) -> None:
-    tree = run_tree([message("m1")], [status("m1", 201, at(5)), status("m1", 111, at(5))])
+def test_semantics_tie_final_beats_info(ranked_tree: RunTree) -> None:
+    tree = ranked_tree([message("m1")], [status("m1", 201, at(5)), status("m1", 111, at(5))])
     assert tree.summary("Acme")["mobileTerminatedMessages"] == {"201": {"messages": 1, "sms": 1}}
 
 
-def test_semantics_tie_between_finals_takes_higher_code(run_tree: RunTree) -> None:
-    tree = run_tree(
+def test_semantics_tie_between_finals_takes_higher_code(ranked_tree: RunTree) -> None:
+    tree = ranked_tree(
         [message("m1")],
         [status("m1", 402, at(5)), status("m1", 201, at(5)), status("m1", 203, at(5))],
     )
     assert tree.summary("Acme")["mobileTerminatedMessages"] == {"402": {"messages": 1, "sms": 1}}
 
 
-def test_semantics_tie_between_infos_takes_higher_code(run_tree: RunTree) -> None:
-    tree = run_tree([message("m1")], [status("m1", 111, at(5)), status("m1", 114, at(5))])
+def test_semantics_tie_between_infos_takes_higher_code(ranked_tree: RunTree) -> None:
+    tree = ranked_tree([message("m1")], [status("m1", 111, at(5)), status("m1", 114, at(5))])
     assert tree.summary("Acme")["mobileTerminatedMessages"] == {"114": {"messages": 1, "sms": 1}}
 
 
@@ -67,8 +102,8 @@ def test_semantics_identical_duplicate_statuses_count_once(run_tree: RunTree) ->
     assert tree.report.data.duplicate_statuses == 2
 
 
-def test_semantics_later_info_after_final_wins(run_tree: RunTree) -> None:
-    tree = run_tree([message("m1")], [status("m1", 201, at(5)), status("m1", 111, at(9))])
+def test_semantics_later_info_after_final_wins(ranked_tree: RunTree) -> None:
+    tree = ranked_tree([message("m1")], [status("m1", 201, at(5)), status("m1", 111, at(9))])
     assert tree.summary("Acme")["mobileTerminatedMessages"] == {"111": {"messages": 1, "sms": 1}}
     assert tree.messages("Acme")[0]["statuses"] == [
         {"code": 111, "duration": 0, "created": "2024-01-01T12:00:09Z"}
@@ -227,20 +262,20 @@ def test_semantics_message_object_shape_and_bytes(run_tree: RunTree) -> None:
     assert page.read_bytes() == orjson.dumps([expected])
 
 
-def test_semantics_tie_final_beats_higher_non_final_code(run_tree: RunTree) -> None:
+def test_semantics_tie_final_beats_higher_non_final_code(ranked_tree: RunTree) -> None:
     rows = [message("m1"), message("m2", created=at(1)), message("m3", created=at(2))]
     statuses = [
         *(status("m1", code, at(5)) for code in (301, 201, 610)),
         *(status("m2", code, at(5)) for code in (999, 402)),
         *(status("m3", code, at(5)) for code in (510, 610)),
     ]
-    tree = run_tree(rows, statuses)
+    tree = ranked_tree(rows, statuses)
     one = {"messages": 1, "sms": 1}
     assert tree.summary("Acme") == _summary("Acme", {"201": one, "402": one, "510": one}, {}, 3, 3)
 
 
-def test_semantics_tie_on_code_takes_longer_duration(run_tree: RunTree) -> None:
-    tree = run_tree(
+def test_semantics_tie_on_code_takes_longer_duration(ranked_tree: RunTree) -> None:
+    tree = ranked_tree(
         [message("m1")],
         [status("m1", 201, at(5), duration=7), status("m1", 201, at(5), duration=30)],
     )
@@ -249,8 +284,8 @@ def test_semantics_tie_on_code_takes_longer_duration(run_tree: RunTree) -> None:
     ]
 
 
-def test_semantics_tie_on_code_null_duration_loses(run_tree: RunTree) -> None:
-    tree = run_tree(
+def test_semantics_tie_on_code_null_duration_loses(ranked_tree: RunTree) -> None:
+    tree = ranked_tree(
         [message("m1")],
         [status("m1", 201, at(5), duration=None), status("m1", 201, at(5), duration=0)],
     )
