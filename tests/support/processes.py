@@ -22,9 +22,9 @@ INCREMENTAL_STAGES = (
 
 
 # The CLI in a process that signals itself in a stage: at its start, or a delay after it (from a
-# timer thread) but no later than the end of its work, before its end is logged. The moment does
-# not depend on a reader of the log, nor on how busy the machine is. Only the stage's first run
-# counts, and only one signal is sent.
+# timer thread) but no later than the end of its work, before its end is logged. However busy the
+# machine, the signal lands in the stage, with no reader of the log in between. Only the stage's
+# first run counts, and only one signal is sent.
 _SIGNALS_ITSELF = """
 import os, sys, threading
 from convsum.log import RunLog
