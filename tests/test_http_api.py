@@ -614,3 +614,47 @@ def test_http_api_of_a_summaries_only_run_serves_summaries_and_says_why_lists_ar
         unknown = client.get(conversation_path("46799999999", "all"))
         assert unknown.json()["detail"] == "no such participant"
         client.close()
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_http_api_pages_past_the_first_group_are_found(
+    tmp_path: Path, request: pytest.FixtureRequest, source: str
+) -> None:
+    """At page size 1 a page group holds 100 starts: the first group's pages are in the
+    conversation's directory, the next ones in `p1/`, `p2/` (publish.paths.page_file). Both the
+    API and the page-aligned owner-prefixed space read across them."""
+    rows = [message(f"m{i:03d}", created=T0 + timedelta(seconds=i)) for i in range(250)]
+    write_parquet(tmp_path / "in" / "m.parquet", rows, MESSAGE_TYPES)
+    write_parquet(tmp_path / "in" / "s.parquet", [status("m000", 201)], STATUS_TYPES)
+    out = tmp_path / "out"
+    inputs = [
+        "--messages",
+        tmp_path / "in" / "m.parquet",
+        "--statuses",
+        tmp_path / "in" / "s.parquet",
+    ]
+    run = [BIN / "convsum", "run", *inputs, "--out", out, "--page-size", "1", "--desc-pages"]
+    subprocess.run(run, check=True, capture_output=True)
+    store_token(out, "acme", "tok-page-groups-0001")
+    s3 = request.getfixturevalue("s3") if source == "bucket" else None
+    ids = [row["id"] for row in rows]
+    path = conversation_path("46700000001")
+    with nginx_serving(out, tmp_path / "nginx", s3, options=()) as base:
+        client = Client(base, "tok-page-groups-0001")
+        for query, expected in [
+            ("start=98&limit=4", ids[98:102]),
+            ("start=150&limit=3", ids[150:153]),
+            ("start=199&limit=60", ids[199:250]),
+            ("start=148&limit=3&order=DESC", ids[::-1][148:151]),
+        ]:
+            reply = client.get(f"{path}?{query}")
+            assert reply.status == 200, (query, reply.body)
+            assert [m["id"] for m in reply.json()] == expected, query
+        client.close()
+    with nginx_serving(out, tmp_path / "nginx-owner", s3) as base:
+        client = Client(base, None)
+        for start in (0, 99, 100, 249):
+            page = client.get(f"/acme{path}?start={start}&limit=1")
+            assert page.status == 200, (start, page.body)
+            assert [m["id"] for m in page.json()] == [ids[start]], start
+        client.close()
