@@ -15,10 +15,12 @@ from hypothesis import given, settings
 
 from convsum.publish.nginx import BucketOrigin, render
 from convsum.publish.paths import SUMMARY_FILE, conversation_dir, is_servable, page_file
+from convsum.publish.storage import Storage
 from tests.support.data import SPEC_EXAMPLE
 from tests.support.names import ODD_NAMES, SERVABLE_NAMES
 from tests.support.nginx import (
     SOURCES,
+    STORED,
     Response,
     Server,
     get,
@@ -130,29 +132,34 @@ class Origin:
     put: Callable[[str, bytes], None]  # (path under the served root, body)
 
 
-@pytest.fixture(scope="module", params=SOURCES)
+@pytest.fixture(scope="module", params=STORED)
 def origin(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Origin]:
+    """nginx serving files put as the tree or the bucket would store them (STORED)."""
     tmp = tmp_path_factory.mktemp("origin")
     port = free_port()
     source: Path | BucketOrigin
-    if request.param == "tree":
+    storage = Storage(gzip=request.param.endswith("-gzip"))
+    if request.param.startswith("tree"):
         source = root = tmp / "api"
 
         def put(path: str, body: bytes) -> None:
-            (root / path).parent.mkdir(parents=True, exist_ok=True)
-            (root / path).write_bytes(body)
+            stored = root / (path + storage.suffix)
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            stored.write_bytes(storage.encode(body))
 
     else:
         s3: S3Server = request.getfixturevalue("s3")
         bucket, client = s3.new_bucket(public_prefix="api"), s3.client()
         source = BucketOrigin.of(s3.endpoint, bucket, "api")
+        encoding = {"ContentEncoding": "gzip"} if storage.gzip else {}
 
         def put(path: str, body: bytes) -> None:
             client.put_object(
-                Bucket=bucket, Key=f"api/{path}", Body=body, ContentType="application/json"
-            )
+                Bucket=bucket, Key=f"api/{path}", Body=storage.encode(body),
+                ContentType="application/json", **encoding,
+            )  # fmt: skip
 
     user = "root" if os.geteuid() == 0 else None
     conf = render(source, f"127.0.0.1:{port}", 50, ["asc"], user, api=None)

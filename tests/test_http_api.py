@@ -33,7 +33,7 @@ from convsum.tokens import add_token, import_tokens, revoke_token, token_hash
 from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, T0, message, status, write_parquet
 from tests.support import reference
 from tests.support.names import ODD_NAMES, SERVABLE_NAMES, TRAVERSALS
-from tests.support.nginx import SOURCES, nginx_serving
+from tests.support.nginx import SOURCES, STORED, nginx_serving, run_options
 from tests.support.processes import BIN
 
 pytestmark = pytest.mark.http
@@ -155,22 +155,24 @@ def conversation_path(participant: str, list_name: str = "all") -> str:
     return f"/v2/conversations/{quote(participant, safe='')}{suffix}"
 
 
-@pytest.fixture(scope="module", params=SOURCES)
+@pytest.fixture(scope="module", params=STORED)
 def api(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Api]:
-    """The API of a multi-owner tree, served from the output root or from a bucket."""
+    """The API of a multi-owner tree, served from the output root or from a bucket, stored as
+    served or gzip-compressed."""
     tmp = tmp_path_factory.mktemp("api")
     rows, statuses = _rows()
     write_parquet(tmp / "in" / "messages" / "m.parquet", rows, MESSAGE_TYPES)
     write_parquet(tmp / "in" / "statuses" / "s.parquet", statuses, STATUS_TYPES)
     inputs = ["--messages", tmp / "in" / "messages", "--statuses", tmp / "in" / "statuses"]
     out = tmp / "out"
-    subprocess.run([BIN / "convsum", "run", *inputs, "--out", out], check=True, capture_output=True)
+    run = [BIN / "convsum", "run", *inputs, "--out", out, *run_options(request.param)]
+    subprocess.run(run, check=True, capture_output=True)
     tokens = {owner: f"tok-{i}-{hashlib.sha256(owner.encode()).hexdigest()[:24]}"
               for i, owner in enumerate(OWNERS)}  # fmt: skip
     for owner, token in tokens.items():
         store_token(out, owner, token)
     summaries, lists = reference.conversations(rows, statuses)
-    s3 = request.getfixturevalue("s3") if request.param == "bucket" else None
+    s3 = request.getfixturevalue("s3") if request.param.startswith("bucket") else None
     with nginx_serving(out, tmp / "nginx", s3, options=()) as base:
         yield Api(base, out, tokens, lists, summaries)
 

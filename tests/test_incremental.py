@@ -35,10 +35,11 @@ from tests.support.trees import published
 
 
 def stats(out: Path) -> dict[str, tuple[int, int]]:
-    """(inode, mtime_ns) of every served file: a file rewritten in any way changes them."""
+    """(inode, mtime_ns) of every served file, by its served path (a gzip tree's without its
+    `.gz`): a file rewritten in any way changes them."""
     api = out / "current" / "api"
     return {
-        str(p.relative_to(api)): (p.stat().st_ino, p.stat().st_mtime_ns)
+        str(p.relative_to(api)).removesuffix(".gz"): (p.stat().st_ino, p.stat().st_mtime_ns)
         for p in api.rglob("*")
         if p.is_file()
     }
@@ -74,6 +75,7 @@ def _night(inputs: Path, night: int, messages: list[dict[str, Any]], statuses: l
     nights=st.integers(1, 4),
     page_size=st.sampled_from([1, 2, 5]),
     lists=st.sampled_from(["asc", "asc and desc", "none"]),
+    gzip=st.booleans(),
     data=st.data(),
 )
 def test_incremental_any_nightly_split_gives_the_full_run_tree(
@@ -82,6 +84,7 @@ def test_incremental_any_nightly_split_gives_the_full_run_tree(
     nights: int,
     page_size: int,
     lists: str,
+    gzip: bool,
     data: st.DataObject,
 ) -> None:
     rows = [{**m, "type": "SMS", "datacoding": "gsm", "currency": "SEK"} for m in messages]
@@ -89,7 +92,7 @@ def test_incremental_any_nightly_split_gives_the_full_run_tree(
     message_nights = data.draw(st.lists(night_of, min_size=len(rows), max_size=len(rows)))
     status_nights = data.draw(st.lists(night_of, min_size=len(statuses), max_size=len(statuses)))
     # With summaries only, an update derives the touched ids' rows alone (state.py).
-    options = {"page_size": page_size, "desc_pages": lists == "asc and desc"}
+    options = {"page_size": page_size, "desc_pages": lists == "asc and desc", "gzip": gzip}
     if lists == "none":
         options["only"] = "summaries"
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,17 +146,20 @@ def test_incremental_nights_of_late_statuses_orphans_and_nothing(tmp_path: Path)
     assert report.data.orphan_statuses == 0 and report.files_read["messages"] == 1
 
 
-def test_incremental_touches_only_the_changed_conversations(tmp_path: Path, engine: str) -> None:
+@pytest.mark.parametrize("gzip", [False, True], ids=["plain", "gzip"])
+def test_incremental_touches_only_the_changed_conversations(
+    tmp_path: Path, engine: str, gzip: bool
+) -> None:
     inputs, out = tmp_path / "in", tmp_path / "out"
     first = [message(f"a{i}", recipient="4601", created=_at(i)) for i in range(5)]
     first += [message(f"b{i}", recipient="4602", created=_at(i)) for i in range(5)]
     first += [message("c0", sender="Bank", recipient="4603")]
     _night(inputs, 0, first, [status(f"a{i}", 201) for i in range(5)])
-    run_job(_config(inputs, out, engine=engine, page_size=2))
+    run_job(_config(inputs, out, engine=engine, page_size=2, gzip=gzip))
     before = stats(out)
     # Night 1: a new message for 4601 and a late status for one of 4602's messages.
     _night(inputs, 1, [message("a5", recipient="4601", created=_at(9))], [status("b3", 402)])
-    report = run_job(_config(inputs, out, engine=engine, page_size=2))
+    report = run_job(_config(inputs, out, engine=engine, page_size=2, gzip=gzip))
     after = stats(out)
     changed = {path for path in after if before.get(path) != after[path]}
     touched = {conversation_dir("acme", p) for p in ("Acme", "4601", "4602")}
@@ -175,7 +181,7 @@ def test_incremental_touches_only_the_changed_conversations(tmp_path: Path, engi
     written = (out / "current" / manifest["changes"]["written"]).read_text().splitlines()
     assert set(written) == {f"api/{p}".removeprefix("api/") for p in changed}
     fresh = tmp_path / "fresh"
-    run_job(_config(inputs, fresh, engine=engine, page_size=2))
+    run_job(_config(inputs, fresh, engine=engine, page_size=2, gzip=gzip))
     assert published(out) == published(fresh)
 
 

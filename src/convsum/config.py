@@ -52,6 +52,7 @@ class RunConfig:
     engine: str = "duckdb"
     page_size: int = 50
     desc_pages: bool = False
+    gzip: bool = False  # store the served files gzip-compressed (publish/storage.py)
     only: str | None = None
     threads: int | None = None
     memory_limit: str | None = None
@@ -202,6 +203,7 @@ _SCALAR_KEYS = {
     "engine": str,
     "page_size": int,
     "desc_pages": bool,
+    "gzip": bool,
     "only": str,
     "threads": int,
     "memory_limit": str,

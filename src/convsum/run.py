@@ -45,6 +45,7 @@ from convsum.publish.manifest import (
 )
 from convsum.publish.pages import Writer, publish_stream
 from convsum.publish.paths import LAYOUT_VERSION, conversation_dir
+from convsum.publish.storage import Storage
 from convsum.publish.tree import API, FILE_LIST, OutputRoot, TreeWriter
 from convsum.publish.update import TreeUpdate
 from convsum.reporting.tables import (
@@ -91,7 +92,7 @@ def run_job(config: RunConfig, log: RunLog | None = None, full: bool = False) ->
                 work = root.prepare(run_id)
                 try:
                     target = (
-                        _InPlace(published, state, work)
+                        _InPlace(published, state, work, Storage(config.gzip))
                         if state is not None and published is not None
                         else _NewTree(config, root, run_id)
                     )
@@ -132,7 +133,7 @@ class _NewTree:
         self.previous = root.published()
         self.tree = root.partial(run_id)
         self.state = Catalog.create(self.tree / STATE, fingerprint(config), run_id)
-        self.writer = TreeWriter(self.tree)
+        self.writer = TreeWriter(self.tree, Storage(config.gzip))
 
     def unchanged(self, staged: StagedInputs) -> Facts | None:
         return None
@@ -168,9 +169,9 @@ class _NewTree:
 class _InPlace:
     """An incremental run's target: the served tree, updated in place."""
 
-    def __init__(self, tree: Path, state: Catalog, work: Path) -> None:
+    def __init__(self, tree: Path, state: Catalog, work: Path, storage: Storage) -> None:
         self.tree, self.state, self.previous = tree, state, tree
-        self.writer = TreeUpdate(tree / API, work / "files")
+        self.writer = TreeUpdate(tree / API, work / "files", storage)
         state.remove_unlisted()
 
     def unchanged(self, staged: StagedInputs) -> Facts | None:
@@ -441,6 +442,7 @@ def _manifest(
             "api_root": API,
             "page_size": config.page_size,
             "orders": list(_orders(config)),
+            "gzip": config.gzip,
         },
         "counts": {
             k: v

@@ -90,6 +90,19 @@ def test_spark_spec_cases_give_duckdbs_tree_and_the_reference(tmp_path: Path) ->
     assert all(as_dict(spark.report.data).values())  # each case of the report is there
 
 
+def test_spark_executors_store_a_gzip_tree_as_duckdb_does(tmp_path: Path) -> None:
+    """The executors compress what they write: the same stored bytes as DuckDB's gzip tree."""
+    messages, statuses = _spec_cases()
+    write_parquet(tmp_path / "messages.parquet", messages, MESSAGE_TYPES)
+    write_parquet(tmp_path / "statuses.parquet", statuses, STATUS_TYPES)
+    spark = run(tmp_path, "spark", 5, None, 3, gzip=True)
+    duckdb = run(tmp_path, "duckdb", 5, None, 1, gzip=True)
+    stored = tree_bytes(spark, ".gz")
+    assert stored == tree_bytes(duckdb, ".gz")
+    stored.pop("files.txt")
+    assert all(body.startswith(b"\x1f\x8b") for body in stored.values())  # gzip's magic
+
+
 def _refuse(*_args: Any) -> None:
     raise AssertionError("the driver wrote files")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import signal
 import sqlite3
 import subprocess
@@ -62,19 +63,25 @@ def _assert_bucket_is_the_tree(
     manifest = stored.pop("manifest.json")
     api = out / "current" / "api"
     files = served_files(out)
+    local = _manifest(out)
+    gzip = local["layout"]["gzip"]
+    suffix = ".gz" if gzip else ""
     assert sorted(stored) == sorted(files)
-    assert {p: s.body for p, s in stored.items()} == {p: (api / p).read_bytes() for p in files}
+    assert {p: s.body for p, s in stored.items()} == {
+        p: (api / (p + suffix)).read_bytes() for p in files
+    }
     assert {(s.content_type, s.cache_control) for s in [*stored.values(), manifest]} == {
         ("application/json", cache_control)
     }
+    assert {s.content_encoding for s in stored.values()} == {"gzip" if gzip else None}
+    assert manifest.content_encoding is None
     document = orjson.loads(manifest.body)
-    local = _manifest(out)
     assert document == {
         "run_id": local["run_id"],
         "started_at": local["started_at"],
         "newest_input": local["newest_input"],
         "convsum_version": local["convsum_version"],
-        "layout": {"version": 3, "page_size": 2, "orders": ["asc"]},
+        "layout": {"version": 3, "page_size": 2, "orders": ["asc"], "gzip": gzip},
         "files": len(files),
         "counts": local["counts"],
     }
@@ -149,6 +156,28 @@ def test_sync_after_an_identical_rebuild_sends_nothing(
     assert run(inputs, out, full=True).mode == "full"
     report = _report(sync(s3, out, bucket))
     assert (report["sent"], report["unchanged"], report["deleted"]) == (0, first["sent"], 0)
+    _assert_bucket_is_the_tree(s3, bucket, out)
+
+
+def test_sync_of_a_gzip_tree_sends_its_stored_bytes_under_the_served_paths(
+    s3: S3Server, tree: tuple[Path, Path], tmp_path: Path
+) -> None:
+    inputs, plain = tree
+    out = tmp_path / "gzip"
+    run(inputs, out, gzip=True)
+    bucket = s3.new_bucket()
+    first = _report(sync(s3, out, bucket))
+    assert first["sent"] == len(served_files(out))
+    _assert_bucket_is_the_tree(s3, bucket, out)  # Content-Encoding: gzip, the .gz bytes
+    decoded = {p: gzip.decompress(s.body) for p, s in s3.objects(bucket, PREFIX).items()
+               if p != "manifest.json"}  # fmt: skip
+    api = plain / "current" / "api"
+    assert decoded == {p: (api / p).read_bytes() for p in served_files(plain)}
+    # A nightly run rewrites only what changed: the bucket gets only those objects again.
+    write_day(inputs, 3, range(14, 18))
+    assert run(inputs, out, gzip=True).mode == "incremental"
+    written = _manifest(out)["changes"]["written_count"]
+    assert 0 < _report(sync(s3, out, bucket))["sent"] == written < first["sent"]
     _assert_bucket_is_the_tree(s3, bucket, out)
 
 

@@ -34,9 +34,9 @@ def write_day(inputs: Path, day: int, participants: range) -> None:
     write_parquet(inputs / "statuses" / f"day={day}" / "part.parquet", statuses, STATUS_TYPES)
 
 
-def run(inputs: Path, out: Path, full: bool = False) -> RunReport:
+def run(inputs: Path, out: Path, full: bool = False, gzip: bool = False) -> RunReport:
     roles = {role: str(inputs / role) for role in ("messages", "statuses")}
-    return run_job(RunConfig(**roles, out=str(out), page_size=2), full=full)
+    return run_job(RunConfig(**roles, out=str(out), page_size=2, gzip=gzip), full=full)
 
 
 def sync(s3: S3Server, out: Path, bucket: str, *args: str, **env: str) -> Result:

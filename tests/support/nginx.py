@@ -120,22 +120,33 @@ def _odd_inputs(directory: Path) -> None:
     write_parquet(directory / "statuses" / "odd.parquet", statuses, STATUS_TYPES)
 
 
-def published(tmp: Path) -> tuple[Path, Path]:
-    """Publish the API example and every awkward name under `tmp`: (inputs, output root)."""
+def published(tmp: Path, *options: str, out: str = "out") -> tuple[Path, Path]:
+    """Publish the API example and every awkward name under `tmp` (with `options` for the
+    run, into `tmp/out`): (inputs, output root). The inputs are written once."""
     inputs = tmp / "in"
-    for name in ("messages", "statuses"):
-        (inputs / name).mkdir(parents=True)
-        shutil.copy(SAMPLES / "api_example" / f"{name}.parquet", inputs / name / "api.parquet")
-    _odd_inputs(inputs)
-    out = tmp / "out"
+    if not inputs.exists():
+        for name in ("messages", "statuses"):
+            (inputs / name).mkdir(parents=True)
+            shutil.copy(SAMPLES / "api_example" / f"{name}.parquet", inputs / name / "api.parquet")
+        _odd_inputs(inputs)
+    root = tmp / out
     run = [BIN / "convsum", "run", "--messages", inputs / "messages"]
-    run += ["--statuses", inputs / "statuses", "--out", out, "--desc-pages"]
+    run += ["--statuses", inputs / "statuses", "--out", root, "--desc-pages", *options]
     subprocess.run(run, check=True, capture_output=True)
-    return inputs, out
+    return inputs, root
 
 
 # Where nginx reads the tree: the output root, or a bucket it was synced to (nginx as a proxy).
 SOURCES = ["tree", "bucket"]
+# The same, of a tree stored gzip-compressed (`run --gzip`) as well.
+STORED = [*SOURCES, "tree-gzip", "bucket-gzip"]
+
+
+def run_options(source: str) -> list[str]:
+    """The options of the run that publishes a tree for `source` (one of STORED)."""
+    return ["--gzip"] if source.endswith("-gzip") else []
+
+
 # The unauthenticated URL space /{owner}/v2/... that tests/test_http.py and its neighbours read
 # (the authenticated API is tests/test_http_api.py's).
 OWNER_IN_PATH = ("--owner-in-path",)

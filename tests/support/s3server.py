@@ -74,6 +74,7 @@ class Stored:
     body: bytes
     content_type: str
     cache_control: str
+    content_encoding: str | None = None
 
 
 @dataclass
@@ -118,7 +119,10 @@ class S3Server:
             for item in page.get("Contents", []):
                 reply = client.get_object(Bucket=bucket, Key=item["Key"])
                 out[item["Key"][len(prefix) + 1 :]] = Stored(
-                    reply["Body"].read(), reply["ContentType"], reply.get("CacheControl", "")
+                    reply["Body"].read(),
+                    reply["ContentType"],
+                    reply.get("CacheControl", ""),
+                    reply.get("ContentEncoding"),
                 )
         return out
 

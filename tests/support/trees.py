@@ -56,17 +56,25 @@ def comparable_tree(out: Path, ignore: tuple[str, ...] = ()) -> dict[str, bytes]
     return files
 
 
-def tree_bytes(tree: Tree) -> dict[str, bytes]:
-    files = {path: (tree.api / path).read_bytes() for path in tree.files()}
+def tree_bytes(tree: Tree, suffix: str = "") -> dict[str, bytes]:
+    """Every listed file's stored bytes (each at its path + `suffix`), and the list."""
+    files = {path: (tree.api / (path + suffix)).read_bytes() for path in tree.files()}
     files["files.txt"] = (tree.out / "current" / "files.txt").read_bytes()
     return files
 
 
-def run(directory: Path, engine: str, page_size: int, threads: int | None, parts: int = 1) -> Tree:
+def run(
+    directory: Path,
+    engine: str,
+    page_size: int,
+    threads: int | None,
+    parts: int = 1,
+    gzip: bool = False,
+) -> Tree:
     """Run the job; with `parts` > 1, the work is split as a memory budget too small for it
     would: the Polars engine's passes into that many parts, the tables into a chunk per day; and
-    the Spark engine's shuffles into that many buckets."""
-    out = directory / f"out-{engine}-{threads}-{parts}"
+    the Spark engine's shuffles into that many buckets. With `gzip`, the tree is stored so."""
+    out = directory / f"out-{engine}-{threads}-{parts}{'-gzip' if gzip else ''}"
     config = RunConfig(
         messages=str(directory / "messages.parquet"),
         statuses=str(directory / "statuses.parquet"),
@@ -75,6 +83,7 @@ def run(directory: Path, engine: str, page_size: int, threads: int | None, parts
         page_size=page_size,
         threads=threads,
         desc_pages=True,
+        gzip=gzip,
     )
     with ExitStack() as split:
         if parts > 1:

@@ -121,6 +121,12 @@ _cache_control_option = click.option(
     help="Also write descending pages, to serve order=DESC [default: off].",
 )
 @click.option(
+    "--gzip/--no-gzip",
+    default=None,
+    help="Store the served files gzip-compressed, as PATH.gz: nginx and a bucket send every "
+    "client the same bytes once decoded [default: off].",
+)
+@click.option(
     "--only",
     type=click.Choice(ONLY),
     help="Publish only this part: summaries skips the message pages [default: everything].",

@@ -6,9 +6,9 @@
 // token, the slice of the list the request asks for, the Link header, the ETag and every error
 // as an RFC 9457 problem. Its settings come from `js_var`s of the generated configuration.
 //
-// The tree's files come from the local directory (`$cs_bucket` 0: read at once) or from a
-// bucket (1: each through the internal location OBJECT, which proxies to the bucket and caches);
-// the token store is always a local directory.
+// The tree's files come from the local directory (`$cs_bucket` 0: read at once, or through the
+// internal location OBJECT when stored gzip-compressed) or from a bucket (1: each through OBJECT,
+// which proxies to the bucket and caches); the token store is always a local directory.
 //
 // njs runs each request in a fresh copy of this module: nothing is kept between requests, so a
 // token that is added or revoked takes effect at the next request.
@@ -18,6 +18,7 @@ var crypto = require('crypto');
 
 var PAGINATION_TYPE = '/v2/problems/pagination-parameters-invalid';
 var OBJECT = '/.convsum-object';  // publish.nginx.OBJECT_URI
+var GZIP = '.gz';  // publish.storage.GZIP_SUFFIX
 var TOKEN = /^Bearer +([A-Za-z0-9\-._~+\/]+=*) *$/i;
 var DIGITS = /^[0-9]{1,15}$/;
 // Every page is `[` + its messages, each written as `{"id":...}`, joined by `,` + `]`: `id` is
@@ -104,24 +105,40 @@ function Files(r) {
     this.root = r.variables.document_root;
 }
 
+// A local file is read at once, unless the tree stores it gzip-compressed as `PATH.gz`
+// (publish.storage): njs cannot decode gzip, so nginx reads it, as it reads a bucket's object.
 Files.prototype.read = function (path) {
     if (!this.bucket) {
-        return Promise.resolve(readTagged(this.root + '/' + path));
+        var file = readTagged(this.root + '/' + path);
+        if (file !== null || !exists(this.root + '/' + path + GZIP)) {
+            return Promise.resolve(file);
+        }
     }
+    return this.fetch(path);
+};
+
+Files.prototype.exists = function (path) {
+    var local = this.root + '/' + path;
+    return exists(local) || exists(local + GZIP);
+};
+
+// The file through nginx (OBJECT): the bucket's object, or a local `.gz` file, decoded by
+// nginx's gunzip filter either way.
+Files.prototype.fetch = function (path) {
     // The path goes as an argument: a subrequest's URI is taken as it is written, where a `?`
     // of a name would end the path.
     return this.r.subrequest(OBJECT, 'key=' + encodeURIComponent(path)).then(function (reply) {
         if (reply.status === 200) {
             var tag = reply.headersOut.ETag;
             if (!tag) {
-                throw new Error('the bucket sent ' + path + ' without an ETag');
+                throw new Error('nginx sent ' + path + ' without an ETag');
             }
             return {bytes: reply.responseBuffer || Buffer.from(''), tag: tag};
         }
         if (reply.status === 403 || reply.status === 404) {
             return null;  // what a bucket answers an anonymous reader for a missing object
         }
-        throw new Error('the bucket answered ' + reply.status + ' for ' + path);
+        throw new Error('nginx answered ' + reply.status + ' for ' + path);
     });
 };
 
@@ -248,7 +265,7 @@ List.prototype.present = function (index) {
     if (this.files.bucket) {
         return this.page(index).then(function (page) { return page !== null; });
     }
-    return Promise.resolve(exists(this.files.root + '/' + this.path(index)));
+    return Promise.resolve(this.files.exists(this.path(index)));
 };
 
 // The body of ASC positions [from, to) of a list of n (n >= to > from) as {bytes, tags} (those of

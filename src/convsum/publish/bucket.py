@@ -176,18 +176,16 @@ class Bucket:
             msg = f"{destination}: cannot make an S3 client: {self._reason(exc)}"
             raise SyncError(msg) from exc
 
-    def put(self, path: str, body: bytes, cache_control: str) -> None:
-        """Upload one JSON object."""
+    def put(self, path: str, body: bytes, cache_control: str, encoding: str | None = None) -> None:
+        """Upload one JSON object; `encoding` is its Content-Encoding (None: the JSON itself)."""
         import obstore
 
         key = self.destination.key(path)
+        attributes = {"Content-Type": CONTENT_TYPE, "Cache-Control": cache_control}
+        if encoding is not None:
+            attributes["Content-Encoding"] = encoding
         with self._failing(key):
-            obstore.put(
-                self._store,
-                key,
-                body,
-                attributes={"Content-Type": CONTENT_TYPE, "Cache-Control": cache_control},
-            )
+            obstore.put(self._store, key, body, attributes=attributes)
 
     def get(self, path: str) -> bytes | None:
         """Return an object's body, or None if there is no such object."""

@@ -53,6 +53,7 @@ from convsum.config import ALIGNMENT_MODULUS, DEFAULT_API_CACHE_CONTROL, DEFAULT
 from convsum.errors import ConfigError
 from convsum.publish.bucket import BUCKET_MANIFEST
 from convsum.publish.paths import SUMMARY_FILE, page_group_digits
+from convsum.publish.storage import GZIP_SUFFIX
 
 # Debian's nginx module packages install here; set_misc needs ndk loaded before it.
 MODULE_DIR = "/usr/lib/nginx/modules"
@@ -381,12 +382,14 @@ def _answers(source: Path | BucketOrigin, conversation: str, page: str) -> dict[
     """Return how the tree answers: a summary, a page, and a known participant with no page."""
     summary = f"{conversation}/{SUMMARY_FILE}"
     if isinstance(source, Path):
+        known = "\n            ".join(
+            f"if (-f $document_root{summary}{suffix}) {{ return 200 '[]'; }}"
+            for suffix in ("", GZIP_SUFFIX)
+        )
         return {
-            "summary": f"try_files {summary} @unknown;",
-            "page": f"try_files {page} @past_end;",
-            "past_end": f"""if (-f $document_root{summary}) {{
-                return 200 '[]';
-            }}
+            "summary": _static(summary, "@unknown"),
+            "page": _static(page, "@past_end"),
+            "past_end": f"""{known}
             return 404 '{_NOT_FOUND}';""",
             "extra": "",
         }
@@ -405,6 +408,36 @@ def _answers(source: Path | BucketOrigin, conversation: str, page: str) -> dict[
         }
 """,
     }
+
+
+# A tree stores each file as it is served or gzip-compressed (publish/storage.py), and either
+# way is served: the gzip_static handler sends FILE.gz when there is one, to every client, and
+# the gunzip filter decodes it for a client that does not accept gzip, and for the API's reads.
+# A missing file is an answer (`@unknown`, `@past_end`), not an error to log.
+_STORAGE = "        gzip_static always;\n        gunzip on;\n        log_not_found off;\n"
+# The API's script reads a stored `.gz` file of a local tree through nginx, which decodes it.
+_LOCAL_OBJECTS = f"""
+        location = {OBJECT_URI} {{
+            internal;
+            subrequest_output_buffer_size 64m;
+            set_unescape_uri $cs_object_key $arg_key;
+            rewrite ^ "/$cs_object_key?" break;
+        }}
+"""
+
+
+def _static(path: str, missing: str) -> str:
+    """Return a location's directives that answer with the tree's file `path` (with variables),
+    stored as it is or as `path.gz` (publish/storage.py), or go to `missing` when there is none.
+
+    Not `try_files`, which tests only the name as served: the static handlers find the file in
+    either form (see `_STORAGE`).
+    """
+    return (
+        f'rewrite ^ "{path}" break;\n'
+        f"            error_page 404 = {missing};\n"
+        f"{_error_page_lines(' ' * 12, (404,))}"
+    )
 
 
 @dataclass(frozen=True)
@@ -452,7 +485,7 @@ def _api_server(
         msg = f"max limit {api.max_limit}: expected 1 to 1000000000"
         raise ConfigError(msg)
     bucket = isinstance(source, BucketOrigin)
-    objects = source.object_location() if isinstance(source, BucketOrigin) else ""
+    objects = source.object_location() if isinstance(source, BucketOrigin) else _LOCAL_OBJECTS
     settings = {
         "cs_tokens": quote_value(str(api.tokens)),
         "cs_bucket": "1" if bucket else "0",
@@ -596,11 +629,12 @@ def render(
         f"            if ($cs_refusal = 400) {{ return 400 '{hostile}'; }}"
     )
     if isinstance(source, Path):
-        shown, origin = quote(str(source)), f"        root {quote_path(source)};\n"
+        shown, origin = quote(str(source)), f"        root {quote_path(source)};\n{_STORAGE}"
     else:
-        shown, origin = quote(f"{source.endpoint}{source.base}"), ""
+        shown, origin = quote(f"{source.endpoint}{source.base}"), "        gunzip on;\n"
     modules_used: tuple[str, ...]
-    if api is None:
+    if api is None:  # a cache in front must not give a gzip answer to another client
+        origin += "        gzip_vary on;\n"
         proxy = "" if isinstance(source, Path) else source.http_lines()
         extra_http = _pagination_maps(page_size, orders) + proxy
         body = _owner_in_path_server(source, page_size, orders, refuse)

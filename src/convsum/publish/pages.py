@@ -17,6 +17,7 @@ from convsum.config import LIST_NAMES
 from convsum.engines.base import Derivation, Pages, Stream
 from convsum.log import Stage
 from convsum.publish.paths import SUMMARY_FILE, conversation_dir, page_file
+from convsum.publish.storage import Storage
 from convsum.publish.tree import TreeWriter
 
 
@@ -26,6 +27,7 @@ class SharedTree(Protocol):
     TreeWriter)."""
 
     root: Path
+    storage: Storage
 
     def adopt(self, part: str, files: int, size: int) -> None: ...
 
@@ -194,11 +196,12 @@ class TreeSink:
     (engines/base.py: Sink)."""
 
     root: Path
+    storage: Storage
     stream: Stream
     page_size: int
 
     def __call__(self, part: str, rows: Iterable[pa.RecordBatch]) -> tuple[int, int]:
-        with TreeWriter(self.root, part) as writer:
+        with TreeWriter(self.root, self.storage, part) as writer:
             write_rows(writer, rows, self.stream, self.page_size, Stage(self.stream.name))
             return writer.files, writer.bytes
 
@@ -211,7 +214,7 @@ def publish_stream(
     adopts; otherwise this process reads the stream and writes every file."""
     shared = writer.shared
     if shared is not None:
-        sink = TreeSink(shared.root.resolve(), stream, page_size)
+        sink = TreeSink(shared.root.resolve(), shared.storage, stream, page_size)
         parts = derived.fan_out(stream, sink)
         if parts is not None:
             for part in parts:

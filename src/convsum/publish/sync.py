@@ -43,6 +43,7 @@ from convsum.log import RunLog
 from convsum.publish.bucket import BUCKET_MANIFEST, DELETE_BATCH, Bucket, Destination
 from convsum.publish.manifest import MANIFEST, REMOVED_LIST
 from convsum.publish.paths import SUMMARY_FILE, check_layout
+from convsum.publish.storage import Storage, storage_of
 from convsum.publish.tree import API, FILE_LIST, OutputRoot, make_marked
 from convsum.results import SyncReport
 
@@ -147,9 +148,10 @@ def _bring_up_to_date(
         if listed:
             stage.set(listed=listed)
     sent = {"sent": 0, "bytes": 0, "unchanged": 0}
+    storage = storage_of(manifest["layout"])
     for name, summaries in (("pages", False), ("summaries", True)):
         with log.stage(name) as stage:
-            _send(record, bucket, tree / API, summaries, cache_control, stage.add)
+            _send(record, bucket, tree / API, storage, summaries, cache_control, stage.add)
         for key in sent:
             sent[key] += stage.counts.get(key, 0)
     with log.stage("deletions") as stage:
@@ -304,11 +306,17 @@ def _send(
     record: sqlite3.Connection,
     bucket: Bucket,
     api: Path,
+    storage: Storage,
     summaries: bool,
     cache_control: str,
     count: Callable[..., None],
 ) -> None:
-    """Send the files of `todo` that the bucket lacks: the summaries, or everything else."""
+    """Send the files of `todo` that the bucket lacks: the summaries, or everything else.
+
+    Each goes under its served path with the bytes stored: gzip-compressed ones with
+    `Content-Encoding: gzip`.
+    """
+    encoding = "gzip" if storage.gzip else None
     where = "=" if summaries else "<>"
     rows = record.execute(
         f"SELECT path, md5, size, mtime_ns FROM todo WHERE substr(path, -{len(_SUMMARY)}) "
@@ -318,18 +326,19 @@ def _send(
 
     def send(row: tuple[str, str | None, int | None, int | None]) -> _Sent | None:
         path, md5, size, mtime_ns = row
+        stored = api / (path + storage.suffix)
         try:
-            stat = (api / path).stat()
+            stat = stored.stat()
             if md5 is not None and (stat.st_size, stat.st_mtime_ns) == (size, mtime_ns):
                 return None  # as sent before
-            body = (api / path).read_bytes()
+            body = stored.read_bytes()
         except OSError as exc:
-            msg = f"{api / path}: cannot read a file of the tree ({exc.strerror})"
+            msg = f"{stored}: cannot read a file of the tree ({exc.strerror})"
             raise SyncError(msg) from exc
         digest = hashlib.md5(body, usedforsecurity=False).hexdigest()
         sent = digest != md5
         if sent:
-            bucket.put(path, body, cache_control)
+            bucket.put(path, body, cache_control, encoding)
         return _Sent(path, digest, stat.st_size, stat.st_mtime_ns, sent)
 
     _record_each(record, _concurrently(send, rows), count)
@@ -426,6 +435,7 @@ def _bucket_manifest(manifest: dict[str, Any]) -> bytes:
             "version": layout.get("version", 1),
             "page_size": layout["page_size"],
             "orders": layout["orders"],
+            "gzip": storage_of(layout).gzip,
         },
         "files": manifest["files"]["count"],
         "counts": manifest["counts"],

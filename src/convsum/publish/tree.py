@@ -37,6 +37,7 @@ from pathlib import Path
 from convsum import interrupts
 from convsum.errors import PublishError, RunLockedError
 from convsum.publish import durable
+from convsum.publish.storage import Storage
 
 CURRENT = "current"
 TREES = "trees"
@@ -81,10 +82,11 @@ def _part_list(root: Path, part: str) -> Path:
 class TreeWriter:
     """Write the files of one new tree and record every path written."""
 
-    def __init__(self, root: Path, part: str = "") -> None:
-        """Write under `root`; `part` names a second writer of the same tree (the Spark
-        engine's executors), whose list the first one adopts (`adopt`)."""
+    def __init__(self, root: Path, storage: Storage, part: str = "") -> None:
+        """Write under `root`, stored as `storage` says; `part` names a second writer of the
+        same tree (the Spark engine's executors), whose list the first one adopts (`adopt`)."""
         self.root = root
+        self.storage = storage
         self.api = root / API
         self.api.mkdir(parents=True, exist_ok=True)
         self.files = 0
@@ -99,13 +101,15 @@ class TreeWriter:
         return self
 
     def write(self, conversation: str, name: str, body: bytes) -> None:
-        """Write `body` as file `name` of a conversation directory (paths from publish.paths)."""
+        """Write `body` as file `name` of a conversation directory (paths from publish.paths);
+        count the bytes stored, list the path served."""
         relative = f"{conversation}/{name}"
         self._directories.make_parent(relative)
-        with (self.api / relative).open("wb") as handle:
-            handle.write(body)
+        stored = self.storage.encode(body)
+        with (self.api / (relative + self.storage.suffix)).open("wb") as handle:
+            handle.write(stored)
         self.files += 1
-        self.bytes += len(body)
+        self.bytes += len(stored)
         self._list.write(relative + "\n")
 
     def adopt(self, part: str, files: int, size: int) -> None:

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from convsum.publish import durable
 from convsum.publish.paths import SUMMARY_FILE
+from convsum.publish.storage import Storage
 from convsum.publish.tree import Directories
 
 WRITE = "+"
@@ -30,9 +31,10 @@ REMOVE = "-"
 class TreeUpdate:
     """The changed files of a set of recomputed conversations, staged, then swapped in."""
 
-    def __init__(self, api: Path, scratch: Path) -> None:
+    def __init__(self, api: Path, scratch: Path, storage: Storage) -> None:
         self.api = api
         self.scratch = scratch
+        self.storage = storage
         scratch.mkdir()
         self.files = 0
         self.bytes = 0
@@ -48,19 +50,25 @@ class TreeUpdate:
         return None
 
     def write(self, conversation: str, name: str, body: bytes) -> None:
-        """Stage `body` as file `name` of `conversation`, unless the served file equals it."""
+        """Stage `body` as file `name` of `conversation`, unless the served file equals it.
+
+        A stored file is compared once decoded: a compressor that changed since it was written
+        rewrites no file whose served bytes are the same.
+        """
         self._produced.setdefault(conversation, set()).add(name)
         try:
-            if (self.api / conversation / name).read_bytes() == body:
+            served = (self.api / conversation / (name + self.storage.suffix)).read_bytes()
+            if self.storage.decode(served) == body:
                 self.unchanged += 1
                 return
         except FileNotFoundError:
             pass
         staged = self.scratch / str(self.files)
-        staged.write_bytes(body)
+        stored = self.storage.encode(body)
+        staged.write_bytes(stored)
         self._writes.setdefault(conversation, []).append((name, staged))
         self.files += 1
-        self.bytes += len(body)
+        self.bytes += len(stored)
 
     def plan(self, conversations: Iterable[str]) -> pa.Table:
         """Find the files each recomputed conversation no longer has; return every change.
@@ -71,7 +79,8 @@ class TreeUpdate:
         """
         for conversation in conversations:
             produced = self._produced.get(conversation, set())
-            gone = sorted(_stale(_files_under(self.api / conversation), produced))
+            stored = _files_under(self.api / conversation)
+            gone = sorted(_stale(map(self.storage.served, stored), produced))
             if gone:
                 self._removals[conversation] = gone
         paths, ops = [], []
@@ -103,10 +112,11 @@ class TreeUpdate:
             for name, staged in writes:
                 target = f"{conversation}/{name}"
                 self._directories.make_parent(target)
-                staged.rename(self.api / target)
+                staged.rename(self.api / (target + self.storage.suffix))
             for name in self._removals.get(conversation, ()):
-                (self.api / conversation / name).unlink(missing_ok=True)
-                self._prune((self.api / conversation / name).parent)
+                gone = self.api / conversation / (name + self.storage.suffix)
+                gone.unlink(missing_ok=True)
+                self._prune(gone.parent)
 
     def _prune(self, directory: Path) -> None:
         """Remove `directory` and its parents up to the API root while they are empty."""
