@@ -4,7 +4,9 @@ the job against two floors, measured as whole processes.
 Floors, measured in the same session on the same data:
 1. the bare query: one hand-written DuckDB statement computing only
    (owner, participant, direction, code, messages, sms), arg_max for the latest status;
-2. the bare writer: a minimal loop writing as many files, with as many bytes, as the full run.
+2. the bare writer: a minimal loop writing as many files, with as many bytes, as the full run;
+   and the same files written by two threads, taking turns with it, to decide whether two
+   writers would beat one on this disk (the ratio of each pair, and their median).
 And the nightly case: the data set split at its last 1 % of messages; a full run over the rest,
 then an incremental run that adds the last 1 % of messages and every status logged since.
 Each command runs as its own process; wall time, CPU time (user + system) and peak memory (the
@@ -32,6 +34,9 @@ from convsum.sql import literal
 
 # This file, run as a script: the helper processes of `_helper` (the floors, the nightly split).
 HELPERS = Path(__file__).resolve()
+WRITER, WRITERS = "bare writer", "bare writer, two threads"
+FULL = ("full", "full gzip")  # the labels' ends of a full run (as served, and gzip)
+GZIP_FULL = "full gzip"
 STAGES = ("read", "derive", "pages", "summaries", "tables", "swap", "index")
 NIGHTLY_SHARE = 0.01  # the share of messages that arrives in one night
 
@@ -70,6 +75,7 @@ class Measurement:
     peak_mib: float
     stages: dict[str, float] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
+    disk: float = 0.0  # bytes the output root takes on disk (du) after a full run
 
 
 def _report(stdout: bytes) -> dict[str, Any]:
@@ -150,6 +156,30 @@ def bare_writer(directory: Path, files: int, total_bytes: int) -> None:
                 handle.write(body)
 
 
+def bare_writers(directory: Path, files: int, total_bytes: int, threads: int) -> None:
+    """`bare_writer`'s files, the directories of 1,000 shared out among `threads` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = b"x" * (total_bytes // max(files, 1))
+    make_marked(directory)
+
+    def write(start: int) -> None:
+        sub = directory / f"d{start // 1_000}"
+        sub.mkdir(parents=True)
+        for n in range(start, min(start + 1_000, files)):
+            with (sub / f"{n}.json").open("wb") as handle:
+                handle.write(body)
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(write, range(0, files, 1_000)))
+
+
+def disk_usage(path: Path) -> float:
+    """Return the bytes `path` takes on disk, as `du` counts them."""
+    done = subprocess.run(["du", "-sk", str(path)], check=True, capture_output=True, text=True)
+    return float(done.stdout.split()[0]) * 1024
+
+
 def median_of(runs: list[Measurement]) -> Measurement:
     """Return one measurement whose every figure is the median of `runs`'s."""
     stages = {k: statistics.median(r.stages[k] for r in runs) for k in runs[0].stages}
@@ -160,6 +190,7 @@ def median_of(runs: list[Measurement]) -> Measurement:
         statistics.median(r.peak_mib for r in runs),
         stages=stages,
         report=runs[0].report,
+        disk=statistics.median(r.disk for r in runs),
     )
 
 
@@ -187,6 +218,10 @@ class Samples:
         self._taken.setdefault(label, []).append(sample)
         return sample
 
+    def each(self, label: str) -> list[Measurement]:
+        """Every turn's sample of `label`, in order."""
+        return self._taken.get(label, [])
+
     def medians(self) -> list[Measurement]:
         return [median_of(samples) for samples in self._taken.values()]
 
@@ -212,19 +247,27 @@ def run_bench(
     for turn in samples.turns():
         sizes: dict[str, Any] = {}  # of the first engine's full run: the writer floor's
         for label, command in _commands(convsum, inputs, extra, engines, work):
-            report = samples.take(turn, label, command).report
-            if label.endswith("full") and not sizes:
-                sizes = report
+            sample = samples.take(turn, label, command)
+            if label.endswith(FULL):
+                sizes = sizes or sample.report
+                sample.disk = disk_usage(work / "out")
             remove_made(work / "out")
         if "spark" in engines:  # shown apart: the JVM's start is part of every Spark run
             samples.take(turn, "spark startup", [*here, "spark-startup"])
         samples.take(turn, "bare query", query)
         files, size = sizes["files_written"], sizes["bytes_written"]
-        samples.take(
-            turn, "bare writer", [*here, "writer", str(work / "floor"), str(files), str(size)]
-        )
-        remove_made(work / "floor")
-    return samples.medians()
+        # One writer and two, first one then the other in turn: a pair of each turn.
+        writers = [(WRITER, "1"), (WRITERS, "2")]
+        for label, threads_ in writers if turn % 2 == 0 else writers[::-1]:
+            floor = [*here, "writer", str(work / "floor"), str(files), str(size), threads_]
+            samples.take(turn, label, floor)
+            remove_made(work / "floor")
+    results = samples.medians()
+    pairs = zip(samples.each(WRITERS), samples.each(WRITER), strict=True)
+    for m in results:
+        if m.label == WRITERS:
+            m.report = {"pair_ratios": [two.wall / one.wall for two, one in pairs]}
+    return results
 
 
 def nightly_inputs(data: Path, work: Path) -> tuple[Path, dict[str, Path]]:
@@ -306,7 +349,8 @@ def run_sync(
     progress: Callable[[str], None] = lambda _line: None,
 ) -> list[Measurement]:
     """Measure `convsum sync` of a whole new tree to an empty bucket, then of the nightly run
-    that follows (the split of `run_nightly`), against a local S3-compatible server.
+    that follows (the split of `run_nightly`), and of the first tree stored gzip-compressed to
+    another bucket, against a local S3-compatible server.
 
     The server is started anew for each turn: it holds every object in memory.
     """
@@ -331,23 +375,32 @@ def run_sync(
             samples.say(turn, "the nightly run to sync")
             subprocess.run(run, check=True, stderr=subprocess.DEVNULL)
             samples.take(turn, "sync nightly", sync, env)
+            remove_made(out)
+            _arrive(root, night, False)
+            samples.say(turn, "a full gzip run to sync")
+            subprocess.run([*run, "--gzip"], check=True, stderr=subprocess.DEVNULL)
+            local_s3_client(endpoint).create_bucket(Bucket="convsum-bench-gzip")
+            packed = [*convsum, "sync", str(out), "s3://convsum-bench-gzip/api", "--report"]
+            samples.take(turn, "sync first gzip", packed, env)
         remove_made(out)
     return samples.medians()
 
 
 def format_sync(results: list[Measurement]) -> str:
-    """Return the syncs as a Markdown table: objects sent, objects per second, CPU per object."""
+    """Return the syncs as a Markdown table: objects and bytes sent, and per second, CPU per
+    object."""
     lines = [
-        "| sync | objects sent | deleted | MB sent | wall s | objects/s | cpu s | cpu ms/object |",
-        "|---|---|---|---|---|---|---|---|",
+        "| sync | objects sent | deleted | MB sent | wall s | objects/s | MB/s | cpu s "
+        "| cpu ms/object |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for m in results:
-        sent = m.report.get("sent", 0)
-        rate = f"{sent / m.wall:.0f}" if m.wall else ""
+        sent, megabytes = m.report.get("sent", 0), m.report.get("bytes", 0) / 1e6
+        rate = f"{sent / m.wall:.0f} | {megabytes / m.wall:.1f}" if m.wall else " | "
         per = f"{1000 * m.cpu / sent:.2f}" if sent else ""
         lines.append(
             f"| {m.label} | {sent:,} | {m.report.get('deleted', 0):,} | "
-            f"{m.report.get('bytes', 0) / 1e6:.1f} | {m.wall:.1f} | {rate} | {m.cpu:.1f} | {per} |"
+            f"{megabytes:.1f} | {m.wall:.1f} | {rate} | {m.cpu:.1f} | {per} |"
         )
     return "\n".join(lines)
 
@@ -418,6 +471,8 @@ def _commands(
         base = [*convsum, "run", *inputs, "--out", str(work / "out"), "--engine", engine, *extra]
         yield f"{engine} summaries", [*base, "--only", "summaries", "--report"]
         yield f"{engine} full", [*base, "--report"]
+        if engine == engines[0]:  # the first engine's tree stored gzip-compressed too
+            yield f"{engine} {GZIP_FULL}", [*base, "--gzip", "--report"]
 
 
 def format_table(results: list[Measurement], messages: int) -> str:
@@ -426,7 +481,7 @@ def format_table(results: list[Measurement], messages: int) -> str:
     nan = Measurement("", float("nan"), 0.0, 0.0)
     query = by_label.get("bare query", nan).wall
     writer = by_label.get("bare writer", nan).wall
-    header = ["run", *STAGES, "wall s", "cpu s", "peak MiB", "ratio to floor"]
+    header = ["run", *STAGES, "wall s", "cpu s", "peak MiB", "disk GB", "ratio to floor"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for m in results:
         if m.label.endswith(("nightly increment", "nightly unchanged")):
@@ -436,12 +491,16 @@ def format_table(results: list[Measurement], messages: int) -> str:
             ratio = ""
         elif m.label.endswith("summaries"):
             ratio = f"{m.wall / query:.2f} x query"
-        elif m.label.endswith("full"):
+        elif m.label.endswith(FULL):
             ratio = f"{m.wall / (query + writer):.2f} x (query + writer)"
+        elif m.label == WRITERS:
+            ratio = f"{m.wall / writer:.2f} x one writer"
         else:
             ratio = "floor"
         stages = [f"{m.stages[s]:.1f}" if s in m.stages else "" for s in STAGES]
-        row = [m.label, *stages, f"{m.wall:.1f}", f"{m.cpu:.1f}", f"{m.peak_mib:.0f}", ratio]
+        disk = f"{m.disk / 1e9:.2f}" if m.disk else ""
+        row = [m.label, *stages, f"{m.wall:.1f}", f"{m.cpu:.1f}", f"{m.peak_mib:.0f}", disk]
+        row.append(ratio)
         lines.append("| " + " | ".join(row) + " |")
     full = [m for m in results if m.label.endswith(" full") and "nightly" not in m.label]
     if full:
@@ -453,6 +512,12 @@ def format_table(results: list[Measurement], messages: int) -> str:
             f"{report.get('bytes_written', 0) / 1e9:.2f} GB"
         )
     for m in results:
+        if m.label == WRITERS and m.report.get("pair_ratios"):
+            ratios = m.report["pair_ratios"]
+            lines.append(
+                f"two writers to one, pair by pair: {', '.join(f'{r:.2f}' for r in ratios)} "
+                f"(median {statistics.median(ratios):.2f} of {len(ratios)} pairs)"
+            )
         if m.label.endswith("nightly increment"):
             r = m.report
             lines.append(
@@ -471,6 +536,10 @@ TARGETS = {
     "night": ("nightly increment (1 % new messages), to its full run", 0.10, "x"),
     "unchanged": ("night without a new file, wall time", 2.0, "s"),
     "memory": ("peak memory of any run", 4096.0, "MiB"),
+    # The goals of a full tree are those at 10 million messages (`--messages 10000000`).
+    "tree_time": ("full tree, wall time (the goal at 10 million messages)", 240.0, "s"),
+    "tree_disk": ("full tree on disk, du of the output root (at 10 million)", 15.0, "GB"),
+    "writers": ("two writer threads, to one (median of pairs; under 1: two are faster)", 1.0, "x"),
 }
 
 
@@ -485,15 +554,20 @@ def targets(results: list[Measurement]) -> list[tuple[str, str, float]]:
         if label.endswith(" summaries") and query:
             compute = sum(m.stages.get(stage, 0.0) for stage in ("read", "derive"))
             rows.append(("compute", label, compute / query.wall))
-        elif label.endswith(" full") and "nightly" not in label and query and writer:
-            rows.append(("full", label, m.wall / (query.wall + writer.wall)))
+        elif label.endswith(FULL) and "nightly" not in label:
+            if query and writer:
+                rows.append(("full", label, m.wall / (query.wall + writer.wall)))
+            rows.append(("tree_time", label, m.wall))
+            rows.append(("tree_disk", label, m.disk / 1e9))
+        elif label == WRITERS and m.report.get("pair_ratios"):
+            rows.append(("writers", label, statistics.median(m.report["pair_ratios"])))
         elif label.endswith("nightly increment"):
             rows.append(
                 ("night", label, m.wall / by_label[label.replace("increment", "full")].wall)
             )
         elif label.endswith("nightly unchanged"):
             rows.append(("unchanged", label, m.wall))
-        if not label.startswith("bare") and not label.endswith("startup"):
+        if not label.startswith(WRITER) and label != "bare query" and "startup" not in label:
             rows.append(("memory", label, m.peak_mib))
     return rows
 
@@ -504,7 +578,7 @@ def format_targets(results: list[Measurement]) -> str:
     for key, label, value in targets(results):
         what, goal, unit = TARGETS[key]
         met = "yes" if value <= goal else f"no ({value / goal:.2f} x the goal)"
-        number = f"{value:.0f}" if unit == "MiB" else f"{value:.2f}"
+        number = f"{value:.0f}" if unit in ("MiB", "s") and value >= 100 else f"{value:.2f}"
         lines.append(f"| {what} | {label} | {goal:g} {unit} | {number} {unit} | {met} |")
     return "\n".join(lines)
 
@@ -521,14 +595,17 @@ def spark_startup() -> None:
 
 def _helper(argv: list[str]) -> None:
     """Run one helper process: the floors `query MESSAGES STATUSES THREADS` and `writer DIR FILES
-    BYTES`, `spark-startup`, or `split DATA ROOT NIGHT` (see `nightly_inputs`)."""
+    BYTES THREADS`, `spark-startup`, or `split DATA ROOT NIGHT` (see `nightly_inputs`)."""
     if argv[0] == "split":
         split_night(Path(argv[1]), Path(argv[2]), Path(argv[3]))
     elif argv[0] == "query":
         messages, statuses = (str(Path(p) / "*.parquet") for p in argv[1:3])
         bare_query(messages, statuses, int(argv[3]) or None)
     elif argv[0] == "writer":
-        bare_writer(Path(argv[1]), int(argv[2]), int(argv[3]))
+        if argv[4:5] == ["1"]:
+            bare_writer(Path(argv[1]), int(argv[2]), int(argv[3]))
+        else:
+            bare_writers(Path(argv[1]), int(argv[2]), int(argv[3]), int(argv[4]))
     elif argv[0] == "spark-startup":
         spark_startup()
     else:

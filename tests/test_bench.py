@@ -27,9 +27,20 @@ pytestmark = pytest.mark.slow  # left out of make test-fast
 def test_bench_smoke_measures_every_run_and_both_floors(tmp_path: Path) -> None:
     results = run_bench(tmp_path / "data", 2_000, ["duckdb"], tmp_path / "work", threads=1)
     labels = [m.label for m in results]
-    assert labels == ["duckdb summaries", "duckdb full", "bare query", "bare writer"]
+    assert labels == [
+        "duckdb summaries",
+        "duckdb full",
+        "duckdb full gzip",
+        "bare query",
+        "bare writer",
+        "bare writer, two threads",
+    ]
     assert all(m.wall > 0 and m.cpu > 0 and m.peak_mib > 10 for m in results)
-    full = results[1]
+    full, packed = results[1], results[2]
+    assert packed.report["files_written"] == full.report["files_written"]
+    assert 0 < packed.report["bytes_written"] < full.report["bytes_written"] // 3
+    assert full.disk > 0 and packed.disk > 0
+    assert [m.disk for m in results if m not in (full, packed)] == [0.0] * 4
     assert set(full.stages) == {
         "list",
         "read",
@@ -42,12 +53,19 @@ def test_bench_smoke_measures_every_run_and_both_floors(tmp_path: Path) -> None:
     assert "pages" not in results[0].stages
     table = format_table(results, 2_000)
     assert "| duckdb full |" in table and "x (query + writer)" in table
-    summaries, full, query, writer = results
+    summaries, full, packed, query, writer, writers = results
     checked = {(key, label): value for key, label, value in targets(results)}
     compute = summaries.stages["read"] + summaries.stages["derive"]
     assert checked[("compute", "duckdb summaries")] == compute / query.wall
     assert checked[("full", "duckdb full")] == full.wall / (query.wall + writer.wall)
-    assert {key for key, _ in checked} == {"compute", "full", "memory"}
+    assert checked[("tree_time", "duckdb full gzip")] == packed.wall
+    assert checked[("tree_disk", "duckdb full")] == full.disk / 1e9
+    assert checked[("writers", "bare writer, two threads")] == writers.wall / writer.wall
+    assert writers.report["pair_ratios"] == [writers.wall / writer.wall]
+    assert "two writers to one, pair by pair: " in table
+    assert {key for key, _ in checked} == {
+        "compute", "full", "memory", "tree_time", "tree_disk", "writers"
+    }  # fmt: skip
     lines = format_targets(results).splitlines()
     assert len(lines) == 2 + len(checked)
     assert all(line.endswith(("| yes |", "x the goal) |")) for line in lines[2:])
@@ -98,10 +116,14 @@ def test_bench_reports_smoke_times_every_named_report(tmp_path: Path) -> None:
 def test_bench_sync_smoke_sends_a_whole_tree_then_the_night(tmp_path: Path) -> None:
     data = tmp_path / "data"
     ensure_data(data, 2_000, seed=1)
-    first, nightly = run_sync(data, tmp_path / "work", threads=1)
-    assert (first.label, nightly.label) == ("sync first", "sync nightly")
+    first, nightly, packed = run_sync(data, tmp_path / "work", threads=1)
+    assert (first.label, nightly.label, packed.label) == (
+        "sync first", "sync nightly", "sync first gzip"
+    )  # fmt: skip
     assert first.report["unchanged"] == 0
     assert 0 < nightly.report["sent"] < first.report["sent"]
+    assert packed.report["sent"] == first.report["sent"]
+    assert 0 < packed.report["bytes"] < first.report["bytes"] // 3
     lines = format_sync([first, nightly]).splitlines()
     sent = f"| sync first | {first.report['sent']:,} | 0 |"
     assert lines[2].startswith(sent), lines
@@ -115,5 +137,5 @@ def test_bench_spark_startup_is_shown_apart() -> None:
     table = format_table([startup, query], 2_000)
     assert "| spark startup |" in table
     row = next(line for line in table.splitlines() if line.startswith("| spark startup |"))
-    assert row.endswith("| 6.5 | 0.4 | 60 |  |")
+    assert row.endswith("| 6.5 | 0.4 | 60 |  |  |")
     assert targets([startup, query]) == []
