@@ -8,7 +8,10 @@ request is loaded by wrk (Debian's `wrk`), one thread and 8 connections for `--s
 rounds: every request once a round, so a noisy neighbour slows them all alike; the table gives
 medians of the rounds and the ratios the goals name, all from this one run.
 
-    python -m benchmarks.api [--rounds 3] [--seconds 5]     (or: make bench-api)
+    python -m benchmarks.api [--rounds 3] [--seconds 5] [--gzip]     (or: make bench-api)
+
+With --gzip the tree is stored gzip-compressed (`run --gzip`): the API reads each file through
+nginx, which decodes it, and the floor's static server decodes it too (gzip_static, gunzip).
 """
 
 from __future__ import annotations
@@ -50,8 +53,9 @@ REQUESTS = [
 FLOOR = "static page file (floor)"
 
 
-def publish(base: Path) -> Path:
-    """Write the inputs, run the job, store the token; return the output root."""
+def publish(base: Path, gzip: bool) -> Path:
+    """Write the inputs, run the job (with `gzip`, `--gzip`), store the token; return the
+    output root."""
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     rows = [
         {
@@ -77,7 +81,7 @@ def publish(base: Path) -> Path:
     out = base / "out"
     inputs: list[str | Path] = ["--messages", base / "in" / "m.parquet"]
     inputs += ["--statuses", base / "in" / "s.parquet"]
-    run = [BIN / "convsum", "run", *inputs, "--out", out]
+    run = [BIN / "convsum", "run", *inputs, "--out", out, *(["--gzip"] if gzip else [])]
     subprocess.run(run, check=True, capture_output=True)
     tokens: list[str | Path] = [BIN / "convsum", "tokens", "import", out]
     subprocess.run(tokens, input=f"{OWNER}\t{TOKEN}\n", text=True, check=True, capture_output=True)
@@ -101,8 +105,10 @@ def nginx(conf: str, prefix: Path, port: int) -> Iterator[str]:
         process.wait(timeout=10)
 
 
-def floor_conf(api_root: Path, port: int, user: str) -> str:
-    """A plain static nginx, tuned as the API's: one worker, access log on, etag on."""
+def floor_conf(api_root: Path, port: int, user: str, gzip: bool) -> str:
+    """A plain static nginx, tuned as the API's: one worker, access log on, etag on; for a gzip
+    tree, sending the stored file decoded to a client that does not accept gzip (wrk)."""
+    storage = "gzip_static always;\n        gunzip on;\n        " if gzip else ""
     return f"""{user}worker_processes 1;
 daemon off;
 pid nginx.pid;
@@ -113,7 +119,7 @@ http {{
     types {{ application/json json; }}
     server {{
         listen 127.0.0.1:{port};
-        root "{api_root}";
+        {storage}root "{api_root}";
     }}
 }}
 """
@@ -137,6 +143,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--gzip", action="store_true", help="a tree stored gzip-compressed")
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
@@ -144,7 +151,7 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="convsum-api-bench-"))
     user = "user root;\n" if os.geteuid() == 0 else ""
     try:
-        out = publish(base)
+        out = publish(base, args.gzip)
         api_port, floor_port = free_port(), free_port()
         listen = ["--listen", f"127.0.0.1:{api_port}"]
         conf = subprocess.run(
@@ -154,12 +161,12 @@ def main() -> None:
             text=True,
         ).stdout
         api_root = (out / "current" / "api").resolve()
-        pattern = f"*/*/{OWNER}/v2/conversations/*/*/{PARTICIPANT}/all.asc.0.json"
+        pattern = f"*/*/{OWNER}/v2/conversations/*/*/{PARTICIPANT}/all.asc.0.json*"
         page = next(api_root.glob(pattern))
-        floor_path = "/" + str(page.relative_to(api_root))
+        floor_path = "/" + str(page.relative_to(api_root)).removesuffix(".gz")
         results: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in REQUESTS}
         results[FLOOR] = []
-        static = floor_conf(api_root, floor_port, user)
+        static = floor_conf(api_root, floor_port, user, args.gzip)
         with (
             nginx(conf, base / "nginx-api", api_port) as api,
             nginx(static, base / "nginx-floor", floor_port) as floor,
@@ -168,19 +175,23 @@ def main() -> None:
                 results[FLOOR].append(wrk(floor + floor_path, args.seconds, None))
                 for name, path in REQUESTS:
                     results[name].append(wrk(api + path, args.seconds, TOKEN))
-        report(results, args.rounds, args.seconds)
+        report(results, args.rounds, args.seconds, args.gzip)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def report(results: dict[str, list[tuple[float, float]]], rounds: int, seconds: int) -> None:
+def report(
+    results: dict[str, list[tuple[float, float]]], rounds: int, seconds: int, gzip: bool
+) -> None:
     medians = {
         name: (statistics.median(r for r, _ in runs), statistics.median(p for _, p in runs))
         for name, runs in results.items()
     }
     floor_rps = medians[FLOOR][0]
     page_rps = medians["page at the page size, start 0"][0]
-    print(f"wrk -t1 -c8, {seconds} s a run, medians of {rounds} rounds; one nginx worker each\n")
+    stored = "a tree stored gzip-compressed" if gzip else "a tree stored as served"
+    print(f"wrk -t1 -c8, {seconds} s a run, medians of {rounds} rounds; one nginx worker each; "
+          f"{stored}\n")  # fmt: skip
     print("| request | requests/s | p99 | floor / it |")
     print("|---|---|---|---|")
     for name, (rps, p99) in medians.items():

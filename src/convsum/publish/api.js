@@ -107,12 +107,10 @@ function Files(r) {
 
 // A local file is read at once, unless the tree stores it gzip-compressed as `PATH.gz`
 // (publish.storage): njs cannot decode gzip, so nginx reads it, as it reads a bucket's object.
+// The `.gz` is looked for first: a failed open would cost an exception (see `exists`).
 Files.prototype.read = function (path) {
-    if (!this.bucket) {
-        var file = readTagged(this.root + '/' + path);
-        if (file !== null || !exists(this.root + '/' + path + GZIP)) {
-            return Promise.resolve(file);
-        }
+    if (!this.bucket && !exists(this.root + '/' + path + GZIP)) {
+        return Promise.resolve(readTagged(this.root + '/' + path));
     }
     return this.fetch(path);
 };
