@@ -91,10 +91,11 @@ def run_job(config: RunConfig, log: RunLog | None = None, full: bool = False) ->
                     state = None
                 work = root.prepare(run_id)
                 try:
+                    storage = Storage(config.gzip)
                     target = (
-                        _InPlace(published, state, work, Storage(config.gzip))
+                        _InPlace(published, state, work, storage)
                         if state is not None and published is not None
-                        else _NewTree(config, root, run_id)
+                        else _NewTree(config, root, run_id, storage)
                     )
                     return _run(config, target, run_id, work, plan, log)
                 finally:
@@ -128,12 +129,12 @@ class _Affected:
 class _NewTree:
     """A full run's target: a new tree with its own state store, beside the served one."""
 
-    def __init__(self, config: RunConfig, root: OutputRoot, run_id: str) -> None:
+    def __init__(self, config: RunConfig, root: OutputRoot, run_id: str, storage: Storage) -> None:
         self.root, self.run_id = root, run_id
         self.previous = root.published()
         self.tree = root.partial(run_id)
         self.state = Catalog.create(self.tree / STATE, fingerprint(config), run_id)
-        self.writer = TreeWriter(self.tree, Storage(config.gzip))
+        self.writer = TreeWriter(self.tree, storage)
 
     def unchanged(self, staged: StagedInputs) -> Facts | None:
         return None

@@ -27,7 +27,9 @@ def test_storage_gzip_is_gzip_the_same_bytes_every_time() -> None:
 
 def test_storage_paths_and_the_layout_that_records_it() -> None:
     assert Storage(gzip=True).served("a/summary.json.gz") == "a/summary.json"
-    assert Storage().served("a/summary.json") == "a/summary.json"
+    assert Storage(gzip=True).stored("a/summary.json") == "a/summary.json.gz"
+    assert Storage().served("a/summary.json") == Storage().stored("a/summary.json")
+    assert (Storage(gzip=True).content_encoding, Storage().content_encoding) == ("gzip", None)
     assert storage_of({"version": 3}) == Storage()  # a tree from before the setting
     assert storage_of({"gzip": True}) == Storage(gzip=True)
     assert storage_of({"gzip": False}) == Storage()

@@ -339,23 +339,12 @@ class BucketOrigin:
         )
 
     def object_location(self) -> str:
-        """Return the internal location through which the API's script reads an object.
-
-        The script asks for `OBJECT_URI?key=PATH`, the object's path under the prefix
-        percent-encoded; set_misc decodes it, and nginx escapes the rewritten path again for the
-        bucket. The bucket's status reaches the script as it is (403 or 404: no such object),
-        and an object of any size that a page can have fits in memory.
-        """
-        return f"""
-        location = {OBJECT_URI} {{
-            internal;
-            proxy_intercept_errors off;
-            subrequest_output_buffer_size 64m;
-            set_unescape_uri $cs_object_key $arg_key;
-            rewrite ^ "{self.base}/$cs_object_key?" break;
-            proxy_pass {self.endpoint};
-        }}
-"""
+        """Return the internal location through which the API's script reads an object (see
+        `_object_location`): nginx escapes the rewritten path again for the bucket, and the
+        bucket's status reaches the script as it is (403 or 404: no such object)."""
+        indent = "\n            "
+        proxied = f"{indent}proxy_intercept_errors off;{indent}proxy_pass {self.endpoint};"
+        return _object_location(self.base, proxied)
 
     def fetch(self, key: str, missing: str) -> str:
         """Return a location's directives that answer with the object `key` (a path under the
@@ -415,13 +404,22 @@ def _answers(source: Path | BucketOrigin, conversation: str, page: str) -> dict[
 # the gunzip filter decodes it for a client that does not accept gzip, and for the API's reads.
 # A missing file is an answer (`@unknown`, `@past_end`), not an error to log.
 _STORAGE = "        gzip_static always;\n        gunzip on;\n        log_not_found off;\n"
-# The API's script reads a stored `.gz` file of a local tree through nginx, which decodes it.
-_LOCAL_OBJECTS = f"""
+
+
+def _object_location(base: str, proxied: str = "") -> str:
+    """Return the internal location through which the API's script reads a file of the tree
+    through nginx, decoded if it is stored gzip-compressed: a local `.gz` file (`base` empty),
+    or a bucket's object under `base` (with the `proxied` directives).
+
+    The script asks for `OBJECT_URI?key=PATH`, the path percent-encoded; set_misc decodes it.
+    A file of any size that a page can have fits in memory.
+    """
+    return f"""
         location = {OBJECT_URI} {{
             internal;
             subrequest_output_buffer_size 64m;
             set_unescape_uri $cs_object_key $arg_key;
-            rewrite ^ "/$cs_object_key?" break;
+            rewrite ^ "{base}/$cs_object_key?" break;{proxied}
         }}
 """
 
@@ -485,7 +483,7 @@ def _api_server(
         msg = f"max limit {api.max_limit}: expected 1 to 1000000000"
         raise ConfigError(msg)
     bucket = isinstance(source, BucketOrigin)
-    objects = source.object_location() if isinstance(source, BucketOrigin) else _LOCAL_OBJECTS
+    objects = source.object_location() if isinstance(source, BucketOrigin) else _object_location("")
     settings = {
         "cs_tokens": quote_value(str(api.tokens)),
         "cs_bucket": "1" if bucket else "0",

@@ -32,6 +32,15 @@ class Storage:
         """What a served path gains as a stored one."""
         return GZIP_SUFFIX if self.gzip else ""
 
+    @property
+    def content_encoding(self) -> str | None:
+        """The Content-Encoding of a stored file as HTTP sends it (None: the JSON itself)."""
+        return "gzip" if self.gzip else None
+
+    def stored(self, path: str) -> str:
+        """Return the stored path of a served one."""
+        return path + self.suffix
+
     def encode(self, body: bytes) -> bytes:
         """Return the stored bytes of a served body."""
         return igzip.compress(body, _LEVEL, mtime=0) if self.gzip else body
@@ -42,7 +51,7 @@ class Storage:
 
     def served(self, stored_name: str) -> str:
         """Return the served path of a stored one."""
-        return stored_name.removesuffix(self.suffix) if self.gzip else stored_name
+        return stored_name.removesuffix(self.suffix)
 
 
 def storage_of(layout: dict[str, object]) -> Storage:

@@ -316,7 +316,6 @@ def _send(
     Each goes under its served path with the bytes stored: gzip-compressed ones with
     `Content-Encoding: gzip`.
     """
-    encoding = "gzip" if storage.gzip else None
     where = "=" if summaries else "<>"
     rows = record.execute(
         f"SELECT path, md5, size, mtime_ns FROM todo WHERE substr(path, -{len(_SUMMARY)}) "
@@ -326,7 +325,7 @@ def _send(
 
     def send(row: tuple[str, str | None, int | None, int | None]) -> _Sent | None:
         path, md5, size, mtime_ns = row
-        stored = api / (path + storage.suffix)
+        stored = api / storage.stored(path)
         try:
             stat = stored.stat()
             if md5 is not None and (stat.st_size, stat.st_mtime_ns) == (size, mtime_ns):
@@ -338,7 +337,7 @@ def _send(
         digest = hashlib.md5(body, usedforsecurity=False).hexdigest()
         sent = digest != md5
         if sent:
-            bucket.put(path, body, cache_control, encoding)
+            bucket.put(path, body, cache_control, storage.content_encoding)
         return _Sent(path, digest, stat.st_size, stat.st_mtime_ns, sent)
 
     _record_each(record, _concurrently(send, rows), count)

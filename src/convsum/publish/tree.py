@@ -106,7 +106,7 @@ class TreeWriter:
         relative = f"{conversation}/{name}"
         self._directories.make_parent(relative)
         stored = self.storage.encode(body)
-        with (self.api / (relative + self.storage.suffix)).open("wb") as handle:
+        with (self.api / self.storage.stored(relative)).open("wb") as handle:
             handle.write(stored)
         self.files += 1
         self.bytes += len(stored)

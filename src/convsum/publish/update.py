@@ -57,7 +57,7 @@ class TreeUpdate:
         """
         self._produced.setdefault(conversation, set()).add(name)
         try:
-            served = (self.api / conversation / (name + self.storage.suffix)).read_bytes()
+            served = (self.api / conversation / self.storage.stored(name)).read_bytes()
             if self.storage.decode(served) == body:
                 self.unchanged += 1
                 return
@@ -112,9 +112,9 @@ class TreeUpdate:
             for name, staged in writes:
                 target = f"{conversation}/{name}"
                 self._directories.make_parent(target)
-                staged.rename(self.api / (target + self.storage.suffix))
+                staged.rename(self.api / self.storage.stored(target))
             for name in self._removals.get(conversation, ()):
-                gone = self.api / conversation / (name + self.storage.suffix)
+                gone = self.api / conversation / self.storage.stored(name)
                 gone.unlink(missing_ok=True)
                 self._prune(gone.parent)
 
