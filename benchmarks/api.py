@@ -161,7 +161,7 @@ def main() -> None:
             text=True,
         ).stdout
         api_root = (out / "current" / "api").resolve()
-        pattern = f"*/*/{OWNER}/v2/conversations/*/*/{PARTICIPANT}/all.asc.0.json*"
+        pattern = f"*/*/{OWNER}/v2/conversations/*/*/{PARTICIPANT}.all.asc.0.json*"
         page = next(api_root.glob(pattern))
         floor_path = "/" + str(page.relative_to(api_root)).removesuffix(".gz")
         results: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in REQUESTS}

@@ -16,7 +16,7 @@ from hypothesis import settings
 
 from convsum.config import ENGINES, RunConfig
 from convsum.history import HISTORY
-from convsum.publish.paths import conversation_dir, page_file
+from convsum.publish.paths import SUMMARY_FILE, conversation_file, conversation_path, page_file
 from convsum.results import RunReport
 from convsum.run import run_job
 from tests.support.s3server import S3Server, running_s3_server
@@ -134,16 +134,19 @@ class Tree:
         self.page_size = manifest["layout"]["page_size"]
 
     def summary(self, participant: str, owner: str = "acme") -> dict[str, Any] | None:
-        path = self.api / conversation_dir(owner, participant) / "summary.json"
+        path = self.api / conversation_file(conversation_path(owner, participant), SUMMARY_FILE)
         return orjson.loads(path.read_bytes()) if path.exists() else None
 
     def pages(
         self, participant: str, list_name: str = "all", owner: str = "acme", order: str = "asc"
     ) -> list[list[dict[str, Any]]]:
-        base = self.api / conversation_dir(owner, participant)
+        conversation = conversation_path(owner, participant)
         pages = []
         start = 0
-        while (path := base / page_file(self.page_size, list_name, order, start)).exists():
+        while (
+            path := self.api
+            / conversation_file(conversation, page_file(self.page_size, list_name, order, start))
+        ).exists():
             pages.append(orjson.loads(path.read_bytes()))
             start += self.page_size
         return pages

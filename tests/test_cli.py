@@ -398,7 +398,7 @@ def test_cli_only_summaries_writes_no_pages(tmp_path: Path, good_inputs: tuple[P
     assert result.exit_code == 0, result.output
     files = (out / "current" / "files.txt").read_text().split()
     assert len(files) == 2
-    assert all(f.endswith("/summary.json") for f in files)
+    assert all(f.endswith(".summary.json") for f in files)
     conf = _invoke("nginx-conf", str(out), "--owner-in-path")
     assert "this run published summaries only" in conf.output
     assert "@past_end;" not in conf.output

@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 
 from convsum.config import RunConfig
-from convsum.publish.paths import conversation_dir
+from convsum.publish.paths import SUMMARY_FILE, conversation_file, conversation_path
 from convsum.run import run_job
 from tests.support.data import SAMPLES, SPEC_EXAMPLE
 
@@ -20,8 +20,9 @@ def test_golden_api_example_summary(tmp_path: Path) -> None:
         out=str(tmp_path / "out"),
     )
     run_job(config)
-    path = tmp_path / "out" / "current" / "api" / conversation_dir("ip1-100", "46734487112")
-    body = (path / "summary.json").read_bytes()
+    conversation = conversation_path("ip1-100", "46734487112")
+    api = tmp_path / "out" / "current" / "api"
+    body = (api / conversation_file(conversation, SUMMARY_FILE)).read_bytes()
     assert orjson.loads(body) == SPEC_EXAMPLE
     assert list(orjson.loads(body)) == list(SPEC_EXAMPLE)  # key order too
     assert body == orjson.dumps(SPEC_EXAMPLE)  # and the compact canonical bytes

@@ -14,7 +14,13 @@ import pytest
 from hypothesis import given, settings
 
 from convsum.publish.nginx import BucketOrigin, render
-from convsum.publish.paths import SUMMARY_FILE, conversation_dir, is_servable, page_file
+from convsum.publish.paths import (
+    SUMMARY_FILE,
+    conversation_file,
+    conversation_path,
+    is_servable,
+    page_file,
+)
 from convsum.publish.storage import Storage
 from tests.support.data import SPEC_EXAMPLE
 from tests.support.names import ODD_NAMES, SERVABLE_NAMES
@@ -172,11 +178,11 @@ def origin(
 def test_http_server_finds_any_servable_name_where_the_writer_put_it(
     origin: Origin, owner: str, participant: str
 ) -> None:
-    directory = conversation_dir(owner, participant)
+    conversation = conversation_path(owner, participant)
     summary = orjson.dumps({"participant": participant, "owner": owner})
     page = orjson.dumps([owner, participant])
-    origin.put(f"{directory}/{SUMMARY_FILE}", summary)
-    origin.put(f"{directory}/{page_file(50, 'all', 'asc', 0)}", page)
+    origin.put(conversation_file(conversation, SUMMARY_FILE), summary)
+    origin.put(conversation_file(conversation, page_file(50, "all", "asc", 0)), page)
     assert get(origin.base, owner, participant, "/summary") == Response(
         200, "application/json", summary
     )

@@ -23,11 +23,12 @@ from hypothesis import given, settings
 from convsum.publish.nginx import OBJECT_URI
 from convsum.publish.paths import (
     SUMMARY_FILE,
-    conversation_dir,
+    conversation_file,
     is_servable,
     name_segments,
     page_file,
 )
+from convsum.publish.paths import conversation_path as stored_conversation
 from convsum.publish.tree import MARK
 from convsum.tokens import add_token, import_tokens, revoke_token, token_hash
 from tests.conftest import MESSAGE_TYPES, STATUS_TYPES, T0, message, status, write_parquet
@@ -552,9 +553,9 @@ def test_http_api_finds_any_servable_name_where_the_writer_put_it(
     files: tuple[str, Path], participant: str
 ) -> None:
     base, root = files
-    directory = root / conversation_dir("Zürich owner", participant)
+    conversation = stored_conversation("Zürich owner", participant)
     page = [{"id": participant}, {"id": "2"}]
-    (directory / "p").mkdir(parents=True, exist_ok=True)
+    (root / conversation).parent.mkdir(parents=True, exist_ok=True)
     summary_of_two = {
         "participant": participant,
         "totalMessageCount": 2,
@@ -562,8 +563,9 @@ def test_http_api_finds_any_servable_name_where_the_writer_put_it(
         "mobileTerminatedMessages": {},
         "mobileOriginatedMessages": {},
     }
-    (directory / SUMMARY_FILE).write_bytes(orjson.dumps(summary_of_two))
-    (directory / page_file(50, "all", "asc", 0)).write_bytes(orjson.dumps(page))
+    (root / conversation_file(conversation, SUMMARY_FILE)).write_bytes(orjson.dumps(summary_of_two))
+    page_path = root / conversation_file(conversation, page_file(50, "all", "asc", 0))
+    page_path.write_bytes(orjson.dumps(page))
     client = Client(base, "tok-files-0000000001")
     summary = client.get(conversation_path(participant, "summary"))
     listed = client.get(conversation_path(participant) + "?order=DESC")
@@ -575,12 +577,12 @@ def test_http_api_finds_any_servable_name_where_the_writer_put_it(
 
 def test_http_api_etag_changes_when_a_page_read_is_replaced(files: tuple[str, Path]) -> None:
     base, root = files
-    directory = root / conversation_dir("Zürich owner", "etag")
-    (directory / "p").mkdir(parents=True, exist_ok=True)
+    conversation = stored_conversation("Zürich owner", "etag")
+    (root / conversation).parent.mkdir(parents=True, exist_ok=True)
     summary = {"participant": "etag", "totalMessageCount": 2, "totalSmsCount": 2,
                "mobileTerminatedMessages": {}, "mobileOriginatedMessages": {}}  # fmt: skip
-    (directory / SUMMARY_FILE).write_bytes(orjson.dumps(summary))
-    page = directory / page_file(50, "all", "asc", 0)
+    (root / conversation_file(conversation, SUMMARY_FILE)).write_bytes(orjson.dumps(summary))
+    page = root / conversation_file(conversation, page_file(50, "all", "asc", 0))
     client = Client(base, "tok-files-0000000001")
     seen = []
     for body in ([{"id": "1"}, {"id": "2"}], [{"id": "1"}, {"id": "3"}]):

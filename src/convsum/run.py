@@ -44,7 +44,7 @@ from convsum.publish.manifest import (
     write_json,
 )
 from convsum.publish.pages import Writer, publish_stream
-from convsum.publish.paths import LAYOUT_VERSION, conversation_dir
+from convsum.publish.paths import LAYOUT_VERSION, conversation_path
 from convsum.publish.storage import Storage
 from convsum.publish.tree import API, FILE_LIST, OutputRoot, TreeWriter
 from convsum.publish.update import TreeUpdate
@@ -200,7 +200,7 @@ class _InPlace:
         update = self.writer
         with log.stage("swap") as stage:
             touched = affected.conversations
-            changes = update.plan(_conversation_dirs(touched) if touched else ())
+            changes = update.plan(_conversation_paths(touched) if touched else ())
             self.state.begin_update(touched, changes)
             update.apply()
             stage.set(files=update.files, removed=update.removed)
@@ -471,8 +471,8 @@ def _orders(config: RunConfig) -> tuple[Literal["asc", "desc"], ...]:
     return ("asc", "desc") if config.desc_pages else ("asc",)
 
 
-def _conversation_dirs(conversations: Path) -> Iterator[str]:
+def _conversation_paths(conversations: Path) -> Iterator[str]:
     table = pq.read_table(conversations, columns=["owner", "participant"])
     owners, participants = (column.to_pylist() for column in table.columns)
     for owner, participant in zip(owners, participants, strict=True):
-        yield conversation_dir(owner, participant)
+        yield conversation_path(owner, participant)

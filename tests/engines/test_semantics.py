@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from convsum.engines.base import StatusOrder, status_order
-from convsum.publish.paths import conversation_dir, page_file
+from convsum.publish.paths import conversation_file, conversation_path, page_file
 from tests.conftest import RunTree, Tree, at, message, status
 
 
@@ -258,7 +258,8 @@ def test_semantics_message_object_shape_and_bytes(run_tree: RunTree) -> None:
         "mnc": "07",
         "created": "2024-01-01T12:00:01.500Z",
     }
-    page = tree.api / conversation_dir("acme", "Shop1") / page_file(50, "all", "asc", 0)
+    conversation = conversation_path("acme", "Shop1")
+    page = tree.api / conversation_file(conversation, page_file(50, "all", "asc", 0))
     assert page.read_bytes() == orjson.dumps([expected])
 
 

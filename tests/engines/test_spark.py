@@ -127,7 +127,7 @@ def test_spark_executors_write_a_new_trees_files(
         return
     report = run_job(config)
     summaries = report.data.participants
-    assert len(list((tmp_path / "out/current/api").rglob("summary.json"))) == summaries
+    assert len(list((tmp_path / "out/current/api").rglob("*.summary.json"))) == summaries
     listed = (tmp_path / "out/current/files.txt").read_text().split()
     assert report.files.files_written == len(listed)
     assert report.files.files_written > 2 * summaries  # pages of both orders, and the summaries

@@ -14,6 +14,7 @@ from convsum.cli import cli
 from convsum.publish import bucket as bucket_module
 from convsum.publish.bucket import MAX_PREFIX_BYTES, Destination, redact
 from convsum.publish.nginx import BucketOrigin, render
+from convsum.publish.paths import LAYOUT_VERSION
 from tests.support.buckets import PREFIX, run, served_files, sync, write_day
 from tests.support.ports import free_port
 from tests.support.s3server import S3Server
@@ -252,13 +253,13 @@ def test_bucket_nginx_conf_from_a_bucket_of_an_older_layout_says_to_run_and_sync
     assert sync(s3, out, bucket).exit_code == 0
     key = f"{PREFIX}/manifest.json"
     manifest = orjson.loads(s3.client().get_object(Bucket=bucket, Key=key)["Body"].read())
-    assert manifest["layout"]["version"] == 3
+    assert manifest["layout"]["version"] == LAYOUT_VERSION
     del manifest["layout"]["version"]  # as a sync of an earlier convsum wrote it
     s3.client().put_object(Bucket=bucket, Key=key, Body=orjson.dumps(manifest))
     result = _nginx_conf_from(s3, bucket, s3.env())
     assert (result.exit_code, result.stdout) == (1, ""), result.output
     assert result.stderr == (
         f"Error: s3://{bucket}/{PREFIX}/manifest.json: a tree of layout 1, which this convsum "
-        "(layout 3) cannot serve; run `convsum run` on the output root, then `convsum sync` to "
-        "this bucket\n"
+        f"(layout {LAYOUT_VERSION}) cannot serve; run `convsum run` on the output root, then "
+        "`convsum sync` to this bucket\n"
     )

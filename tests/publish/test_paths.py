@@ -11,8 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from convsum.config import LIST_NAMES
 from convsum.publish.paths import (
-    conversation_dir,
+    SUMMARY_FILE,
+    conversation_file,
+    conversation_files,
+    conversation_path,
     fanout,
     is_servable,
     name_segments,
@@ -124,7 +128,7 @@ def test_paths_encoding_round_trips(name: str) -> None:
 @pytest.mark.parametrize("char", ["\x01", "/", "é"])
 def test_paths_long_names_have_short_paths(size: int, char: str) -> None:
     name = (char * size)[: size // len(char.encode())]
-    path = conversation_dir(name, name)
+    path = conversation_file(conversation_path(name, name), "p123/all.desc.1234550.json")
     assert len(path.encode()) < 400
     assert max(len(segment.encode()) for segment in path.split("/")) <= 255
 
@@ -137,9 +141,52 @@ def test_paths_distinct_names_never_nest(a: str, b: str) -> None:
         assert sa[: len(sb)] != sb
 
 
-def test_paths_conversation_dir_joins_owner_and_participant() -> None:
-    assert conversation_dir("ip1-100", "46734487112") == (
+def test_paths_conversation_path_joins_owner_and_participant() -> None:
+    assert conversation_path("ip1-100", "46734487112") == (
         "c9/a8/ip1-100/v2/conversations/a9/a8/46734487112"
+    )
+    assert conversation_file("a/b/4601", "summary.json") == "a/b/4601.summary.json"
+
+
+# A conversation's files and the names of other participants in its fan-out directory: names
+# that extend its own by a `.` and a piece of a file name are the ones that could be mistaken.
+FILE_NAMES = st.one_of(
+    st.just(SUMMARY_FILE),
+    st.builds(
+        page_file,
+        st.sampled_from([1, 50]),
+        st.sampled_from(LIST_NAMES),
+        st.sampled_from(["asc", "desc"]),
+        st.integers(0, 200_000).map(lambda k: 50 * k),
+    ),
+)
+LEAVES = st.builds(
+    "".join,
+    st.lists(
+        st.sampled_from(["4601", "a", ".", "mt", "asc", "0", "json", "summary", "p1"]), max_size=6
+    ),
+).filter(lambda leaf: leaf != "")
+
+
+@st.composite
+def two_conversations(draw: st.DrawFn) -> tuple[str, str]:
+    """Two participants' leaves: the second often the first, or the first and a `.` and the
+    start of a file's name (`4601` and `4601.mt.asc`), whose files begin like the first's."""
+    a = draw(LEAVES)
+    start = draw(FILE_NAMES).split(".")
+    extended = f"{a}.{'.'.join(start[: draw(st.integers(1, len(start)))])}"
+    return a, draw(st.sampled_from([a, extended, draw(LEAVES)]))
+
+
+@given(two_conversations(), FILE_NAMES, FILE_NAMES)
+def test_paths_a_conversations_files_are_its_own_and_no_other_participants(
+    leaves: tuple[str, str], file_a: str, file_b: str
+) -> None:
+    a, b = leaves
+    path_a, path_b = conversation_file(a, file_a), conversation_file(b, file_b)
+    assert (path_a == path_b) == ((a, file_a) == (b, file_b))
+    assert list(conversation_files(a, [path_a, path_b])) == (
+        [file_a, file_b] if a == b else [file_a]
     )
 
 

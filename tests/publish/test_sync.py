@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 
 from convsum.cli import cli
 from convsum.config import DEFAULT_CACHE_CONTROL
+from convsum.publish.paths import LAYOUT_VERSION
 from tests.support.buckets import PREFIX, run, served_files, sync, write_day
 from tests.support.ports import free_port
 from tests.support.processes import signalling_itself
@@ -81,7 +82,7 @@ def _assert_bucket_is_the_tree(
         "started_at": local["started_at"],
         "newest_input": local["newest_input"],
         "convsum_version": local["convsum_version"],
-        "layout": {"version": 3, "page_size": 2, "orders": ["asc"], "gzip": gzip},
+        "layout": {"version": LAYOUT_VERSION, "page_size": 2, "orders": ["asc"], "gzip": gzip},
         "files": len(files),
         "counts": local["counts"],
     }
@@ -308,12 +309,12 @@ def test_sync_stopped_by_a_refused_summary_resumes_with_the_summaries(
     write_day(inputs, 3, range(14, 18))
     assert run(inputs, out).mode == "incremental"
     written = (out / "current" / "written.txt").read_text().splitlines()
-    summaries = [p for p in written if p.endswith("/summary.json")]
-    s3.policy(bucket, "Deny", "s3:PutObject", f"{PREFIX}/*/summary.json")
+    summaries = [p for p in written if p.endswith(".summary.json")]
+    s3.policy(bucket, "Deny", "s3:PutObject", f"{PREFIX}/*.summary.json")
     result = sync(s3, out, bucket)
     assert result.exit_code == 1, result.output
     line = result.stderr.splitlines()[-1]
-    assert line.endswith("/summary.json: HTTP 403 Forbidden"), line
+    assert line.endswith(".summary.json: HTTP 403 Forbidden"), line
     assert _synced_run(out) != _manifest(out)["run_id"]
     assert set(written) - set(summaries) <= set(_held(out))  # the pages went first
     s3.client().delete_bucket_policy(Bucket=bucket)

@@ -97,7 +97,7 @@ def check_against_reference(
     tree: Tree, messages: list[dict[str, Any]], statuses: list[dict[str, Any]]
 ) -> None:
     summaries, lists = conversations(messages, statuses)
-    summary_files = [f for f in tree.files() if f.endswith("/summary.json")]
+    summary_files = [f for f in tree.files() if f.endswith(".summary.json")]
     assert len(summary_files) == len(summaries)
     for (owner, participant), summary in summaries.items():
         assert tree.summary(participant, owner=owner) == summary

@@ -233,22 +233,22 @@ function array(parts) {
 }
 
 // One list of one conversation: its ASC page files, read at most once each.
-function List(files, dir, name, size, groupDigits) {
+function List(files, conversation, name, size, groupDigits) {
     this.files = files;
-    this.dir = dir;
+    this.conversation = conversation;
     this.name = name;
     this.size = size;
     this.groupDigits = groupDigits;
     this.pages = {};
 }
 
-// publish.paths.page_file: the group directory is the start without its last k digits; the
-// first group's pages are in the conversation's directory.
+// publish.paths.page_file and conversation_file: the group directory is the start without its
+// last k digits; the first group's pages have none.
 List.prototype.path = function (index) {
     var digits = String(index * this.size);
     var group = digits.slice(0, Math.max(digits.length - this.groupDigits, 0));
-    var dir = group ? this.dir + '/p' + group : this.dir;
-    return dir + '/' + this.name + '.asc.' + digits + '.json';
+    var name = this.name + '.asc.' + digits + '.json';
+    return this.conversation + '.' + (group ? 'p' + group + '/' : '') + name;
 };
 
 // A promise of the page as {bytes, tag}, or of null when there is no such page.
@@ -313,7 +313,7 @@ function sum(map) {
 List.prototype.count = async function (summary) {
     var total = summary.totalMessageCount;
     if (typeof total !== 'number') {
-        throw new Error(this.dir + ': a summary without totalMessageCount');
+        throw new Error(this.conversation + ': a summary without totalMessageCount');
     }
     if (this.name === 'all') {
         return total;
@@ -439,8 +439,8 @@ async function conversation(r) {
     }
     var files = new Files(r);
     var participant = v.cs_participant;
-    var dir = owner + '/v2/conversations/' + v.cs_participant_fanout + '/' + participant;
-    var summary = await files.read(dir + '/summary.json');
+    var conversation = owner + '/v2/conversations/' + v.cs_participant_fanout + '/' + participant;
+    var summary = await files.read(conversation + '.summary.json');
     if (summary === null) {
         problem(r, 404, 'Not Found', 'no such participant');
         return;
@@ -455,7 +455,7 @@ async function conversation(r) {
         problem(r, 404, 'Not Found', 'this run published summaries only');
         return;
     }
-    var list = new List(files, dir, endpoint || 'all', Number(v.cs_page_size),
+    var list = new List(files, conversation, endpoint || 'all', Number(v.cs_page_size),
         Number(v.cs_page_group_digits));
     var path = '/v2/conversations/' + encodeURIComponent(participant) +
         (endpoint ? '/' + endpoint : '');

@@ -52,7 +52,7 @@ import orjson
 from convsum.config import ALIGNMENT_MODULUS, DEFAULT_API_CACHE_CONTROL, DEFAULT_MAX_LIMIT
 from convsum.errors import ConfigError
 from convsum.publish.bucket import BUCKET_MANIFEST
-from convsum.publish.paths import SUMMARY_FILE, page_group_digits
+from convsum.publish.paths import SUMMARY_FILE, conversation_file, page_group_digits
 from convsum.publish.storage import GZIP_SUFFIX
 
 # Debian's nginx module packages install here; set_misc needs ndk loaded before it.
@@ -187,7 +187,7 @@ def start_pattern(page_size: int) -> str:
 
 def page_group_pattern(page_size: int) -> str:
     """Return a regular expression whose first group is a start's page group, matching only
-    the starts outside the first group (whose pages are in the conversation's directory)."""
+    the starts outside the first group (whose pages have no group directory)."""
     return f"^([0-9]+)[0-9]{{{page_group_digits(page_size)}}}$"
 
 
@@ -369,7 +369,7 @@ def _cleared(probe: bool = False) -> str:
 
 def _answers(source: Path | BucketOrigin, conversation: str, page: str) -> dict[str, str]:
     """Return how the tree answers: a summary, a page, and a known participant with no page."""
-    summary = f"{conversation}/{SUMMARY_FILE}"
+    summary = conversation_file(conversation, SUMMARY_FILE)
     if isinstance(source, Path):
         known = "\n            ".join(
             f"if (-f $document_root{summary}{suffix}) {{ return 200 '[]'; }}"
@@ -544,7 +544,7 @@ def _owner_in_path_server(
         f'{page_size}, limit {page_size}, order {orders_text}"}}'
     )
     name = "(?<cs_owner>[^/]+)/v2/conversations/(?<cs_participant>[^/]+)"
-    page = f"{conversation}$cs_page_dir/$cs_list.$cs_order.$cs_start.json"
+    page = conversation_file(conversation, "$cs_page_group$cs_list.$cs_order.$cs_start.json")
     answers = _answers(source, conversation, page)
     list_answer = answers["page"] if orders else f"return 404 '{_NO_LISTS}';"
     hashes = _hash_lines()
@@ -589,7 +589,7 @@ def _pagination_maps(page_size: int, orders: list[str]) -> str:
     map $arg_order $cs_order {{ "" asc; "~*^asc$" asc; "~*^desc$" {desc}; default ""; }}
     # A page's group directory: its start without the last digits, none for the first group
     # (publish.paths.page_file).
-    map $cs_start $cs_page_dir {{ "~{page_group_pattern(page_size)}" /p$1; default ""; }}
+    map $cs_start $cs_page_group {{ "~{page_group_pattern(page_size)}" p$1/; default ""; }}
     map "$cs_start:$cs_limit_ok:$cs_order" $cs_bad_request {{
         "~^[0-9]+:1:(asc|desc)$" 0;
         default 1;

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from convsum.config import LIST_NAMES
 from convsum.engines.base import Derivation, Pages, Stream
 from convsum.log import Stage
-from convsum.publish.paths import SUMMARY_FILE, conversation_dir, page_file
+from convsum.publish.paths import SUMMARY_FILE, conversation_path, page_file
 from convsum.publish.storage import Storage
 from convsum.publish.tree import TreeWriter
 
@@ -157,13 +157,15 @@ def write_pages(
 ) -> None:
     """Write the pages of one order's sorted stream of conversation rows."""
     last: tuple[str, str] | None = None
-    directory = ""
+    conversation = ""
     written = 0
     for page in conversation_pages(rows, page_size):
         if (page.owner, page.participant) != last:
             last = (page.owner, page.participant)
-            directory = conversation_dir(page.owner, page.participant)
-        writer.write(directory, page_file(page_size, page.list_name, order, page.start), page.body)
+            conversation = conversation_path(page.owner, page.participant)
+        writer.write(
+            conversation, page_file(page_size, page.list_name, order, page.start), page.body
+        )
         written += 1
         if written == 4096:
             stage.add(files=written)
@@ -176,7 +178,7 @@ def write_summaries(writer: Writer, batches: Iterable[pa.RecordBatch], stage: St
     for batch in batches:
         owners, participants, bodies = (column.to_pylist() for column in batch.columns)
         for owner, participant, body in zip(owners, participants, bodies, strict=True):
-            writer.write(conversation_dir(owner, participant), SUMMARY_FILE, body.encode())
+            writer.write(conversation_path(owner, participant), SUMMARY_FILE, body.encode())
         stage.add(files=batch.num_rows)
 
 

@@ -1,9 +1,12 @@
 """Map owner and participant names to safe, unique, servable paths inside the output tree.
 
 A name that can stand in a URL path segment (SPEC section 4: at most `MAX_SERVED_BYTES` bytes,
-no `/`, no control character, not `.` or `..`) keeps its own text as its directory name, behind
+no `/`, no control character, not `.` or `..`) keeps its own text as its path segment, behind
 two fan-out directories taken from the MD5 of its UTF-8 bytes (hex digits 1-2, then 3-4), so that
-a web server can find it from the URL alone (see `publish/nginx.py`). A hash spreads any set of
+a web server can find it from the URL alone (see `publish/nginx.py`). An owner's segment is a
+directory; a participant's is the first part of the names of the conversation's files, which lie
+in the fan-out directory itself (`conversation_file`): a conversation costs no directory of its
+own. A hash spreads any set of
 names, those that share a prefix or a suffix (`t1-prod`, `t2-prod`, ...) included, over 65,536
 leaf directories: about 150 names each at 10 million. Every other name is written as
 hexadecimal (or, when long, as its SHA-256) under the reserved fan-out directory `~`, which no
@@ -14,10 +17,12 @@ output root, and no two names share a path.
 from __future__ import annotations
 
 import hashlib
+import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from convsum.config import LIST_NAMES
 from convsum.errors import PublishError
 
 MAX_SERVED_BYTES = 200
@@ -28,8 +33,9 @@ RESERVED_FANOUT = "~"
 # The version of the rules below, recorded in the manifest's layout and in what a state store
 # must match to be added to: a tree of another layout is rebuilt, never updated in place.
 # 1: fan-out from the name's last four bytes; 2: from the MD5 of its bytes; 3: a conversation's
-# first page group in its own directory.
-LAYOUT_VERSION = 3
+# first page group in its own directory; 4: a conversation's files named after it in its fan-out
+# directory, with no directory of its own.
+LAYOUT_VERSION = 4
 
 
 def check_layout(layout: Mapping[str, Any], where: str, remedy: str) -> None:
@@ -85,9 +91,35 @@ def name_segments(name: str) -> tuple[str, ...]:
     return (RESERVED_FANOUT, shard, leaf)
 
 
-def conversation_dir(owner: str, participant: str) -> str:
-    """Return the relative directory of one conversation, under the served API root."""
+def conversation_path(owner: str, participant: str) -> str:
+    """Return the path of one conversation under the served API root: each of its files is this
+    path, a `.`, and the file's name (`conversation_file`)."""
     return "/".join((*name_segments(owner), "v2", "conversations", *name_segments(participant)))
+
+
+def conversation_file(conversation: str, name: str) -> str:
+    """Return the path of file `name` (`SUMMARY_FILE` or a `page_file`) of a conversation.
+
+    `ab/cd/4601` and `summary.json` give `ab/cd/4601.summary.json`, in the fan-out directory.
+    No two (participant, file) pairs give one path: a file's name is one of `summary.json`,
+    `LIST.ORDER.START.json` and `pGROUP/...`, and no such name ends with `.` and another one,
+    so the name is the only way to split the path (`conversation_files` relies on it).
+    """
+    return f"{conversation}.{name}"
+
+
+_PAGE_NAME = rf"(?:{'|'.join(LIST_NAMES)})\.(?:asc|desc)\.[0-9]+\.json"
+_FILE_NAME = re.compile(rf"{re.escape(SUMMARY_FILE)}|(?:p[0-9]+/)?{_PAGE_NAME}")
+
+
+def conversation_files(conversation: str, paths: Iterable[str]) -> Iterator[str]:
+    """Yield the names of the files of `conversation` among `paths` (served paths under the
+    same root, of its fan-out directory and its page-group directories): `conversation_file`
+    reversed, leaving out the files of other participants whose names begin with its own."""
+    prefix = conversation + "."
+    for path in paths:
+        if path.startswith(prefix) and _FILE_NAME.fullmatch(name := path[len(prefix) :]):
+            yield name
 
 
 def page_group_digits(page_size: int) -> int:
@@ -104,12 +136,12 @@ def page_group_digits(page_size: int) -> int:
 
 
 def page_file(page_size: int, list_name: str, order: str, start: int) -> str:
-    """Return the path of a page below its conversation's directory.
+    """Return the name of a page as a file of its conversation (`conversation_file`).
 
-    `start` 1234550 at page size 50 gives `p123/all.asc.1234550.json`. The starts below 10**k
-    (the first group) stay in the conversation's directory itself, `all.asc.0.json`, so that a
-    conversation of a page or a few per list costs one directory, not two. The web server
-    derives the same directory from the `start` digits.
+    `start` 1234550 at page size 50 gives `p123/all.asc.1234550.json`, in the directory
+    `ab/cd/4601.p123` (`conversation_file`). The starts below 10**k (the first group) have no
+    group directory, `all.asc.0.json`, so that a conversation of a page or a few per list costs
+    no directory. The web server derives the same path from the `start` digits.
     """
     digits = str(start)
     group = digits[: -page_group_digits(page_size)]  # k >= 2, so the slice is well defined

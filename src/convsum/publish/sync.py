@@ -42,7 +42,7 @@ from convsum.errors import PublishError, SyncError
 from convsum.log import RunLog
 from convsum.publish.bucket import BUCKET_MANIFEST, DELETE_BATCH, Bucket, Destination
 from convsum.publish.manifest import MANIFEST, REMOVED_LIST
-from convsum.publish.paths import SUMMARY_FILE, check_layout
+from convsum.publish.paths import SUMMARY_FILE, check_layout, conversation_file
 from convsum.publish.storage import Storage, storage_of
 from convsum.publish.tree import API, FILE_LIST, OutputRoot, make_marked
 from convsum.results import SyncReport
@@ -50,7 +50,7 @@ from convsum.results import SyncReport
 SYNC_DIR = ".sync"
 CONNECTIONS = 32
 _RECORD_EVERY = 2000  # rows per committed transaction of the record
-_SUMMARY = f"/{SUMMARY_FILE}"
+_SUMMARY = conversation_file("", SUMMARY_FILE)  # how every summary's path ends
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS held (
     path TEXT PRIMARY KEY,  -- relative to the prefix, as in files.txt

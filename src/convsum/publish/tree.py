@@ -37,6 +37,7 @@ from pathlib import Path
 from convsum import interrupts
 from convsum.errors import PublishError, RunLockedError
 from convsum.publish import durable
+from convsum.publish.paths import conversation_file
 from convsum.publish.storage import Storage
 
 CURRENT = "current"
@@ -101,9 +102,9 @@ class TreeWriter:
         return self
 
     def write(self, conversation: str, name: str, body: bytes) -> None:
-        """Write `body` as file `name` of a conversation directory (paths from publish.paths);
+        """Write `body` as file `name` of a conversation (paths from publish.paths);
         count the bytes stored, list the path served."""
-        relative = f"{conversation}/{name}"
+        relative = conversation_file(conversation, name)
         self._directories.make_parent(relative)
         stored = self.storage.encode(body)
         with (self.api / self.storage.stored(relative)).open("wb") as handle:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from convsum.publish import durable
-from convsum.publish.paths import SUMMARY_FILE
+from convsum.publish.paths import SUMMARY_FILE, conversation_file, conversation_files
 from convsum.publish.storage import Storage
 from convsum.publish.tree import Directories
 
@@ -56,8 +56,9 @@ class TreeUpdate:
         rewrites no file whose served bytes are the same.
         """
         self._produced.setdefault(conversation, set()).add(name)
+        path = conversation_file(conversation, name)
         try:
-            served = (self.api / conversation / self.storage.stored(name)).read_bytes()
+            served = (self.api / self.storage.stored(path)).read_bytes()
             if self.storage.decode(served) == body:
                 self.unchanged += 1
                 return
@@ -73,22 +74,22 @@ class TreeUpdate:
     def plan(self, conversations: Iterable[str]) -> pa.Table:
         """Find the files each recomputed conversation no longer has; return every change.
 
-        `conversations` are the directories of all recomputed conversations, including those
-        that have no file any more. Returns (path, op) rows: op "+" written, "-" removed.
+        `conversations` are the paths (publish.paths.conversation_path) of all recomputed
+        conversations, including those that have no file any more. Returns (path, op) rows:
+        op "+" written, "-" removed.
         Call after every file of the recomputed conversations was offered to `write`.
         """
         for conversation in conversations:
             produced = self._produced.get(conversation, set())
-            stored = _files_under(self.api / conversation)
-            gone = sorted(_stale(map(self.storage.served, stored), produced))
+            gone = sorted(_stale(self._files_of(conversation), produced))
             if gone:
                 self._removals[conversation] = gone
         paths, ops = [], []
         for conversation, writes in self._writes.items():
-            paths += [f"{conversation}/{name}" for name, _ in writes]
+            paths += [conversation_file(conversation, name) for name, _ in writes]
             ops += [WRITE] * len(writes)
         for conversation, names in self._removals.items():
-            paths += [f"{conversation}/{name}" for name in names]
+            paths += [conversation_file(conversation, name) for name in names]
             ops += [REMOVE] * len(names)
         return pa.table({"path": pa.array(paths, pa.string()), "op": pa.array(ops, pa.string())})
 
@@ -110,13 +111,31 @@ class TreeUpdate:
         for conversation in sorted(self._writes.keys() | self._removals.keys()):
             writes = sorted(self._writes.get(conversation, ()), key=_summary_last)
             for name, staged in writes:
-                target = f"{conversation}/{name}"
+                target = conversation_file(conversation, name)
                 self._directories.make_parent(target)
                 staged.rename(self.api / self.storage.stored(target))
             for name in self._removals.get(conversation, ()):
-                gone = self.api / conversation / self.storage.stored(name)
+                gone = self.api / self.storage.stored(conversation_file(conversation, name))
                 gone.unlink(missing_ok=True)
                 self._prune(gone.parent)
+
+    def _files_of(self, conversation: str) -> Iterator[str]:
+        """Yield the names of the files the served tree holds for `conversation`: those in its
+        fan-out directory named after it, and those of its page-group directories."""
+        directory, _, leaf = conversation.rpartition("/")
+        paths: list[str] = []
+        try:
+            entries = list(os.scandir(self.api / directory))
+        except FileNotFoundError:
+            return iter(())
+        for entry in entries:
+            if not entry.name.startswith(leaf + "."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                paths += (f"{entry.name}/{child.name}" for child in Path(entry.path).iterdir())
+            else:
+                paths.append(entry.name)
+        return conversation_files(leaf, map(self.storage.served, paths))
 
     def _prune(self, directory: Path) -> None:
         """Remove `directory` and its parents up to the API root while they are empty."""
@@ -160,11 +179,3 @@ def _page_key(name: str) -> tuple[str, int]:
     """Return a page file's list and order (as `all.asc`) and its start."""
     list_name, order, start, _json = name.rpartition("/")[2].split(".")
     return f"{list_name}.{order}", int(start)
-
-
-def _files_under(directory: Path) -> Iterable[str]:
-    """Yield the paths of the files under `directory`, relative to it."""
-    for root, _dirs, names in os.walk(directory):
-        prefix = os.path.relpath(root, directory)
-        for name in names:
-            yield name if prefix == "." else f"{prefix}/{name}"
